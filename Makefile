@@ -1,0 +1,32 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   - install into .venv and run the demo (model server + sidecar + traffic)
+#   make test   - install into .venv (plus Debian prometheus, alertmanager, wrk) and run all tests
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test bench lint generate system-deps
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+system-deps:
+	./scripts/install-system-deps
+
+demo: $(BIN)/.installed
+	$(BIN)/modelmon demo $(ARGS)
+
+# pytest exits 5 when it collects no tests; that is not a failure of the suite.
+test: $(BIN)/.installed system-deps
+	$(BIN)/ruff check exporter tests
+	$(BIN)/mypy
+	$(BIN)/pytest $(ARGS) || [ $$? -eq 5 ]
+
+bench: $(BIN)/.installed system-deps
+	$(BIN)/python tests/bench/bench_proxy.py $(ARGS)
+
+generate: $(BIN)/.installed
+	$(BIN)/python -m modelmon.docs > docs/metrics.md

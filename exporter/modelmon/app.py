@@ -1,0 +1,247 @@
+"""Wiring: the Sidecar object owns the shared state; two aiohttp apps serve it.
+
+- the traffic listener (proxy mode): a low-level aiohttp server whose only handler is the
+  proxy, so no router or middleware sits on the inference path;
+- the admin listener: ``/metrics``, ``/healthz``, ``/readyz``, ``/`` and the push API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import platform
+import signal
+from collections.abc import Iterator
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.aiohttp import make_aiohttp_handler
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
+
+from . import __version__
+from . import catalogue as cat
+from .config import Config
+from .health import HealthCollector, HealthState, every, probe_http, probe_tcp
+from .ingest import RecordsEndpoint
+from .models import ModelCollector, ModelRegistry
+from .pipeline import AnalysisQueue, PayloadAnalyser, PipelineCollector, PipelineStats
+from .proxy import Proxy
+from .resources import ModelProcessFinder, ResourceCollector, ResourceReader
+from .routes import RouteTable
+from .traffic import TrafficCollector, TrafficStats
+
+log = logging.getLogger("modelmon")
+
+LANDING_PAGE = """<!doctype html>
+<html><head><title>modelmon</title></head>
+<body><h1>modelmon {version}</h1>
+<p>Monitoring sidecar for {upstream}.</p>
+<ul>
+<li><a href="/metrics">/metrics</a> &mdash; Prometheus metrics</li>
+<li><a href="/healthz">/healthz</a> &mdash; liveness of the sidecar</li>
+<li><a href="/readyz">/readyz</a> &mdash; readiness (model server reachable)</li>
+<li>POST /v1/records &mdash; push records for analysis</li>
+</ul></body></html>
+"""
+
+
+class BuildInfoCollector(Collector):
+    def collect(self) -> Iterator[Metric]:
+        info = cat.BUILD_INFO.info()
+        info.add_metric([], {"version": __version__, "python_version": platform.python_version()})
+        yield info
+
+
+class Sidecar:
+    """Everything the listeners share. ``start()`` opens the upstream connection pool and
+    starts the background tasks; ``close()`` stops them."""
+
+    def __init__(self, config: Config, registry: CollectorRegistry | None = None) -> None:
+        self.config = config
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        self.models = ModelRegistry(config.models, config.default_model, config.limits.max_models)
+        self.traffic = TrafficStats()
+        self.queue = AnalysisQueue(config.analysis.queue_size, PipelineStats())
+        self.analysers = [PayloadAnalyser(config.analysis.max_body_bytes)]
+        self.health = HealthState(config.upstream.url is not None, config.health.dependencies)
+        finder = ModelProcessFinder(config.resources.pid_file, config.resources.process_name)
+        self.resource_reader = ResourceReader(finder, config.resources.cgroup_root,
+                                              config.resources.proc_root)
+        self.resources = ResourceCollector(finder.configured)
+        self.records = RecordsEndpoint(config.ingest, self.models, self.queue)
+        self.routes = RouteTable(config.proxy.routes)
+        self.session: aiohttp.ClientSession | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.worker: asyncio.Task[None] | None = None
+        for collector in (
+            BuildInfoCollector(), TrafficCollector(self.traffic), PipelineCollector(self.queue),
+            HealthCollector(self.health), self.resources, ModelCollector(self.models),
+            _IngestCollector(self.records),
+        ):
+            self.registry.register(collector)
+        ProcessCollector(namespace="modelmon", registry=self.registry)
+
+    async def start(self) -> None:
+        up = self.config.upstream
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=up.max_connections, ttl_dns_cache=300),
+            timeout=aiohttp.ClientTimeout(
+                total=None, sock_connect=up.connect_timeout_seconds, sock_read=up.read_timeout_seconds
+            ),
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),  # a proxy must not keep cookies between clients
+        )
+        self.worker = asyncio.create_task(self.queue.run_worker(self.analysers), name="analysis")
+        self._tasks = [self.worker]
+        if up.url is not None:
+            self._tasks.append(asyncio.create_task(
+                every(up.probe_interval_seconds, self.probe_upstream, "upstream probe")))
+        if self.config.health.dependencies:
+            self._tasks.append(asyncio.create_task(
+                every(self.config.health.interval_seconds, self.probe_dependencies, "dependency probes")))
+        self._tasks.append(asyncio.create_task(
+            every(self.config.resources.interval_seconds, self.read_resources, "resource readings")))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    async def probe_upstream(self) -> None:
+        up = self.config.upstream
+        assert self.session is not None and up.url is not None
+        url = up.url.rstrip("/") + up.health_path
+        self.health.record_upstream(await probe_http(self.session, url, up.probe_timeout_seconds))
+
+    async def probe_dependencies(self) -> None:
+        assert self.session is not None
+        timeout = self.config.health.dependency_timeout_seconds
+        deps = self.config.health.dependencies
+        results = await asyncio.gather(*(
+            probe_http(self.session, d.url, timeout) if d.url else probe_tcp(d.tcp or "", timeout)
+            for d in deps
+        ))
+        for dep, result in zip(deps, results, strict=True):
+            self.health.dependencies[dep.name] = result
+
+    async def read_resources(self) -> None:
+        self.resources.snapshot = await asyncio.to_thread(self.resource_reader.read)
+        await asyncio.to_thread(self.models.refresh_trained)
+
+    # --- listeners -----------------------------------------------------------------------
+
+    def proxy(self) -> Proxy:
+        up = self.config.upstream
+        assert self.session is not None, "start() the sidecar first"
+        assert up.url is not None, "no upstream configured"
+        return Proxy(up.url, self.session, self.routes, self.models, self.traffic, self.queue,
+                     self.config.analysis.max_body_bytes, up.preserve_host)
+
+    def traffic_server(self) -> web.Server:
+        loop = asyncio.get_running_loop()
+        max_size = self.config.analysis.max_body_bytes
+
+        def make_request(message, payload, protocol, writer, task):  # type: ignore[no-untyped-def]
+            # Only small inference bodies are ever read whole; the rest stream.
+            return web.BaseRequest(message, payload, protocol, writer, task, loop,
+                                   client_max_size=max_size)
+
+        return web.Server(
+            self.proxy().handle,
+            request_factory=make_request,
+            access_log=None,
+            auto_decompress=False,  # bodies pass through exactly as the client encoded them
+        )
+
+    def admin_app(self) -> web.Application:
+        app = web.Application(client_max_size=self.config.ingest.max_body_bytes)
+        app.router.add_get("/", self._landing)
+        app.router.add_get("/metrics", make_aiohttp_handler(self.registry))
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_post("/v1/records", self.records.handle)
+        return app
+
+    async def _landing(self, request: web.Request) -> web.Response:
+        upstream = self.config.upstream.url or "pushed records (receive-only mode)"
+        return web.Response(text=LANDING_PAGE.format(version=__version__, upstream=upstream),
+                            content_type="text/html")
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        # Answering at all proves the event loop runs; a dead analysis worker is also fatal.
+        if self.worker is not None and self.worker.done():
+            return web.json_response({"status": "analysis worker stopped"}, status=503)
+        return web.json_response({"status": "ok"})
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        if not self.health.upstream_configured:
+            return web.json_response({"status": "ok", "upstream": None})
+        result = self.health.upstream
+        if result is None:
+            await self.probe_upstream()
+            result = self.health.upstream
+        assert result is not None
+        body = {"status": "ok" if result.up else "upstream unreachable",
+                "upstream": self.config.upstream.url, "detail": result.detail}
+        return web.json_response(body, status=200 if result.up else 503)
+
+
+class _IngestCollector(Collector):
+    def __init__(self, endpoint: RecordsEndpoint) -> None:
+        self._endpoint = endpoint
+
+    def collect(self) -> Iterator[Metric]:
+        family = cat.INGEST_REQUESTS.counter()
+        for labels, value in list(self._endpoint.requests.items()):
+            family.add_metric(labels, value)
+        yield family
+
+
+async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
+    """Run the sidecar until SIGTERM/SIGINT (or ``stop`` is set), then drain and exit."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    sidecar = Sidecar(config)
+    await sidecar.start()
+    grace = config.server.shutdown_grace_seconds
+    runners: list[web.BaseRunner] = []
+    try:
+        admin = web.AppRunner(sidecar.admin_app(), access_log=None, shutdown_timeout=grace,
+                              handle_signals=False)
+        await admin.setup()
+        runners.append(admin)
+        await web.TCPSite(admin, config.server.host, config.server.admin_port).start()
+        log.info("admin listening on http://%s:%d (metrics, health, push API)",
+                 config.server.host, config.server.admin_port)
+        if config.upstream.url is not None:
+            traffic = web.ServerRunner(sidecar.traffic_server(), shutdown_timeout=grace,
+                                       handle_signals=False)
+            await traffic.setup()
+            runners.insert(0, traffic)
+            await web.TCPSite(traffic, config.server.host, config.server.traffic_port,
+                              backlog=1024).start()
+            log.info("proxying http://%s:%d -> %s", config.server.host,
+                     config.server.traffic_port, config.upstream.url)
+        else:
+            log.info("receive-only mode: no upstream, no proxy listener")
+        await stop.wait()
+        log.info("shutting down: draining in-flight requests (grace %.0fs)", grace)
+    finally:
+        # Traffic first: stop accepting, let in-flight requests finish within the grace period.
+        for runner in runners:
+            await runner.cleanup()
+        await sidecar.queue.join(timeout=min(grace, 5.0))
+        await sidecar.close()
+    log.info("stopped")

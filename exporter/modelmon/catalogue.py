@@ -1,0 +1,195 @@
+"""The metric catalogue: every metric modelmon exports, defined once.
+
+Collectors build their families from these specs at scrape time; the metrics
+reference in ``docs/metrics.md`` (and later the rules and dashboards) is
+generated from the same list, so a name can never drift between them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+)
+
+PREFIX = "modelmon_"
+
+# Inference latency: 1 ms (a tiny tabular model) to 60 s (a large generative call).
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)
+# Time spent inside the sidecar itself: tens of microseconds when all is well.
+OVERHEAD_BUCKETS: tuple[float, ...] = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+)
+PROBE_BUCKETS: tuple[float, ...] = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
+
+
+class Kind(str, Enum):
+    COUNTER = "counter"
+    GAUGE = "gauge"
+    HISTOGRAM = "histogram"
+    INFO = "info"
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric: its full name (without ``_total``/``_info`` suffix), type, help and labels."""
+
+    name: str
+    kind: Kind
+    help: str
+    labels: tuple[str, ...] = ()
+    buckets: tuple[float, ...] = ()
+
+    @property
+    def exposed_name(self) -> str:
+        """The name as it appears on ``/metrics`` (counters gain ``_total``, infos ``_info``)."""
+        if self.kind is Kind.COUNTER:
+            return self.name + "_total"
+        if self.kind is Kind.INFO:
+            return self.name + "_info"
+        return self.name
+
+    def counter(self) -> CounterMetricFamily:
+        assert self.kind is Kind.COUNTER, self.name
+        return CounterMetricFamily(self.name, self.help, labels=list(self.labels))
+
+    def gauge(self) -> GaugeMetricFamily:
+        assert self.kind is Kind.GAUGE, self.name
+        return GaugeMetricFamily(self.name, self.help, labels=list(self.labels))
+
+    def histogram(self) -> HistogramMetricFamily:
+        assert self.kind is Kind.HISTOGRAM, self.name
+        return HistogramMetricFamily(self.name, self.help, labels=list(self.labels))
+
+    def info(self) -> InfoMetricFamily:
+        assert self.kind is Kind.INFO, self.name
+        # Info labels are passed as the value dict of add_metric([], {...}).
+        return InfoMetricFamily(self.name, self.help)
+
+
+def _m(name: str, kind: Kind, help: str, labels: Iterable[str] = (), buckets: tuple[float, ...] = ()) -> MetricSpec:
+    return MetricSpec(PREFIX + name, kind, help, tuple(labels), buckets)
+
+
+C, G, H = Kind.COUNTER, Kind.GAUGE, Kind.HISTOGRAM
+
+# --- traffic through the proxy -------------------------------------------------------------
+REQUESTS = _m(
+    "requests", C,
+    "Requests proxied to the model server, by model, route template and HTTP status code.",
+    ("model", "route", "code"),
+)
+REQUEST_DURATION = _m(
+    "request_duration_seconds", H,
+    "Time from receiving a request to sending the last byte of its response, as seen by the sidecar.",
+    ("model", "route"), LATENCY_BUCKETS,
+)
+OVERHEAD = _m(
+    "sidecar_overhead_seconds", H,
+    "Time a request spent in the sidecar itself (request duration minus time waiting on the upstream).",
+    ("model", "route"), OVERHEAD_BUCKETS,
+)
+IN_FLIGHT = _m(
+    "requests_in_flight", G, "Requests currently being proxied, by model.", ("model",),
+)
+UPSTREAM_ERRORS = _m(
+    "upstream_errors", C,
+    "Requests that failed to reach the model server or broke off, by model and reason "
+    "(connect, timeout, reset).",
+    ("model", "reason"),
+)
+
+# --- health ----------------------------------------------------------------------------------
+UPSTREAM_UP = _m(
+    "upstream_up", G, "1 if the last probe of the model server's health endpoint succeeded, else 0.",
+)
+UPSTREAM_PROBE_DURATION = _m(
+    "upstream_probe_duration_seconds", G, "Duration of the last probe of the model server's health endpoint.",
+)
+UPSTREAM_PROBES = _m(
+    "upstream_probes", C, "Probes of the model server's health endpoint, by result (success, failure).",
+    ("result",),
+)
+DEPENDENCY_UP = _m(
+    "dependency_up", G, "1 if the last probe of a declared dependency succeeded, else 0.", ("dependency",),
+)
+DEPENDENCY_PROBE_DURATION = _m(
+    "dependency_probe_duration_seconds", G, "Duration of the last probe of a declared dependency.",
+    ("dependency",),
+)
+
+# --- resources ---------------------------------------------------------------------------------
+MODEL_PROCESS_UP = _m(
+    "model_process_up", G,
+    "1 if the model server's process was found (pid file, process name or shared process namespace).",
+)
+MODEL_MEMORY_RSS = _m(
+    "model_memory_rss_bytes", G, "Resident memory of the model server's process and its children.",
+)
+MODEL_CPU = _m(
+    "model_cpu_seconds", C, "CPU time (user + system) of the model server's process and its children.",
+)
+CGROUP_MEMORY_USAGE = _m(
+    "cgroup_memory_usage_bytes", G,
+    "Memory charged to a cgroup (memory.current or memory.usage_in_bytes); "
+    "cgroup=model when the model's cgroup is visible, cgroup=self for the sidecar's own.",
+    ("cgroup",),
+)
+CGROUP_MEMORY_LIMIT = _m(
+    "cgroup_memory_limit_bytes", G,
+    "Memory limit of a cgroup; absent when the cgroup has no limit.", ("cgroup",),
+)
+
+# --- models ------------------------------------------------------------------------------------
+MODEL_INFO = _m(
+    "model", Kind.INFO, "The model served, with its version (from config).", ("model", "version"),
+)
+MODEL_TRAINED = _m(
+    "model_trained_timestamp_seconds", G,
+    "When the model was trained or built (config trained_at, else the artefact's modification time).",
+    ("model",),
+)
+LAST_PREDICTION = _m(
+    "model_last_prediction_timestamp_seconds", G,
+    "When the sidecar last saw a prediction (a proxied inference response or a pushed record).",
+    ("model",),
+)
+
+# --- analysis pipeline ---------------------------------------------------------------------------
+QUEUE_DEPTH = _m("analysis_queue_depth", G, "Items waiting in the analysis queue.")
+QUEUE_CAPACITY = _m("analysis_queue_capacity", G, "Capacity of the analysis queue.")
+RECORDS_DROPPED = _m(
+    "analysis_dropped_records", C,
+    "Records not analysed, by reason (queue_full, body_too_large, invalid_json, "
+    "invalid_record, analysis_error).",
+    ("reason",),
+)
+RECORDS_ANALYSED = _m(
+    "analysis_records", C, "Records analysed, by model and source (proxy, push).", ("model", "source"),
+)
+INGEST_REQUESTS = _m(
+    "ingest_requests", C, "Push API requests, by endpoint and HTTP status code.", ("endpoint", "code"),
+)
+
+# --- the sidecar itself ----------------------------------------------------------------------
+BUILD_INFO = _m(
+    "build", Kind.INFO, "modelmon's version and the Python it runs on.", ("version", "python_version"),
+)
+
+ALL: tuple[MetricSpec, ...] = tuple(v for v in list(globals().values()) if isinstance(v, MetricSpec))
+
+# Sidecar process metrics come from prometheus_client's ProcessCollector under our prefix.
+PROCESS_METRICS_NOTE = (
+    "The sidecar's own process metrics are exported by prometheus_client's ProcessCollector "
+    "with the modelmon_ prefix: modelmon_process_cpu_seconds_total, "
+    "modelmon_process_resident_memory_bytes, modelmon_process_virtual_memory_bytes, "
+    "modelmon_process_open_fds, modelmon_process_max_fds, modelmon_process_start_time_seconds."
+)

@@ -1,0 +1,393 @@
+"""Configuration: one YAML file, every key overridable by environment variable.
+
+Precedence, lowest first: built-in defaults, the YAML file, ``MODELMON_<SECTION>__<KEY>``
+environment variables (values parsed as YAML, so ``MODELMON_UPSTREAM__URL=null`` means
+"no upstream"), then command-line flags. Every error names the offending key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TypeVar, Union
+
+import yaml
+
+ENV_PREFIX = "MODELMON_"
+MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$")
+_HOST_PORT_RE = re.compile(r"^\[?[A-Za-z0-9_.:-]+\]?:\d{1,5}$")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or invalid; the message names the key."""
+
+
+def _fail(path: str, message: str) -> typing.NoReturn:
+    raise ConfigError(f"{path}: {message}")
+
+
+def _positive(path: str, value: float) -> None:
+    if value <= 0:
+        _fail(path, f"must be > 0, got {value}")
+
+
+def _port(path: str, value: int) -> None:
+    if not 0 <= value <= 65535:
+        _fail(path, f"must be a TCP port (0-65535), got {value}")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "0.0.0.0"
+    traffic_port: int = 8000
+    admin_port: int = 9400
+    shutdown_grace_seconds: float = 20.0
+    log_level: str = "info"
+
+    def validate(self, path: str) -> None:
+        _port(f"{path}.traffic_port", self.traffic_port)
+        _port(f"{path}.admin_port", self.admin_port)
+        if self.traffic_port == self.admin_port and self.traffic_port != 0:
+            _fail(f"{path}.admin_port", "must differ from server.traffic_port")
+        if self.shutdown_grace_seconds < 0:
+            _fail(f"{path}.shutdown_grace_seconds", "must be >= 0")
+        if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
+            _fail(f"{path}.log_level", "must be one of debug, info, warning, error")
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    # None runs the sidecar in receive-only mode: no proxy listener, no upstream probe.
+    url: str | None = "http://127.0.0.1:8080"
+    connect_timeout_seconds: float = 5.0
+    # Longest silence between two reads of the upstream's response (not a total deadline, so
+    # long server-sent-event streams survive).
+    read_timeout_seconds: float = 60.0
+    max_connections: int = 256
+    health_path: str = "/v2/health/ready"
+    probe_interval_seconds: float = 10.0
+    probe_timeout_seconds: float = 2.0
+    preserve_host: bool = True
+
+    def validate(self, path: str) -> None:
+        if self.url is not None and not re.match(r"^https?://[^/\s]+(/.*)?$", self.url):
+            _fail(f"{path}.url", f"must be an http:// or https:// URL, got {self.url!r}")
+        for name in ("connect_timeout_seconds", "read_timeout_seconds",
+                     "probe_interval_seconds", "probe_timeout_seconds"):
+            _positive(f"{path}.{name}", getattr(self, name))
+        _positive(f"{path}.max_connections", self.max_connections)
+        if not self.health_path.startswith("/"):
+            _fail(f"{path}.health_path", "must start with '/'")
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    """An extra route: ``path`` is a regular expression matched against the whole path; a named
+    group ``model`` takes the model name from the path, else ``model`` names it."""
+
+    path: str
+    name: str
+    model: str | None = None
+    inference: bool = True
+
+    def validate(self, path: str) -> None:
+        try:
+            re.compile(self.path)
+        except re.error as exc:
+            _fail(f"{path}.path", f"invalid regular expression: {exc}")
+        if not self.name or len(self.name) > 64:
+            _fail(f"{path}.name", "must be 1-64 characters")
+        if self.model is not None and not MODEL_NAME_RE.match(self.model):
+            _fail(f"{path}.model", f"invalid model name {self.model!r}")
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    routes: tuple[RouteConfig, ...] = ()
+
+    def validate(self, path: str) -> None:
+        for i, route in enumerate(self.routes):
+            route.validate(f"{path}.routes[{i}]")
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    queue_size: int = 1024
+    # Bodies larger than this are proxied untouched but not analysed (counted as body_too_large).
+    max_body_bytes: int = 4 * 1024 * 1024
+
+    def validate(self, path: str) -> None:
+        _positive(f"{path}.queue_size", self.queue_size)
+        _positive(f"{path}.max_body_bytes", self.max_body_bytes)
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_records: int = 10_000
+
+    def validate(self, path: str) -> None:
+        _positive(f"{path}.max_body_bytes", self.max_body_bytes)
+        _positive(f"{path}.max_records", self.max_records)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    version: str = ""
+    # ISO 8601 time or Unix seconds; if absent, the artefact's modification time is used.
+    trained_at: str | float | None = None
+    artifact_path: str | None = None
+
+    def validate(self, path: str) -> None:
+        if not MODEL_NAME_RE.match(self.name):
+            _fail(f"{path}.name", f"invalid model name {self.name!r} (letters, digits, _.:- ; max 63)")
+        if self.trained_at is not None:
+            try:
+                self.trained_timestamp()
+            except ValueError as exc:
+                _fail(f"{path}.trained_at", str(exc))
+
+    def trained_timestamp(self) -> float | None:
+        """The configured training time as Unix seconds, or None if not configured."""
+        if self.trained_at is None:
+            return None
+        if isinstance(self.trained_at, (int, float)):
+            return float(self.trained_at)
+        text = self.trained_at.strip().replace("Z", "+00:00")
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"not an ISO 8601 time or Unix seconds: {self.trained_at!r}") from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        return parsed.timestamp()
+
+
+@dataclass(frozen=True)
+class DependencyConfig:
+    """A dependency to probe: ``url`` (HTTP GET, 2xx/3xx is up) or ``tcp`` (``host:port`` connect)."""
+
+    name: str
+    url: str | None = None
+    tcp: str | None = None
+
+    def validate(self, path: str) -> None:
+        if not re.match(r"^[A-Za-z0-9_.-]{1,64}$", self.name):
+            _fail(f"{path}.name", f"invalid dependency name {self.name!r}")
+        if (self.url is None) == (self.tcp is None):
+            _fail(path, "exactly one of url or tcp must be set")
+        if self.url is not None and not re.match(r"^https?://", self.url):
+            _fail(f"{path}.url", "must be an http:// or https:// URL")
+        if self.tcp is not None and not _HOST_PORT_RE.match(self.tcp):
+            _fail(f"{path}.tcp", f"must be host:port, got {self.tcp!r}")
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    dependencies: tuple[DependencyConfig, ...] = ()
+    dependency_timeout_seconds: float = 2.0
+    interval_seconds: float = 10.0
+
+    def validate(self, path: str) -> None:
+        _positive(f"{path}.dependency_timeout_seconds", self.dependency_timeout_seconds)
+        _positive(f"{path}.interval_seconds", self.interval_seconds)
+        names = [d.name for d in self.dependencies]
+        if len(names) != len(set(names)):
+            _fail(f"{path}.dependencies", "dependency names must be unique")
+        for i, dep in enumerate(self.dependencies):
+            dep.validate(f"{path}.dependencies[{i}]")
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    """How to find the model server's process: a pid file, or a process name / command-line
+    substring (needs ``shareProcessNamespace: true`` in Kubernetes)."""
+
+    pid_file: str | None = None
+    process_name: str | None = None
+    proc_root: str = "/proc"
+    cgroup_root: str = "/sys/fs/cgroup"
+    interval_seconds: float = 5.0
+
+    def validate(self, path: str) -> None:
+        _positive(f"{path}.interval_seconds", self.interval_seconds)
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    # Distinct model label values; configured models always count, further names seen in
+    # routes are admitted until the cap, then fold into "__other__".
+    max_models: int = 20
+
+    def validate(self, path: str) -> None:
+        _positive(f"{path}.max_models", self.max_models)
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    models: tuple[ModelConfig, ...] = ()
+    health: HealthConfig = field(default_factory=HealthConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+
+    def validate(self, path: str = "") -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "models":
+                names = [m.name for m in value]
+                if len(names) != len(set(names)):
+                    _fail("models", "model names must be unique")
+                if len(names) > self.limits.max_models:
+                    _fail("models", f"{len(names)} models exceed limits.max_models={self.limits.max_models}")
+                for i, model in enumerate(value):
+                    model.validate(f"models[{i}]")
+            else:
+                value.validate(f.name)
+
+    @property
+    def default_model(self) -> str:
+        """The model name for routes that do not name one."""
+        return self.models[0].name if self.models else "default"
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+def _convert(tp: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            _fail(path, "must not be null")
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(arg, value, path)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0])
+    if origin is tuple:
+        (item_type, _ellipsis) = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            _fail(path, f"must be a list, got {type(value).__name__}")
+        return tuple(_convert(item_type, v, f"{path}[{i}]") for i, v in enumerate(value))
+    if dataclasses.is_dataclass(tp):
+        return _build(typing.cast(type, tp), value, path)
+    if tp is bool:
+        if not isinstance(value, bool):
+            _fail(path, f"must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            _fail(path, f"must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            _fail(path, f"must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            _fail(path, f"must be a string, got {value!r}")
+        return str(value)
+    raise TypeError(f"unsupported config type {tp!r} at {path}")  # pragma: no cover
+
+
+def _build(cls: type[T], data: Any, path: str) -> T:
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        _fail(path or "<root>", f"must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(typing.cast(Any, cls))}
+    for key in data:
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            _fail(_join(path, str(key)), f"unknown key (known: {known})")
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        key_path = _join(path, name)
+        if name in data:
+            kwargs[name] = _convert(hints[name], data[name], key_path)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            _fail(key_path, "required key is missing")
+    return cls(**kwargs)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    """``MODELMON_UPSTREAM__URL=...`` -> ``{"upstream": {"url": ...}}``; values parsed as YAML."""
+    tree: dict[str, Any] = {}
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+            continue
+        keys = [k.lower() for k in name[len(ENV_PREFIX):].split("__")]
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{name}: not valid YAML: {exc}") from None
+        node = tree
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{name}: conflicts with another override")
+        node[keys[-1]] = value
+    return tree
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(
+    path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Load, merge and validate the configuration; raises ConfigError naming the bad key."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping")
+        data = loaded or {}
+    if env is not None:
+        data = _merge(data, _env_overrides(env))
+    if overrides:
+        data = _merge(data, overrides)
+    config = _build(Config, data, "")
+    config.validate()
+    return config

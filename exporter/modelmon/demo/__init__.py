@@ -1,0 +1,1 @@
+"""The built-in demo: a real (small) model server, the sidecar in front of it, and traffic."""

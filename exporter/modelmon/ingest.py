@@ -1,0 +1,158 @@
+"""The push API: ``POST /v1/records`` for models that cannot be proxied (or mirrored traffic).
+
+Body: a JSON object ``{"model": "m", "records": [...]}``, a JSON array of records, or NDJSON
+(``Content-Type: application/x-ndjson``), one record per line. A record is an object
+``{"features": {...}, "prediction": ..., "id": "...", "model": "...", "timestamp": 1.7e9}``
+of which only ``features`` is required. Invalid records are rejected one by one with their
+index and reason; the valid rest of the batch is accepted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from .config import IngestConfig
+from .instruments import counter_vec
+from .logs import RateLimitedLog
+from .models import ModelRegistry
+from .pipeline import AnalysisQueue, PushedRecords
+
+log = RateLimitedLog(logging.getLogger("modelmon.ingest"))
+
+RECORD_KEYS = frozenset({"features", "prediction", "id", "model", "timestamp"})
+NDJSON_TYPES = frozenset({"application/x-ndjson", "application/jsonl", "application/jsonlines",
+                          "application/ndjson"})
+MAX_ERRORS_REPORTED = 20
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, error: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.error = error
+
+
+def validate_record(record: Any) -> str | None:
+    """None if ``record`` is a valid record, else the reason it is not."""
+    if not isinstance(record, dict):
+        return f"record must be an object, got {type(record).__name__}"
+    unknown = record.keys() - RECORD_KEYS
+    if unknown:
+        return f"unknown field(s) {sorted(unknown)}; known: {sorted(RECORD_KEYS)}"
+    features = record.get("features")
+    if not isinstance(features, dict):
+        return "'features' is required and must be an object of feature name to value"
+    model = record.get("model")
+    if model is not None and not isinstance(model, str):
+        return "'model' must be a string"
+    rid = record.get("id")
+    if rid is not None and (isinstance(rid, bool) or not isinstance(rid, str | int)):
+        return "'id' must be a string or an integer"
+    ts = record.get("timestamp")
+    if ts is not None and (isinstance(ts, bool) or not isinstance(ts, int | float)):
+        return "'timestamp' must be Unix seconds"
+    return None
+
+
+def parse_batch(body: bytes, ndjson: bool) -> tuple[list[Any], str | None, list[dict[str, Any]]]:
+    """Split a body into (records, batch-level model, line-level parse errors)."""
+    if ndjson:
+        records: list[Any] = []
+        errors: list[dict[str, Any]] = []
+        for index, line in enumerate(l for l in body.split(b"\n") if l.strip()):
+            try:
+                records.append(orjson.loads(line))
+            except orjson.JSONDecodeError as exc:
+                records.append(None)
+                errors.append({"index": index, "error": f"invalid JSON: {exc}"})
+        return records, None, errors
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(400, "invalid_json", f"body is not JSON ({exc}); "
+                         "send NDJSON with Content-Type: application/x-ndjson") from None
+    if isinstance(payload, list):
+        return payload, None, []
+    if isinstance(payload, dict) and isinstance(payload.get("records"), list):
+        model = payload.get("model")
+        if model is not None and not isinstance(model, str):
+            raise BadRequest(400, "invalid_batch", "'model' must be a string")
+        extra = payload.keys() - {"records", "model"}
+        if extra:
+            raise BadRequest(400, "invalid_batch", f"unknown batch field(s) {sorted(extra)}")
+        return payload["records"], model, []
+    raise BadRequest(400, "invalid_batch",
+                     'expected {"records": [...]}, a JSON array of records, or NDJSON')
+
+
+class RecordsEndpoint:
+    def __init__(self, config: IngestConfig, models: ModelRegistry, queue: AnalysisQueue) -> None:
+        self._config = config
+        self._models = models
+        self._queue = queue
+        self.requests = counter_vec()  # (endpoint, code)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        try:
+            response = await self._handle(request)
+        except BadRequest as exc:
+            if exc.error == "invalid_json":
+                self._queue.drop("invalid_json", 1, str(exc))
+            else:
+                log.warning(exc.error, "POST /v1/records -> %d: %s", exc.status, exc)
+            response = web.json_response({"error": exc.error, "detail": str(exc)}, status=exc.status)
+        self.requests[("/v1/records", str(response.status))] += 1
+        return response
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        limit = self._config.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise BadRequest(413, "body_too_large", f"body exceeds ingest.max_body_bytes={limit}")
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise BadRequest(413, "body_too_large", f"body exceeds ingest.max_body_bytes={limit}") from None
+        ndjson = request.content_type in NDJSON_TYPES
+        records, batch_model, errors = parse_batch(body, ndjson)
+        if len(records) > self._config.max_records:
+            raise BadRequest(413, "too_many_records",
+                             f"{len(records)} records exceed ingest.max_records={self._config.max_records}")
+        default = batch_model or request.query.get("model")
+        by_model: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        failed = {e["index"] for e in errors}
+        for index, record in enumerate(records):
+            if index in failed:
+                continue
+            reason = validate_record(record)
+            if reason is not None:
+                errors.append({"index": index, "error": reason})
+                continue
+            by_model[self._models.label(record.get("model") or default)].append(record)
+        accepted = sum(len(v) for v in by_model.values())
+        if errors:
+            self._queue.drop("invalid_record", len(errors), f"{len(errors)} invalid record(s) pushed, "
+                             f"first: #{errors[0]['index']}: {errors[0]['error']}")
+        queued = 0
+        for model, batch in by_model.items():
+            if self._queue.offer(PushedRecords(model, batch), len(batch)):
+                queued += len(batch)
+                self._models.saw_prediction(model)
+        errors.sort(key=lambda e: e["index"])
+        result: dict[str, Any] = {
+            "accepted": queued,
+            "rejected": len(errors),
+            "errors": errors[:MAX_ERRORS_REPORTED],
+        }
+        if queued < accepted:
+            result["error"] = "queue_full"
+            result["dropped"] = accepted - queued
+            return web.json_response(result, status=503, headers={"Retry-After": "1"})
+        if accepted == 0 and errors:
+            result["error"] = "invalid_records"
+            return web.json_response(result, status=400)
+        return web.json_response(result, status=202)

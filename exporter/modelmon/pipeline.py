@@ -1,0 +1,209 @@
+"""The analysis pipeline: a bounded queue between the request path and the analysers.
+
+The proxy and the push API only ever call :meth:`AnalysisQueue.offer`, which never blocks:
+when the queue is full the item is dropped and counted. A single worker task drains the
+queue in micro-batches and hands items to the analysers; an analyser that raises is counted
+and logged, and the worker carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
+
+from . import catalogue as cat
+from .instruments import counter_vec
+from .logs import RateLimitedLog
+
+log = RateLimitedLog(logging.getLogger("modelmon.pipeline"))
+
+MAX_BATCH = 64
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One proxied inference call, handed over after the response was sent."""
+
+    model: str
+    route: str
+    status: int
+    request_body: bytes
+    response_body: bytes
+    request_encoding: str = ""
+    response_encoding: str = ""
+    received_at: float = field(default_factory=time.time)
+
+
+@dataclass(slots=True)
+class PushedRecords:
+    """Records pushed through ``POST /v1/records`` (already validated, one model per batch)."""
+
+    model: str
+    records: list[dict[str, Any]]
+    received_at: float = field(default_factory=time.time)
+
+
+Item = Exchange | PushedRecords
+
+
+class AnalysisError(Exception):
+    """An item could not be analysed; ``reason`` becomes the label of the dropped counter."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+class Analyser(Protocol):
+    def analyse(self, item: Item) -> int:
+        """Analyse one item; return the number of records it held. Raise AnalysisError."""
+
+
+class PipelineStats:
+    def __init__(self) -> None:
+        self.dropped = counter_vec()  # (reason,)
+        self.analysed = counter_vec()  # (model, source)
+
+
+class AnalysisQueue:
+    def __init__(self, maxsize: int, stats: PipelineStats) -> None:
+        self._queue: asyncio.Queue[Item] = asyncio.Queue(maxsize)
+        self.stats = stats
+
+    @property
+    def capacity(self) -> int:
+        return self._queue.maxsize
+
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    def offer(self, item: Item, records: int = 1) -> bool:
+        """Enqueue without waiting; on a full queue drop the item, count it and return False."""
+        try:
+            self._queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self.drop("queue_full", records, "analysis queue full")
+            return False
+        return True
+
+    def drop(self, reason: str, records: int, detail: str) -> None:
+        self.stats.dropped[(reason,)] += records
+        log.warning(reason, "record(s) not analysed: %s: %s", reason, detail)
+
+    async def run_worker(self, analysers: Sequence[Analyser]) -> None:
+        """Drain the queue forever (cancel to stop)."""
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < MAX_BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            for item in batch:
+                self._analyse(item, analysers)
+            # Give the proxy a turn between micro-batches.
+            await asyncio.sleep(0)
+
+    async def join(self, timeout: float) -> None:
+        """Wait until the queue is empty (for shutdown and tests)."""
+        deadline = time.monotonic() + timeout
+        while not self._queue.empty() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
+    def _analyse(self, item: Item, analysers: Sequence[Analyser]) -> None:
+        source = "proxy" if isinstance(item, Exchange) else "push"
+        for analyser in analysers:
+            try:
+                records = analyser.analyse(item)
+            except AnalysisError as exc:
+                self.drop(exc.reason, 1, f"model={item.model}: {exc}")
+                return
+            except Exception as exc:  # an analyser bug must not stop the worker
+                self.drop("analysis_error", 1, f"model={item.model}: {type(exc).__name__}: {exc}")
+                return
+        self.stats.analysed[(item.model, source)] += records
+
+
+def decode_body(body: bytes, encoding: str, limit: int) -> Any:
+    """JSON-decode a (possibly gzip/deflate-encoded) body, refusing to inflate past ``limit``."""
+    if encoding in ("gzip", "deflate"):
+        inflater = zlib.decompressobj(wbits=47)  # 47: auto-detect gzip or zlib header
+        try:
+            body = inflater.decompress(body, limit)
+        except zlib.error as exc:
+            raise AnalysisError("invalid_json", f"cannot decompress {encoding} body: {exc}") from None
+        if inflater.unconsumed_tail:
+            raise AnalysisError("body_too_large", f"inflated body exceeds {limit} bytes")
+    elif encoding not in ("", "identity"):
+        raise AnalysisError("invalid_json", f"unsupported content-encoding {encoding!r}")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise AnalysisError("invalid_json", f"body is not JSON: {exc}") from None
+
+
+def count_rows(payload: Any) -> int:
+    """Rows in an inference request, for the common wire formats; 1 when not recognisable.
+
+    Full per-protocol feature extraction lives in the protocol adapters; this only sizes
+    the batch so the records counter means "rows seen".
+    """
+    if isinstance(payload, dict):
+        for key in ("instances", "dataframe_records"):
+            rows = payload.get(key)
+            if isinstance(rows, list):
+                return len(rows)
+        inputs = payload.get("inputs")
+        if isinstance(inputs, list) and inputs and isinstance(inputs[0], dict):
+            shape = inputs[0].get("shape")
+            if isinstance(shape, list) and shape and isinstance(shape[0], int):
+                return shape[0]
+        split = payload.get("dataframe_split")
+        if isinstance(split, dict) and isinstance(split.get("data"), list):
+            return len(split["data"])
+    return 1
+
+
+class PayloadAnalyser:
+    """Decodes proxied request bodies and sizes pushed batches.
+
+    The drift and data-quality engine plugs in after it as a further analyser.
+    """
+
+    def __init__(self, max_body_bytes: int) -> None:
+        self._limit = max_body_bytes
+
+    def analyse(self, item: Item) -> int:
+        if isinstance(item, PushedRecords):
+            return len(item.records)
+        payload = decode_body(item.request_body, item.request_encoding, self._limit)
+        if item.response_body:
+            decode_body(item.response_body, item.response_encoding, self._limit)
+        return count_rows(payload)
+
+
+class PipelineCollector(Collector):
+    def __init__(self, queue: AnalysisQueue) -> None:
+        self._queue = queue
+
+    def collect(self) -> Iterator[Metric]:
+        depth = cat.QUEUE_DEPTH.gauge()
+        depth.add_metric([], self._queue.depth())
+        yield depth
+        capacity = cat.QUEUE_CAPACITY.gauge()
+        capacity.add_metric([], self._queue.capacity)
+        yield capacity
+        dropped = cat.RECORDS_DROPPED.counter()
+        for labels, value in list(self._queue.stats.dropped.items()):
+            dropped.add_metric(labels, value)
+        yield dropped
+        analysed = cat.RECORDS_ANALYSED.counter()
+        for labels, value in list(self._queue.stats.analysed.items()):
+            analysed.add_metric(labels, value)
+        yield analysed

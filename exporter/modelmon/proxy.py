@@ -1,0 +1,272 @@
+"""The transparent reverse proxy: every request goes to the model server unchanged.
+
+Monitoring fails open. Measuring, route matching and the hand-off to analysis are cheap and
+cannot change what the client receives; the analysis itself happens later, off the request
+path, through the bounded queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from .logs import RateLimitedLog
+from .models import ModelRegistry
+from .pipeline import AnalysisQueue, Exchange
+from .routes import RouteTable
+from .traffic import TrafficStats
+
+log = RateLimitedLog(logging.getLogger("modelmon.proxy"))
+
+# RFC 9110 section 7.6.1: connection-specific fields are not forwarded. "Expect" is answered by
+# our own server before the body is read, so it must not reach the upstream a second time.
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-connection", "proxy-authenticate",
+    "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade", "expect",
+})
+# Headers aiohttp's client adds on its own unless told not to.
+_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+# Responses up to this size with a known length are read whole and sent in one write;
+# larger or unknown-length ones (chunked, server-sent events) are streamed.
+BUFFER_LIMIT = 256 * 1024
+# Client closed the connection before the response was sent (nginx's convention).
+CLIENT_CLOSED = 499
+
+
+class UpstreamError(Exception):
+    def __init__(self, reason: str, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.status = status
+
+
+def forwardable(headers: CIMultiDictProxy[str], drop_extra: tuple[str, ...] = ()) -> CIMultiDict[str]:
+    """Copy ``headers`` minus hop-by-hop fields and those the Connection header names."""
+    drop = set(HOP_BY_HOP)
+    drop.update(h.lower() for h in drop_extra)
+    for value in headers.getall("Connection", ()):
+        drop.update(token.strip().lower() for token in value.split(","))
+    out: CIMultiDict[str] = CIMultiDict()
+    for key, value in headers.items():
+        if key.lower() not in drop:
+            out.add(key, value)
+    return out
+
+
+def classify(exc: BaseException) -> UpstreamError:
+    """Map a client-side exception to a counted reason and the status the client gets."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return UpstreamError("connect", 502, f"cannot connect to upstream: {exc.os_error}")
+    if isinstance(exc, asyncio.TimeoutError):
+        return UpstreamError("timeout", 504, "upstream did not answer in time")
+    return UpstreamError("reset", 502, f"upstream connection failed: {type(exc).__name__}: {exc}")
+
+
+def error_response(err: UpstreamError) -> web.Response:
+    return web.json_response(
+        {"error": "upstream_unavailable", "reason": err.reason, "detail": str(err)},
+        status=err.status,
+        headers={"X-Modelmon-Error": err.reason},
+    )
+
+
+class Proxy:
+    def __init__(
+        self,
+        upstream: str,
+        session: aiohttp.ClientSession,
+        routes: RouteTable,
+        models: ModelRegistry,
+        stats: TrafficStats,
+        queue: AnalysisQueue,
+        max_analysis_bytes: int,
+        preserve_host: bool = True,
+    ) -> None:
+        self._base = upstream.rstrip("/")
+        self._session = session
+        self._routes = routes
+        self._models = models
+        self._stats = stats
+        self._queue = queue
+        self._cap = max_analysis_bytes
+        self._drop_headers = () if preserve_host else ("host",)
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        start = time.perf_counter()
+        match = self._routes.match(request.path)
+        model = self._models.label(match.model)
+        analyse = match.inference
+        in_flight = self._stats.in_flight
+        in_flight[(model,)] += 1
+        waited = 0.0  # seconds spent waiting on the upstream
+        status = CLIENT_CLOSED
+        try:
+            copy, data = self._request_body(request, analyse)
+            if isinstance(data, _WholeBody):
+                data = await data.read()
+                copy.data = data
+            url = URL(self._base + request.raw_path, encoded=True)
+            headers = forwardable(request.headers, self._drop_headers)
+            skip = [h for h in _AUTO_HEADERS if h not in request.headers]
+            sent = time.perf_counter()
+            try:
+                upstream = await self._session.request(
+                    request.method, url, headers=headers, data=data, allow_redirects=False,
+                    skip_auto_headers=skip, auto_decompress=False,
+                )
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                waited += time.perf_counter() - sent
+                err = classify(exc)
+                status = err.status
+                return await self._fail(request, model, err)
+            waited += time.perf_counter() - sent
+            try:
+                status = upstream.status
+                response, response_body, w = await self._relay(request, upstream, model, analyse)
+                waited += w
+            finally:
+                upstream.release()
+            if analyse:
+                self._hand_off(model, match.route, status, copy.data, response_body,
+                               request.headers.get("Content-Encoding", ""),
+                               upstream.headers.get("Content-Encoding", ""))
+            return response
+        finally:
+            in_flight[(model,)] -= 1
+            elapsed = time.perf_counter() - start
+            self._stats.finished(model, match.route, status, elapsed, elapsed - waited)
+
+    def _request_body(
+        self, request: web.BaseRequest, analyse: bool
+    ) -> tuple[_BodyCopy, _WholeBody | AsyncIterator[bytes] | aiohttp.StreamReader | None]:
+        """(copy for analysis, what to send upstream). Small inference bodies are read whole;
+        everything else streams, with a bounded copy taken on the way for inference routes."""
+        copy = _BodyCopy()
+        if not request.body_exists:
+            return copy, None
+        length = request.content_length
+        if analyse and length is not None and length <= self._cap:
+            return copy, _WholeBody(request)
+        if not analyse or length is not None:
+            return copy, request.content
+        return copy, self._tee(request.content, copy)
+
+    async def _tee(self, content: aiohttp.StreamReader, copy: _BodyCopy) -> AsyncIterator[bytes]:
+        captured: bytearray | None = bytearray()
+        async for chunk in content.iter_any():
+            if captured is not None:
+                captured.extend(chunk)
+                if len(captured) > self._cap:
+                    captured = None
+            yield chunk
+        copy.data = bytes(captured) if captured is not None else None
+
+    async def _relay(
+        self, request: web.BaseRequest, upstream: aiohttp.ClientResponse, model: str, analyse: bool
+    ) -> tuple[web.StreamResponse, bytes | None, float]:
+        """Send the upstream's response to the client; returns (response, bounded copy of the
+        body for analysis, seconds spent waiting on upstream reads)."""
+        headers = forwardable(upstream.headers, ("content-length",))
+        length = upstream.content_length
+        waited = 0.0
+        if request.method == "HEAD" or upstream.status in (204, 304) or (
+            length is not None and length <= BUFFER_LIMIT
+        ):
+            t = time.perf_counter()
+            try:
+                body = await upstream.read()
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                err = classify(exc)
+                return await self._fail(request, model, err), None, time.perf_counter() - t
+            waited = time.perf_counter() - t
+            response = web.Response(
+                status=upstream.status, reason=upstream.reason, headers=headers, body=body or None
+            )
+            if request.method == "HEAD" and length is not None:
+                response.content_length = length
+            await response.prepare(request)
+            await response.write_eof()
+            return response, body if analyse else None, waited
+
+        stream = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
+        if length is not None:
+            stream.content_length = length
+        await stream.prepare(request)
+        captured = bytearray() if analyse else None
+        while True:
+            t = time.perf_counter()
+            try:
+                chunk = await upstream.content.readany()
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                # The status line is gone already: cut the connection so the client sees a
+                # truncated response rather than a short one that looks complete.
+                err = classify(exc)
+                self._stats.upstream_errors[(model, err.reason)] += 1
+                log.warning("midstream", "%s %s: upstream broke off mid-response: %s",
+                            request.method, request.path, err)
+                if request.transport is not None:
+                    request.transport.abort()
+                raise ConnectionResetError("upstream broke off mid-response") from None
+            waited += time.perf_counter() - t
+            if not chunk:
+                break
+            if captured is not None:
+                captured.extend(chunk)
+                if len(captured) > self._cap:
+                    captured = None
+            await stream.write(chunk)
+        await stream.write_eof()
+        return stream, bytes(captured) if captured is not None else None, waited
+
+    async def _fail(self, request: web.BaseRequest, model: str, err: UpstreamError) -> web.StreamResponse:
+        self._stats.upstream_errors[(model, err.reason)] += 1
+        log.warning(err.reason, "%s %s -> %d: %s", request.method, request.path, err.status, err)
+        response = error_response(err)
+        await response.prepare(request)
+        await response.write_eof()
+        return response
+
+    def _hand_off(
+        self, model: str, route: str, status: int, request_body: bytes | None,
+        response_body: bytes | None, request_encoding: str, response_encoding: str,
+    ) -> None:
+        """Queue the exchange for analysis; never raises into the request path."""
+        if not 200 <= status < 300:
+            return  # an error response carries no prediction
+        try:
+            self._models.saw_prediction(model)
+            if request_body is None or response_body is None:
+                self._queue.drop("body_too_large", 1, f"model={model}: body over analysis.max_body_bytes")
+                return
+            self._queue.offer(Exchange(model, route, status, request_body, response_body,
+                                       request_encoding, response_encoding))
+        except Exception as exc:  # fail open
+            log.warning("handoff", "analysis hand-off failed: %s", exc)
+
+
+class _BodyCopy:
+    """The request body as the analysis will see it; None if it was too large to keep."""
+
+    __slots__ = ("data",)
+
+    def __init__(self) -> None:
+        self.data: bytes | None = None
+
+
+class _WholeBody:
+    """Marker: read the request body whole before forwarding (small inference bodies)."""
+
+    __slots__ = ("request",)
+
+    def __init__(self, request: web.BaseRequest) -> None:
+        self.request = request
+
+    async def read(self) -> bytes:
+        return await self.request.read()

@@ -1,0 +1,52 @@
+"""Request, latency, overhead and upstream-error accounting for proxied traffic."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
+
+from . import catalogue as cat
+from .instruments import HistogramVec, counter_vec
+
+
+class TrafficStats:
+    """Updated by the proxy on every request; read by TrafficCollector at scrape time."""
+
+    def __init__(self) -> None:
+        self.requests = counter_vec()  # (model, route, code)
+        self.duration = HistogramVec(cat.REQUEST_DURATION.buckets)  # (model, route)
+        self.overhead = HistogramVec(cat.OVERHEAD.buckets)  # (model, route)
+        self.in_flight = counter_vec()  # (model,)
+        self.upstream_errors = counter_vec()  # (model, reason)
+
+    def finished(self, model: str, route: str, code: int, duration: float, overhead: float) -> None:
+        self.requests[(model, route, str(code))] += 1
+        self.duration.labels(model, route).observe(duration)
+        self.overhead.labels(model, route).observe(max(overhead, 0.0))
+
+
+class TrafficCollector(Collector):
+    def __init__(self, stats: TrafficStats) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        s = self._stats
+        requests = cat.REQUESTS.counter()
+        for labels, value in list(s.requests.items()):
+            requests.add_metric(labels, value)
+        yield requests
+        for spec, vec in ((cat.REQUEST_DURATION, s.duration), (cat.OVERHEAD, s.overhead)):
+            family = spec.histogram()
+            for labels, hist in list(vec.children.items()):
+                family.add_metric(labels, hist.cumulative(), hist.sum)
+            yield family
+        in_flight = cat.IN_FLIGHT.gauge()
+        for labels, value in list(s.in_flight.items()):
+            in_flight.add_metric(labels, value)
+        yield in_flight
+        errors = cat.UPSTREAM_ERRORS.counter()
+        for labels, value in list(s.upstream_errors.items()):
+            errors.add_metric(labels, value)
+        yield errors
