@@ -206,6 +206,45 @@ class _IngestCollector(Collector):
         yield family
 
 
+class Listeners:
+    """The admin and (with an upstream) traffic listeners of a started Sidecar. Port 0 binds
+    a free port; ``admin_port``/``traffic_port`` tell which."""
+
+    def __init__(self, sidecar: Sidecar) -> None:
+        self._sidecar = sidecar
+        self._runners: list[web.BaseRunner] = []
+        self.admin_port = 0
+        self.traffic_port = 0
+
+    async def start(self) -> None:
+        config = self._sidecar.config
+        host, grace = config.server.host, config.server.shutdown_grace_seconds
+        admin = web.AppRunner(self._sidecar.admin_app(), access_log=None, shutdown_timeout=grace,
+                              handle_signals=False)
+        await admin.setup()
+        self._runners.append(admin)
+        await web.TCPSite(admin, host, config.server.admin_port).start()
+        self.admin_port = admin.addresses[0][1]
+        log.info("admin listening on http://%s:%d (metrics, health, push API)", host, self.admin_port)
+        if config.upstream.url is None:
+            log.info("receive-only mode: no upstream, no proxy listener")
+            return
+        traffic = web.ServerRunner(self._sidecar.traffic_server(), shutdown_timeout=grace,
+                                   handle_signals=False)
+        await traffic.setup()
+        # Traffic first on the way down: stop accepting, drain in-flight requests.
+        self._runners.insert(0, traffic)
+        await web.TCPSite(traffic, host, config.server.traffic_port, backlog=1024).start()
+        self.traffic_port = traffic.addresses[0][1]
+        log.info("proxying http://%s:%d -> %s", host, self.traffic_port, config.upstream.url)
+
+    async def stop(self) -> None:
+        """Stop accepting, give in-flight requests the grace period, then close."""
+        for runner in self._runners:
+            await runner.cleanup()
+        self._runners = []
+
+
 async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
     """Run the sidecar until SIGTERM/SIGINT (or ``stop`` is set), then drain and exit."""
     stop = stop or asyncio.Event()
@@ -215,33 +254,14 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
             loop.add_signal_handler(sig, stop.set)
     sidecar = Sidecar(config)
     await sidecar.start()
-    grace = config.server.shutdown_grace_seconds
-    runners: list[web.BaseRunner] = []
+    listeners = Listeners(sidecar)
     try:
-        admin = web.AppRunner(sidecar.admin_app(), access_log=None, shutdown_timeout=grace,
-                              handle_signals=False)
-        await admin.setup()
-        runners.append(admin)
-        await web.TCPSite(admin, config.server.host, config.server.admin_port).start()
-        log.info("admin listening on http://%s:%d (metrics, health, push API)",
-                 config.server.host, config.server.admin_port)
-        if config.upstream.url is not None:
-            traffic = web.ServerRunner(sidecar.traffic_server(), shutdown_timeout=grace,
-                                       handle_signals=False)
-            await traffic.setup()
-            runners.insert(0, traffic)
-            await web.TCPSite(traffic, config.server.host, config.server.traffic_port,
-                              backlog=1024).start()
-            log.info("proxying http://%s:%d -> %s", config.server.host,
-                     config.server.traffic_port, config.upstream.url)
-        else:
-            log.info("receive-only mode: no upstream, no proxy listener")
+        await listeners.start()
         await stop.wait()
-        log.info("shutting down: draining in-flight requests (grace %.0fs)", grace)
+        log.info("shutting down: draining in-flight requests (grace %.0fs)",
+                 config.server.shutdown_grace_seconds)
     finally:
-        # Traffic first: stop accepting, let in-flight requests finish within the grace period.
-        for runner in runners:
-            await runner.cleanup()
-        await sidecar.queue.join(timeout=min(grace, 5.0))
+        await listeners.stop()
+        await sidecar.queue.join(timeout=min(config.server.shutdown_grace_seconds, 5.0))
         await sidecar.close()
     log.info("stopped")

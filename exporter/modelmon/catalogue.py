@@ -75,7 +75,9 @@ class MetricSpec:
         return InfoMetricFamily(self.name, self.help)
 
 
-def _m(name: str, kind: Kind, help: str, labels: Iterable[str] = (), buckets: tuple[float, ...] = ()) -> MetricSpec:
+def _m(
+    name: str, kind: Kind, help: str, labels: Iterable[str] = (), buckets: tuple[float, ...] = ()
+) -> MetricSpec:
     return MetricSpec(PREFIX + name, kind, help, tuple(labels), buckets)
 
 

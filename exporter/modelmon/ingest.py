@@ -64,7 +64,7 @@ def parse_batch(body: bytes, ndjson: bool) -> tuple[list[Any], str | None, list[
     if ndjson:
         records: list[Any] = []
         errors: list[dict[str, Any]] = []
-        for index, line in enumerate(l for l in body.split(b"\n") if l.strip()):
+        for index, line in enumerate(ln for ln in body.split(b"\n") if ln.strip()):
             try:
                 records.append(orjson.loads(line))
             except orjson.JSONDecodeError as exc:

@@ -108,10 +108,12 @@ class Proxy:
         waited = 0.0  # seconds spent waiting on the upstream
         status = CLIENT_CLOSED
         try:
-            copy, data = self._request_body(request, analyse)
-            if isinstance(data, _WholeBody):
-                data = await data.read()
-                copy.data = data
+            copy, body = self._request_body(request, analyse)
+            data: bytes | AsyncIterator[bytes] | aiohttp.StreamReader | None
+            if isinstance(body, _WholeBody):
+                data = copy.data = await body.read()
+            else:
+                data = body
             url = URL(self._base + request.raw_path, encoded=True)
             headers = forwardable(request.headers, self._drop_headers)
             skip = [h for h in _AUTO_HEADERS if h not in request.headers]
@@ -176,9 +178,15 @@ class Proxy:
         headers = forwardable(upstream.headers, ("content-length",))
         length = upstream.content_length
         waited = 0.0
-        if request.method == "HEAD" or upstream.status in (204, 304) or (
-            length is not None and length <= BUFFER_LIMIT
-        ):
+        if request.method == "HEAD" or upstream.status in (204, 304):
+            # No body follows, but Content-Length still describes the representation.
+            bodyless = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
+            if length is not None and upstream.status not in (204, 304):
+                bodyless.content_length = length
+            await bodyless.prepare(request)
+            await bodyless.write_eof()
+            return bodyless, None, waited
+        if length is not None and length <= BUFFER_LIMIT:
             t = time.perf_counter()
             try:
                 body = await upstream.read()
@@ -187,10 +195,8 @@ class Proxy:
                 return await self._fail(request, model, err), None, time.perf_counter() - t
             waited = time.perf_counter() - t
             response = web.Response(
-                status=upstream.status, reason=upstream.reason, headers=headers, body=body or None
+                status=upstream.status, reason=upstream.reason, headers=headers, body=body
             )
-            if request.method == "HEAD" and length is not None:
-                response.content_length = length
             await response.prepare(request)
             await response.write_eof()
             return response, body if analyse else None, waited

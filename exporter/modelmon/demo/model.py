@@ -16,12 +16,12 @@ _TRUE_COEF = np.array([1.2, -0.6, -0.8, 0.5])
 
 def sample_features(rng: np.random.Generator, n: int) -> np.ndarray:
     """Rows drawn from the training distribution."""
-    return MEANS + STDS * rng.standard_normal((n, len(FEATURES)))
+    return np.asarray(MEANS + STDS * rng.standard_normal((n, len(FEATURES))))
 
 
 def true_labels(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
     z = ((x - MEANS) / STDS) @ _TRUE_COEF - 0.3
-    return (rng.random(len(x)) < 1.0 / (1.0 + np.exp(-z))).astype(np.int64)
+    return np.asarray(rng.random(len(x)) < 1.0 / (1.0 + np.exp(-z)), dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,8 @@ class LogisticModel:
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         z = ((x - self.mean) / self.scale) @ self.coef + self.intercept
-        return 1.0 / (1.0 + np.exp(-z))
+        p: np.ndarray = 1.0 / (1.0 + np.exp(-z))
+        return p
 
     def save(self, path: Path) -> None:
         np.savez(path, mean=self.mean, scale=self.scale, coef=self.coef,

@@ -1,0 +1,331 @@
+"""Pass-through fidelity and failure handling of the proxy, against a real upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import os
+
+import aiohttp
+import pytest
+
+from conftest import Running, StartSidecar
+from modelmon.proxy import HOP_BY_HOP, forwardable
+from multidict import CIMultiDict, CIMultiDictProxy
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+async def test_methods_path_query_headers_and_body_pass_through(proxied: Running, method: str) -> None:
+    body = os.urandom(300) if method not in ("GET", "OPTIONS") else b""
+    async with proxied.session.request(
+        method, proxied.traffic_url + "/echo/a%2Fb/c?x=1&x=2&y=%20z",
+        data=body or None,
+        headers={"X-Custom": "kept", "Authorization": "Bearer t", "Content-Type": "application/x-thing"},
+    ) as resp:
+        assert resp.status == 200
+        assert resp.headers["X-Upstream"] == "yes"
+        assert resp.headers["Set-Cookie"] == "a=1"
+        seen = await resp.json()
+    assert seen["method"] == method
+    assert seen["path_qs"] == "/echo/a%2Fb/c?x=1&x=2&y=%20z"  # encoded path and query untouched
+    headers = {k.lower(): v for k, v in seen["headers"]}
+    assert headers["x-custom"] == "kept"
+    assert headers["authorization"] == "Bearer t"
+    assert headers["content-type"] == "application/x-thing"
+    assert bytes.fromhex(seen["body_hex"]) == body
+
+
+async def test_client_headers_are_not_added_to(proxied: Running) -> None:
+    """The proxy must not invent Accept/User-Agent/Content-Type the client did not send."""
+    async with aiohttp.ClientSession(skip_auto_headers=["User-Agent", "Accept", "Accept-Encoding"]) as s, \
+            s.post(proxied.traffic_url + "/echo", data=b"raw",
+                   skip_auto_headers=["Content-Type"]) as resp:
+        seen = await resp.json()
+    names = {k.lower() for k, _ in seen["headers"]}
+    assert not names & {"user-agent", "accept", "accept-encoding", "content-type"}
+
+
+async def test_hop_by_hop_headers_are_dropped(proxied: Running) -> None:
+    async with proxied.session.get(
+        proxied.traffic_url + "/echo",
+        headers={"Connection": "keep-alive, X-Secret-Hop", "X-Secret-Hop": "1", "TE": "trailers",
+                 "Proxy-Authorization": "x", "X-End-To-End": "2"},
+    ) as resp:
+        seen = await resp.json()
+    names = {k.lower() for k, _ in seen["headers"]}
+    assert "x-secret-hop" not in names
+    assert "te" not in names and "proxy-authorization" not in names
+    assert "x-end-to-end" in names
+
+
+def test_forwardable_drops_connection_listed_fields() -> None:
+    headers = CIMultiDictProxy(CIMultiDict([
+        ("Connection", "close, X-A"), ("X-A", "1"), ("Keep-Alive", "5"), ("X-B", "2"), ("X-B", "3"),
+    ]))
+    out = forwardable(headers)
+    assert list(out.items()) == [("X-B", "2"), ("X-B", "3")]
+    assert "transfer-encoding" in HOP_BY_HOP and "upgrade" in HOP_BY_HOP
+
+
+@pytest.mark.parametrize("code", [200, 201, 204, 301, 304, 400, 404, 418, 500, 503])
+async def test_status_codes_pass_through(proxied: Running, code: int) -> None:
+    async with proxied.session.get(proxied.traffic_url + f"/status/{code}", allow_redirects=False) as resp:
+        assert resp.status == code
+        assert resp.headers["X-Code"] == str(code)
+        body = await resp.read()
+    assert body == (b"" if code in (204, 304) else f"status {code}".encode())
+    assert proxied.sample("modelmon_requests_total",
+                          {"model": "default", "route": "other", "code": str(code)}) == 1
+
+
+async def test_head_keeps_content_length(proxied: Running) -> None:
+    async with proxied.session.head(proxied.traffic_url + "/binary?size=5000") as resp:
+        assert resp.status == 200
+        assert resp.headers["Content-Length"] == "5000"
+        assert await resp.read() == b""
+
+
+@pytest.mark.parametrize("size", [0, 1, 1000, 300_000, 8 * 1024 * 1024])
+async def test_binary_bodies_both_ways(proxied: Running, size: int) -> None:
+    async with proxied.session.get(proxied.traffic_url + f"/binary?size={size}") as resp:
+        body = await resp.read()
+    assert body == bytes(i % 251 for i in range(size))
+    payload = os.urandom(size)
+    async with proxied.session.post(proxied.traffic_url + "/echo", data=payload) as resp:
+        seen = await resp.json()
+    assert bytes.fromhex(seen["body_hex"]) == payload
+
+
+async def test_chunked_request_body_streams_through(proxied: Running) -> None:
+    parts = [os.urandom(50_000) for _ in range(5)]
+
+    async def gen():  # type: ignore[no-untyped-def]
+        for p in parts:
+            yield p
+
+    async with proxied.session.post(proxied.traffic_url + "/echo", data=gen()) as resp:
+        seen = await resp.json()
+    assert bytes.fromhex(seen["body_hex"]) == b"".join(parts)
+    headers = {k.lower(): v for k, v in seen["headers"]}
+    assert headers.get("transfer-encoding") == "chunked"
+
+
+async def test_chunked_response_streams(proxied: Running) -> None:
+    async with proxied.session.get(proxied.traffic_url + "/chunked?n=6&size=1000") as resp:
+        assert resp.headers.get("Transfer-Encoding") == "chunked"
+        body = await resp.read()
+    assert body == b"".join(bytes([65 + i]) * 1000 for i in range(6))
+
+
+async def test_sse_events_arrive_before_the_stream_ends(proxied: Running) -> None:
+    loop = asyncio.get_running_loop()
+    async with proxied.session.get(proxied.traffic_url + "/sse?n=3&delay=0.3") as resp:
+        assert resp.headers["Content-Type"] == "text/event-stream"
+        start = loop.time()
+        first = await resp.content.readuntil(b"\n\n")
+        first_at = loop.time() - start
+        rest = await resp.read()
+    assert first == b"data: event 0\n\n"
+    assert first_at < 0.25, "the first event was held back until the stream ended"
+    assert rest == b"data: event 1\n\ndata: event 2\n\n"
+
+
+async def test_compressed_response_passes_through_still_compressed(proxied: Running) -> None:
+    async with proxied.session.get(proxied.traffic_url + "/gzip") as resp:
+        assert resp.headers["Content-Encoding"] == "gzip"
+        body = await resp.read()
+    assert gzip.decompress(body) == b'{"predictions": [1]}'
+
+
+async def test_compressed_request_body_is_not_decoded(proxied: Running) -> None:
+    raw = gzip.compress(b"hello")
+    async with proxied.session.post(proxied.traffic_url + "/echo", data=raw,
+                                    headers={"Content-Encoding": "gzip"}) as resp:
+        seen = await resp.json()
+    assert bytes.fromhex(seen["body_hex"]) == raw
+
+
+async def test_upstream_down_gives_502_with_reason(start_sidecar: StartSidecar) -> None:
+    running = await start_sidecar("http://127.0.0.1:1")  # nothing listens on port 1
+    async with running.session.post(running.traffic_url + "/v2/models/m/infer", data=b"{}") as resp:
+        assert resp.status == 502
+        body = await resp.json()
+    assert body["error"] == "upstream_unavailable" and body["reason"] == "connect"
+    assert running.sample("modelmon_upstream_errors_total", {"model": "m", "reason": "connect"}) == 1
+    assert running.sample("modelmon_requests_total",
+                          {"model": "m", "route": "/v2/models/{model}/infer", "code": "502"}) == 1
+
+
+async def test_slow_upstream_gives_504(proxied: Running) -> None:
+    async with proxied.session.get(proxied.traffic_url + "/slow?delay=3") as resp:  # read timeout 2s
+        assert resp.status == 504
+        body = await resp.json()
+    assert body["reason"] == "timeout"
+    assert proxied.sample("modelmon_upstream_errors_total", {"model": "default", "reason": "timeout"}) == 1
+
+
+async def test_upstream_reset_gives_502(proxied: Running) -> None:
+    async with proxied.session.get(proxied.traffic_url + "/reset") as resp:
+        assert resp.status == 502
+        assert (await resp.json())["reason"] == "reset"
+    assert proxied.sample("modelmon_upstream_errors_total", {"model": "default", "reason": "reset"}) == 1
+
+
+async def test_reset_mid_stream_truncates_instead_of_faking_completion(proxied: Running) -> None:
+    async with proxied.session.get(proxied.traffic_url + "/midreset") as resp:
+        assert resp.status == 200
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await resp.read()
+    assert proxied.sample("modelmon_upstream_errors_total", {"model": "default", "reason": "reset"}) == 1
+
+
+async def test_proxy_keeps_serving_after_failures(proxied: Running) -> None:
+    for path in ("/reset", "/slow?delay=3"):
+        async with proxied.session.get(proxied.traffic_url + path) as resp:
+            await resp.read()
+    async with proxied.session.get(proxied.traffic_url + "/status/200") as resp:
+        assert resp.status == 200
+
+
+async def test_inference_metrics_and_analysis(proxied: Running) -> None:
+    body = {"inputs": [{"name": "x", "shape": [3, 2], "datatype": "FP64", "data": [1, 2, 3, 4, 5, 6]}]}
+    for _ in range(4):
+        async with proxied.session.post(proxied.traffic_url + "/v2/models/iris/infer", json=body) as resp:
+            assert resp.status == 200
+    await proxied.drain()
+    labels = {"model": "iris", "route": "/v2/models/{model}/infer"}
+    assert proxied.sample("modelmon_requests_total", {**labels, "code": "200"}) == 4
+    assert proxied.sample("modelmon_request_duration_seconds_count", labels) == 4
+    assert proxied.sample("modelmon_sidecar_overhead_seconds_count", labels) == 4
+    duration = proxied.sample("modelmon_request_duration_seconds_sum", labels)
+    overhead = proxied.sample("modelmon_sidecar_overhead_seconds_sum", labels)
+    assert duration is not None and overhead is not None and 0 < overhead < duration
+    assert proxied.sample("modelmon_analysis_records_total", {"model": "iris", "source": "proxy"}) == 12
+    assert proxied.sample("modelmon_model_last_prediction_timestamp_seconds", {"model": "iris"}) > 0
+    assert proxied.sample("modelmon_requests_in_flight", {"model": "iris"}) == 0
+
+
+async def test_analysis_failure_never_changes_the_response(proxied: Running) -> None:
+    """A body the analysis cannot parse is forwarded and answered exactly as without the sidecar."""
+    async with proxied.session.post(proxied.traffic_url + "/v1/models/m:predict", data=b"{not json") as resp:
+        via_sidecar = (resp.status, await resp.read())
+    # The upstream itself rejects it with a 500 (its json.loads raises); we must relay just that.
+    assert via_sidecar[0] == 500
+    async with proxied.session.post(proxied.traffic_url + "/echo", data=b"\xff\xfe") as resp:
+        assert resp.status == 200
+
+
+async def test_unparseable_successful_exchange_is_counted_not_fatal(
+    upstream, start_sidecar: StartSidecar  # type: ignore[no-untyped-def]
+) -> None:
+    running = await start_sidecar(str(upstream.make_url("")), proxy={"routes": [
+        {"path": "/echo", "name": "echo", "model": "m", "inference": True}]})
+    async with running.session.post(running.traffic_url + "/echo", data=b"\x00garbage") as resp:
+        assert resp.status == 200
+        assert bytes.fromhex((await resp.json())["body_hex"]) == b"\x00garbage"
+    await running.drain()
+    assert running.sample("modelmon_analysis_dropped_records_total", {"reason": "invalid_json"}) == 1
+    # The worker is still alive and analyses the next one.
+    async with running.session.post(running.traffic_url + "/echo", json={"instances": [[1], [2]]}) as resp:
+        assert resp.status == 200
+    await running.drain()
+    assert running.sample("modelmon_analysis_records_total", {"model": "m", "source": "proxy"}) == 2
+
+
+async def test_analysis_errors_from_a_buggy_analyser_are_contained(proxied: Running) -> None:
+    class Exploding:
+        def analyse(self, item: object) -> int:
+            raise RuntimeError("boom")
+
+    proxied.sidecar.analysers.insert(0, Exploding())
+    async with proxied.session.post(proxied.traffic_url + "/v1/models/m:predict",
+                                    json={"instances": [[1]]}) as resp:
+        assert resp.status == 200
+        assert await resp.json() == {"predictions": [1]}
+    await proxied.drain()
+    assert proxied.sample("modelmon_analysis_dropped_records_total", {"reason": "analysis_error"}) == 1
+    async with aiohttp.ClientSession() as s, s.get(proxied.admin_url + "/healthz") as resp:
+        assert resp.status == 200
+
+
+async def test_full_queue_drops_and_counts_without_delaying(
+    upstream, start_sidecar: StartSidecar  # type: ignore[no-untyped-def]
+) -> None:
+    running = await start_sidecar(str(upstream.make_url("")), analysis={"queue_size": 2})
+    running.sidecar.worker.cancel()  # nothing drains the queue
+    for _ in range(5):
+        async with running.session.post(running.traffic_url + "/v1/models/m:predict",
+                                        json={"instances": [[1]]}) as resp:
+            assert resp.status == 200
+    assert running.sample("modelmon_analysis_queue_depth") == 2
+    assert running.sample("modelmon_analysis_dropped_records_total", {"reason": "queue_full"}) == 3
+
+
+async def test_body_over_analysis_limit_is_proxied_but_not_analysed(
+    upstream, start_sidecar: StartSidecar  # type: ignore[no-untyped-def]
+) -> None:
+    running = await start_sidecar(str(upstream.make_url("")), analysis={"max_body_bytes": 1000})
+    big = {"instances": [[i] for i in range(1000)]}
+    async with running.session.post(running.traffic_url + "/v1/models/m:predict", json=big) as resp:
+        assert resp.status == 200
+        assert len((await resp.json())["predictions"]) == 1000
+    assert running.sample("modelmon_analysis_dropped_records_total", {"reason": "body_too_large"}) == 1
+
+
+async def test_model_label_cardinality_is_bounded(
+    upstream, start_sidecar: StartSidecar  # type: ignore[no-untyped-def]
+) -> None:
+    running = await start_sidecar(str(upstream.make_url("")), limits={"max_models": 3},
+                                  models=[{"name": "known"}])
+    names = ["known", *[f"m{i}" for i in range(10)], "bad name%20with%20spaces"]
+    for name in names:
+        async with running.session.post(running.traffic_url + f"/v1/models/{name}:predict",
+                                        json={"instances": [[1]]}) as resp:
+            assert resp.status == 200
+    series = {
+        s.labels["model"]
+        for metric in running.sidecar.registry.collect() if metric.name == "modelmon_requests"
+        for s in metric.samples
+    }
+    assert series == {"known", "m0", "m1", "__other__"}
+    assert running.sample("modelmon_requests_total", {
+        "model": "__other__", "route": "/v1/models/{model}:predict", "code": "200"}) == 9
+
+
+async def test_route_label_is_a_template_not_the_raw_path(proxied: Running) -> None:
+    for i in range(20):
+        async with proxied.session.get(proxied.traffic_url + f"/status/200?i={i}") as resp:
+            await resp.read()
+        async with proxied.session.get(proxied.traffic_url + f"/echo/{i}") as resp:
+            await resp.read()
+    routes = {
+        s.labels["route"]
+        for metric in proxied.sidecar.registry.collect() if metric.name == "modelmon_requests"
+        for s in metric.samples
+    }
+    assert routes == {"other"}
+
+
+async def test_keep_alive_pool_reuses_upstream_connections(proxied: Running) -> None:
+    for _ in range(20):
+        async with proxied.session.get(proxied.traffic_url + "/status/200") as resp:
+            await resp.read()
+    assert proxied.sidecar.session is not None
+    connector = proxied.sidecar.session.connector
+    assert connector is not None
+    # One idle pooled connection serves all sequential requests.
+    assert sum(len(v) for v in connector._conns.values()) == 1  # type: ignore[attr-defined]
+
+
+async def test_large_streamed_body_is_not_buffered_whole(proxied: Running) -> None:
+    size = 64 * 1024 * 1024
+    async with proxied.session.get(proxied.traffic_url + f"/binary?size={size}") as resp:
+        total = 0
+        async for chunk in resp.content.iter_chunked(1 << 20):
+            total += len(chunk)
+    assert total == size
+
+
+def test_json_fixture_sanity() -> None:
+    assert json.loads('{"a": 1}') == {"a": 1}
