@@ -1,0 +1,854 @@
+"""Benchmark of the modelmon proxy: what the sidecar adds on top of a fast model server.
+
+Run it from the repository root::
+
+    .venv/bin/python tests/bench/bench_proxy.py            # full run, about 2.5 minutes
+    .venv/bin/python tests/bench/bench_proxy.py --quick    # short run, under a minute
+    .venv/bin/python tests/bench/bench_proxy.py --json figures.json
+
+Not a pytest test (pytest only collects ``test_*.py``). Needs ``wrk`` on PATH
+(Debian: ``apt-get install wrk``) and the venv's ``modelmon`` command.
+
+Everything runs on loopback (127.0.0.1), each part in its own process:
+
+- **upstream**: a minimal HTTP/1.1 keep-alive server (raw asyncio protocol on uvloop) that
+  answers every request with a fixed ~200-byte KServe V2 JSON response, so the sidecar's cost
+  dominates whatever is measured through it;
+- **sidecar**: ``modelmon serve --upstream http://127.0.0.1:<upstream port> ...``;
+- **load generator** (this file with ``--role loadgen``): open-loop, fixed-rate load over
+  persistent keep-alive connections, raw asyncio protocol on uvloop. Request *i* is due at
+  ``t0 + i / rate`` whether or not earlier ones were answered; latency is measured per request
+  from the moment it is written to the socket until its response has been read whole;
+- **wrk** for saturation (closed loop, 32 connections, one thread).
+
+What it measures:
+
+1. Latency at a fixed rate (1000 requests/s, 10 s per round; ``--quick``: 3 s), direct to the
+   upstream and through the sidecar, alternating direct/sidecar for 3 rounds; p50 and p99 of
+   each, medians across rounds, and the latency the sidecar adds (sidecar - direct).
+2. Saturation throughput with wrk, direct and through the sidecar, alternating, and the ratio.
+3. CPU seconds (user + system) the sidecar process burns per 1000 requests during the
+   fixed-rate rounds, and its resident memory right after start and after all the load.
+4. Correctness: every response through the sidecar must be a 200 with the upstream's body
+   byte for byte, and the sidecar's ``modelmon_requests_total`` must match what was sent.
+
+The request body is a ~300-byte KServe V2 inference request, so the sidecar also queues every
+exchange for analysis (``modelmon_analysis_records_total`` is reported too).
+
+Prints a table with PASS/MISS per target. Exits 0 unless something crashed or a correctness
+check failed (misses of performance targets do not change the exit status); 1 on a failed
+correctness check, 2 when a prerequisite (wrk, modelmon) is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import typing
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+from prometheus_client.parser import text_string_to_metric_families
+
+HOST = "127.0.0.1"
+INFER_PATH = "/v2/models/bench/infer"
+INFER_ROUTE = "/v2/models/{model}/infer"
+
+# ~300-byte KServe V2 (Open Inference Protocol) request, and a ~200-byte response.
+REQUEST_BODY = json.dumps({
+    "id": "bench-request-0001",
+    "parameters": {"content_type": "np"},
+    "inputs": [{
+        "name": "input-0", "shape": [1, 16], "datatype": "FP32",
+        "data": [0.125, 1.5, -2.25, 3.0, 0.5, -0.75, 4.125, 2.0,
+                 -1.0, 0.0625, 7.5, -3.25, 1.125, 0.25, -0.5, 9.0],
+    }],
+}, separators=(",", ":")).encode()
+RESPONSE_BODY = json.dumps({
+    "model_name": "bench", "model_version": "1", "id": "bench-request-0001",
+    "parameters": {"content_type": "np"},
+    "outputs": [{"name": "predict", "shape": [1, 2], "datatype": "FP32", "data": [0.8125, 0.1875]}],
+}, separators=(",", ":")).encode()
+UPSTREAM_RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+    b"Content-Length: " + str(len(RESPONSE_BODY)).encode() + b"\r\n\r\n" + RESPONSE_BODY
+)
+
+# Targets (added latency at 1000 rps, CPU per 1000 requests, resident memory).
+TARGET_ADDED_P50_MS = 0.3
+TARGET_ADDED_P99_MS = 1.0
+TARGET_CPU_PER_1000 = 0.2
+TARGET_RSS_MB = 60.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    rate: float
+    latency_seconds: float
+    latency_rounds: int
+    warmup_seconds: float
+    wrk_seconds: int
+    wrk_rounds: int
+    wrk_connections: int
+    loadgen_connections: int
+
+
+FULL = Plan(rate=1000, latency_seconds=10, latency_rounds=3, warmup_seconds=2,
+            wrk_seconds=8, wrk_rounds=2, wrk_connections=32, loadgen_connections=16)
+QUICK = Plan(rate=1000, latency_seconds=3, latency_rounds=3, warmup_seconds=1,
+             wrk_seconds=3, wrk_rounds=1, wrk_connections=32, loadgen_connections=16)
+
+
+class BenchError(RuntimeError):
+    """A part of the benchmark failed (crashed, did not start, or answered wrongly)."""
+
+
+# --- upstream: a minimal keep-alive HTTP/1.1 server --------------------------------------------
+
+
+def _content_length(head: bytes) -> int:
+    """Content-Length from a lower-cased header block (0 if absent)."""
+    i = head.find(b"\r\ncontent-length:")
+    if i < 0:
+        return 0
+    j = head.find(b"\r\n", i + 2)
+    return int(head[i + 17: j if j >= 0 else len(head)].strip())
+
+
+class UpstreamProtocol(asyncio.Protocol):
+    """Answers every request (any method, any path) with UPSTREAM_RESPONSE. Supports
+    Content-Length bodies and pipelining; not chunked request bodies (answers 501 and closes)."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it
+        self._transport = typing.cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        assert self._transport is not None
+        buf = self._buf
+        buf += data
+        answers = 0
+        close = False
+        while True:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                break
+            head = bytes(buf[:end]).lower()
+            if b"\r\ntransfer-encoding:" in head:
+                self._transport.write(b"HTTP/1.1 501 Not Implemented\r\nContent-Length: 0\r\n"
+                                      b"Connection: close\r\n\r\n")
+                self._transport.close()
+                return
+            total = end + 4 + _content_length(head)
+            if len(buf) < total:
+                break
+            del buf[:total]
+            answers += 1
+            if b"\r\nconnection: close" in head:
+                close = True
+                break
+        if answers:
+            self._transport.write(UPSTREAM_RESPONSE * answers)
+        if close:
+            self._transport.close()
+
+
+async def run_upstream(port: int) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(UpstreamProtocol, HOST, port, backlog=1024)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with server:
+        await stop.wait()
+
+
+# --- load generator: open loop, fixed rate, keep-alive ---------------------------------------
+
+
+class ClientConnection(asyncio.Protocol):
+    """One keep-alive connection carrying one request at a time."""
+
+    def __init__(self, gen: LoadGenerator) -> None:
+        self._gen = gen
+        self._buf = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.sent_at = 0.0
+        self.due_at = 0.0
+        self.busy = False
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = typing.cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def send(self, request: bytes, due_at: float) -> None:
+        assert self.transport is not None
+        self.busy = True
+        self.due_at = due_at
+        self.sent_at = time.perf_counter()
+        self.transport.write(request)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf
+        buf += data
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = bytes(buf[:end]).lower()
+        if b"\r\ntransfer-encoding:" in head:
+            raise BenchError(f"unexpected chunked response: {head[:200]!r}")
+        total = end + 4 + _content_length(head)
+        if len(buf) < total:
+            return
+        done = time.perf_counter()
+        status = int(head[9:12])
+        body = bytes(buf[end + 4: total])
+        del buf[:total]
+        if buf:
+            raise BenchError("response bytes beyond the response to the one request in flight")
+        self.busy = False
+        self._gen.completed(self, status, body, done)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(None)
+        self._gen.connection_lost(self, exc)
+
+
+@dataclass
+class LoadResult:
+    target: str
+    rate: float
+    duration: float
+    sent: int
+    completed: int
+    ok: int
+    non_200: int
+    wrong_body: int
+    connections_lost: int
+    waited_for_connection: int
+    achieved_rps: float
+    # milliseconds, from the write of the request to the last byte of the response
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    p999_ms: float
+    max_ms: float
+    # milliseconds, from when the request was due (includes the generator's own lateness)
+    due_p50_ms: float
+    due_p99_ms: float
+    send_lag_p99_ms: float
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of already sorted values (q in [0, 1])."""
+    if not sorted_values:
+        return math.nan
+    rank = max(1, math.ceil(q * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+class LoadGenerator:
+    def __init__(self, target: str, port: int, rate: float, duration: float,
+                 connections: int, expected_body: bytes | None) -> None:
+        self.target = target
+        self.port = port
+        self.rate = rate
+        self.duration = duration
+        self.n_connections = connections
+        self.expected_body = expected_body
+        self.request = (
+            f"POST {INFER_PATH} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(REQUEST_BODY)}\r\n\r\n"
+        ).encode() + REQUEST_BODY
+        self.idle: list[ClientConnection] = []
+        self.backlog: collections.deque[float] = collections.deque()
+        self.service: list[float] = []
+        self.response: list[float] = []
+        self.lag: list[float] = []
+        self.sent = self.ok = self.non_200 = self.wrong_body = self.lost = self.waited = 0
+        self.all_done: asyncio.Future[None] | None = None
+        self.total = 0
+
+    def _dispatch(self, conn: ClientConnection, due_at: float) -> None:
+        self.sent += 1
+        conn.send(self.request, due_at)
+        self.lag.append(conn.sent_at - due_at)
+
+    def completed(self, conn: ClientConnection, status: int, body: bytes, done: float) -> None:
+        self.service.append(done - conn.sent_at)
+        self.response.append(done - conn.due_at)
+        if status == 200:
+            self.ok += 1
+        else:
+            self.non_200 += 1
+        if self.expected_body is not None and body != self.expected_body:
+            self.wrong_body += 1
+        if self.backlog:
+            self._dispatch(conn, self.backlog.popleft())
+        else:
+            self.idle.append(conn)  # LIFO: keep reusing the warmest connections
+        self._check_done()
+
+    def connection_lost(self, conn: ClientConnection, exc: Exception | None) -> None:
+        if conn.busy:
+            self.lost += 1
+            conn.busy = False
+        with contextlib.suppress(ValueError):
+            self.idle.remove(conn)
+        self._check_done()
+
+    def _check_done(self) -> None:
+        finished = len(self.service) + self.lost
+        if self.all_done is not None and not self.all_done.done() and finished >= self.total:
+            self.all_done.set_result(None)
+
+    async def run(self) -> LoadResult:
+        loop = asyncio.get_running_loop()
+        conns: list[ClientConnection] = []
+        for _ in range(self.n_connections):
+            _, proto = await loop.create_connection(lambda: ClientConnection(self), HOST, self.port)
+            conns.append(proto)
+        self.idle = list(conns)
+        self.total = int(self.rate * self.duration)
+        self.all_done = loop.create_future()
+        interval = 1.0 / self.rate
+        t0 = time.perf_counter() + 0.02
+        i = 0
+        while i < self.total:
+            now = time.perf_counter()
+            while i < self.total and t0 + i * interval <= now:
+                due = t0 + i * interval
+                i += 1
+                if self.idle:
+                    self._dispatch(self.idle.pop(), due)
+                else:
+                    self.waited += 1
+                    self.backlog.append(due)
+            if i < self.total:
+                await asyncio.sleep(max(0.0, t0 + i * interval - time.perf_counter()))
+        elapsed = time.perf_counter() - t0
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.all_done), timeout=10.0)
+        for conn in conns:
+            if conn.transport is not None:
+                conn.transport.close()
+        service = sorted(self.service)
+        response = sorted(self.response)
+        lag = sorted(self.lag)
+        ms = 1000.0
+        return LoadResult(
+            target=self.target, rate=self.rate, duration=self.duration, sent=self.sent,
+            completed=len(service), ok=self.ok, non_200=self.non_200, wrong_body=self.wrong_body,
+            connections_lost=self.lost, waited_for_connection=self.waited,
+            achieved_rps=self.sent / elapsed if elapsed > 0 else math.nan,
+            p50_ms=percentile(service, 0.50) * ms, p90_ms=percentile(service, 0.90) * ms,
+            p99_ms=percentile(service, 0.99) * ms, p999_ms=percentile(service, 0.999) * ms,
+            max_ms=(service[-1] if service else math.nan) * ms,
+            due_p50_ms=percentile(response, 0.50) * ms, due_p99_ms=percentile(response, 0.99) * ms,
+            send_lag_p99_ms=percentile(lag, 0.99) * ms,
+        )
+
+
+# --- orchestration ---------------------------------------------------------------------------
+
+
+def _event_loop_run(coro: Any) -> Any:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a modelmon dependency on Linux
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def free_ports(n: int) -> list[int]:
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((HOST, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+class Child:
+    """A child process whose output goes to a temporary log file (shown if it fails)."""
+
+    def __init__(self, name: str, argv: list[str], logdir: Path) -> None:
+        self.name = name
+        self.log_path = logdir / f"{name}.log"
+        self._log = self.log_path.open("wb")
+        self.popen = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL)
+        self.ps = psutil.Process(self.popen.pid)
+
+    def check_alive(self) -> None:
+        code = self.popen.poll()
+        if code is not None:
+            raise BenchError(f"{self.name} exited with status {code}:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        self._log.flush()
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:]) or "(no output)"
+
+    def cpu_seconds(self) -> float:
+        t = self.ps.cpu_times()
+        return float(t.user + t.system)
+
+    def rss_mb(self) -> float:
+        return float(self.ps.memory_info().rss) / (1024 * 1024)
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(timeout=5)
+        self._log.close()
+
+
+def wait_for(what: str, check: Any, child: Child, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        child.check_alive()
+        try:
+            if check():
+                return
+        except (OSError, urllib.error.URLError) as exc:
+            last = exc
+        time.sleep(0.05)
+    raise BenchError(f"{what} not ready after {timeout:.0f}s ({last}):\n{child.log_tail()}")
+
+
+def port_open(port: int) -> bool:
+    with socket.create_connection((HOST, port), timeout=0.5):
+        return True
+
+
+def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://{HOST}:{port}{path}", timeout=timeout) as resp:
+            return int(resp.status), resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read().decode(errors="replace")
+
+
+def run_loadgen(port: int, target: str, rate: float, seconds: float, connections: int) -> LoadResult:
+    argv = [sys.executable, __file__, "--role", "loadgen", "--port", str(port), "--target", target,
+            "--rate", str(rate), "--seconds", str(seconds), "--connections", str(connections)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
+    if proc.returncode != 0:
+        raise BenchError(f"load generator ({target}) failed with status {proc.returncode}:\n"
+                         f"{proc.stderr[-3000:]}")
+    return LoadResult(**json.loads(proc.stdout))
+
+
+WRK_LUA = """\
+wrk.method = "POST"
+wrk.path = "{path}"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{body}'
+
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCHJSON {{"requests": %d, "duration_us": %d, "connect": %d, "read": %d, "write": %d, ' ..
+    '"status": %d, "timeout": %d, "p50_us": %d, "p99_us": %d}}\\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+@dataclass
+class WrkResult:
+    target: str
+    requests: int
+    seconds: float
+    rps: float
+    errors: int
+    non_2xx: int
+    p50_ms: float
+    p99_ms: float
+    cpu_seconds_per_1000: float | None = None  # sidecar only
+
+
+def run_wrk(wrk: str, script: Path, port: int, target: str, plan: Plan) -> WrkResult:
+    argv = [wrk, "-t1", f"-c{plan.wrk_connections}", f"-d{plan.wrk_seconds}s", "-s", str(script),
+            f"http://{HOST}:{port}{INFER_PATH}"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=plan.wrk_seconds + 30)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("BENCHJSON ")), None)
+    if proc.returncode != 0 or line is None:
+        raise BenchError(f"wrk ({target}) failed with status {proc.returncode}:\n"
+                         f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    d = json.loads(line.removeprefix("BENCHJSON "))
+    seconds = d["duration_us"] / 1e6
+    return WrkResult(target=target, requests=d["requests"], seconds=seconds,
+                     rps=d["requests"] / seconds,
+                     errors=d["connect"] + d["read"] + d["write"] + d["timeout"],
+                     non_2xx=d["status"], p50_ms=d["p50_us"] / 1000, p99_ms=d["p99_us"] / 1000)
+
+
+@dataclass
+class MetricsCheck:
+    requests_total: float
+    requests_200: float
+    expected: int
+    tolerance: int
+    analysed_records: float
+    dropped_records: float
+    upstream_errors: float
+    ok: bool
+
+
+def scrape_metrics(admin_port: int, expected: int, tolerance: int) -> MetricsCheck:
+    status, text = http_get(admin_port, "/metrics")
+    if status != 200:
+        raise BenchError(f"/metrics answered {status}")
+    total = ok200 = analysed = dropped = errors = 0.0
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == "modelmon_requests_total" and s.labels.get("route") == INFER_ROUTE:
+                total += s.value
+                if s.labels.get("code") == "200":
+                    ok200 += s.value
+            elif s.name == "modelmon_analysis_records_total" and s.labels.get("source") == "proxy":
+                analysed += s.value
+            elif s.name == "modelmon_analysis_dropped_records_total":
+                dropped += s.value
+            elif s.name == "modelmon_upstream_errors_total":
+                errors += s.value
+    good = abs(total - expected) <= tolerance and total - ok200 <= tolerance and errors == 0
+    return MetricsCheck(total, ok200, expected, tolerance, analysed, dropped, errors, good)
+
+
+@dataclass
+class Figures:
+    mode: str
+    plan: dict[str, Any]
+    direct_p50_ms: float = math.nan
+    direct_p99_ms: float = math.nan
+    sidecar_p50_ms: float = math.nan
+    sidecar_p99_ms: float = math.nan
+    added_p50_ms: float = math.nan
+    added_p99_ms: float = math.nan
+    direct_rps: float = math.nan
+    sidecar_rps: float = math.nan
+    throughput_ratio: float = math.nan
+    sidecar_cpu_seconds_per_1000: float = math.nan
+    sidecar_cpu_seconds_per_1000_saturated: float = math.nan
+    sidecar_cpu_percent_at_rate: float = math.nan
+    upstream_cpu_seconds_per_1000: float = math.nan
+    sidecar_rss_start_mb: float = math.nan
+    sidecar_rss_after_mb: float = math.nan
+    sidecar_rss_peak_mb: float = math.nan
+    latency_rounds: list[dict[str, Any]] = field(default_factory=list)
+    wrk_rounds: list[dict[str, Any]] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    correctness_failures: list[str] = field(default_factory=list)
+    targets: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
+def run_benchmark(plan: Plan, mode: str, logdir: Path) -> Figures:
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise SystemExit("bench_proxy: `wrk` not found on PATH (Debian: apt-get install wrk)")
+    modelmon = Path(sys.executable).parent / "modelmon"
+    if not modelmon.exists():
+        found = shutil.which("modelmon")
+        if found is None:
+            raise SystemExit("bench_proxy: `modelmon` command not found; pip install -e . first")
+        modelmon = Path(found)
+
+    figs = Figures(mode=mode, plan=asdict(plan))
+    failures = figs.correctness_failures
+    up_port, traffic_port, admin_port = free_ports(3)
+    lua = logdir / "post.lua"
+    lua.write_text(WRK_LUA.format(path=INFER_PATH, body=REQUEST_BODY.decode()))
+    children: list[Child] = []
+    try:
+        upstream = Child("upstream", [sys.executable, __file__, "--role", "upstream",
+                                      "--port", str(up_port)], logdir)
+        children.append(upstream)
+        wait_for("upstream", lambda: port_open(up_port), upstream)
+        sidecar = Child("sidecar", [
+            str(modelmon), "serve", "--upstream", f"http://{HOST}:{up_port}", "--host", HOST,
+            "--traffic-port", str(traffic_port), "--admin-port", str(admin_port),
+            "--log-level", "warning"], logdir)
+        children.append(sidecar)
+        wait_for("sidecar admin /readyz", lambda: http_get(admin_port, "/readyz")[0] == 200, sidecar)
+        wait_for("sidecar traffic port", lambda: port_open(traffic_port), sidecar)
+        time.sleep(0.3)
+        figs.sidecar_rss_start_mb = sidecar.rss_mb()
+        rss_samples = [figs.sidecar_rss_start_mb]
+        sent_via_sidecar = 0
+
+        def fixed_rate(target: str, seconds: float) -> LoadResult:
+            port = up_port if target == "direct" else traffic_port
+            result = run_loadgen(port, target, plan.rate, seconds, plan.loadgen_connections)
+            if result.ok != result.sent or result.wrong_body or result.connections_lost:
+                failures.append(
+                    f"{target} fixed-rate: sent {result.sent}, 200s {result.ok}, other "
+                    f"{result.non_200}, wrong body {result.wrong_body}, "
+                    f"lost {result.connections_lost}")
+            return result
+
+        print(f"[bench] upstream :{up_port}  sidecar :{traffic_port} (admin :{admin_port})  "
+              f"mode={mode}", flush=True)
+        for target in ("direct", "sidecar"):  # warm up both paths (connection pools, caches)
+            r = fixed_rate(target, plan.warmup_seconds)
+            if target == "sidecar":
+                sent_via_sidecar += r.sent
+
+        direct_p50: list[float] = []
+        direct_p99: list[float] = []
+        side_p50: list[float] = []
+        side_p99: list[float] = []
+        cpu_per_1000: list[float] = []
+        cpu_percent: list[float] = []
+        up_cpu_per_1000: list[float] = []
+        for rnd in range(1, plan.latency_rounds + 1):
+            for target in ("direct", "sidecar"):
+                proc = sidecar if target == "sidecar" else upstream
+                cpu0 = proc.cpu_seconds()
+                t0 = time.monotonic()
+                r = fixed_rate(target, plan.latency_seconds)
+                wall = time.monotonic() - t0
+                cpu = proc.cpu_seconds() - cpu0
+                row = asdict(r) | {"round": rnd}
+                if target == "sidecar":
+                    sent_via_sidecar += r.sent
+                    side_p50.append(r.p50_ms)
+                    side_p99.append(r.p99_ms)
+                    cpu_per_1000.append(cpu / (r.sent / 1000))
+                    cpu_percent.append(100 * cpu / wall)
+                    row["sidecar_cpu_seconds"] = cpu
+                    rss_samples.append(sidecar.rss_mb())
+                else:
+                    direct_p50.append(r.p50_ms)
+                    direct_p99.append(r.p99_ms)
+                    up_cpu_per_1000.append(cpu / (r.sent / 1000))
+                figs.latency_rounds.append(row)
+                print(f"[bench] round {rnd} {target:7s}: {r.achieved_rps:6.0f} req/s  "
+                      f"p50 {r.p50_ms:.3f} ms  p99 {r.p99_ms:.3f} ms  max {r.max_ms:.2f} ms  "
+                      f"(send lag p99 {r.send_lag_p99_ms:.2f} ms, queued {r.waited_for_connection})",
+                      flush=True)
+                sidecar.check_alive()
+
+        figs.direct_p50_ms, figs.direct_p99_ms = median(direct_p50), median(direct_p99)
+        figs.sidecar_p50_ms, figs.sidecar_p99_ms = median(side_p50), median(side_p99)
+        # Added latency per round (each sidecar round against the direct round just before it),
+        # then the median: pairs adjacent runs so slow drifts of the machine cancel out.
+        figs.added_p50_ms = median([s - d for s, d in zip(side_p50, direct_p50, strict=True)])
+        figs.added_p99_ms = median([s - d for s, d in zip(side_p99, direct_p99, strict=True)])
+        figs.sidecar_cpu_seconds_per_1000 = median(cpu_per_1000)
+        figs.sidecar_cpu_percent_at_rate = median(cpu_percent)
+        figs.upstream_cpu_seconds_per_1000 = median(up_cpu_per_1000)
+
+        direct_rps: list[float] = []
+        side_rps: list[float] = []
+        sat_cpu: list[float] = []
+        for rnd in range(1, plan.wrk_rounds + 1):
+            for target in ("direct", "sidecar"):
+                port = up_port if target == "direct" else traffic_port
+                cpu0 = sidecar.cpu_seconds()
+                w = run_wrk(wrk, lua, port, target, plan)
+                cpu = sidecar.cpu_seconds() - cpu0
+                if w.errors or w.non_2xx:
+                    failures.append(f"{target} wrk: {w.errors} socket errors, {w.non_2xx} non-2xx")
+                if target == "sidecar":
+                    sent_via_sidecar += w.requests
+                    w.cpu_seconds_per_1000 = cpu / (w.requests / 1000)
+                    side_rps.append(w.rps)
+                    sat_cpu.append(w.cpu_seconds_per_1000)
+                    rss_samples.append(sidecar.rss_mb())
+                else:
+                    direct_rps.append(w.rps)
+                figs.wrk_rounds.append(asdict(w) | {"round": rnd})
+                print(f"[bench] wrk {rnd} {target:7s}: {w.rps:8.0f} req/s  "
+                      f"p50 {w.p50_ms:.2f} ms  p99 {w.p99_ms:.2f} ms", flush=True)
+                sidecar.check_alive()
+        figs.direct_rps, figs.sidecar_rps = median(direct_rps), median(side_rps)
+        figs.throughput_ratio = figs.sidecar_rps / figs.direct_rps
+        figs.sidecar_cpu_seconds_per_1000_saturated = median(sat_cpu)
+
+        time.sleep(0.5)  # let requests wrk left in flight finish and the analysis queue drain
+        # wrk stops with up to one request per connection in flight; the sidecar may count those.
+        tolerance = plan.wrk_rounds * plan.wrk_connections + 5
+        check = scrape_metrics(admin_port, sent_via_sidecar, tolerance)
+        figs.metrics = asdict(check)
+        if not check.ok:
+            failures.append(
+                f"/metrics: modelmon_requests_total{{route={INFER_ROUTE}}} = {check.requests_total:.0f} "
+                f"(code 200: {check.requests_200:.0f}), expected {sent_via_sidecar} +- {tolerance}; "
+                f"upstream errors {check.upstream_errors:.0f}")
+        figs.sidecar_rss_after_mb = sidecar.rss_mb()
+        figs.sidecar_rss_peak_mb = max([*rss_samples, figs.sidecar_rss_after_mb])
+        sidecar.check_alive()
+    finally:
+        for child in reversed(children):
+            child.stop()
+    figs.targets = evaluate_targets(figs)
+    return figs
+
+
+def evaluate_targets(f: Figures) -> dict[str, dict[str, Any]]:
+    rss = max(f.sidecar_rss_after_mb, f.sidecar_rss_peak_mb)
+    rows = {
+        "added_p50_ms": (f.added_p50_ms, TARGET_ADDED_P50_MS),
+        "added_p99_ms": (f.added_p99_ms, TARGET_ADDED_P99_MS),
+        "cpu_seconds_per_1000": (f.sidecar_cpu_seconds_per_1000, TARGET_CPU_PER_1000),
+        "rss_mb": (rss, TARGET_RSS_MB),
+    }
+    return {name: {"value": v, "target": t, "pass": bool(v <= t)} for name, (v, t) in rows.items()}
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b else "-"
+
+
+def render(f: Figures) -> str:
+    rate = f.plan["rate"]
+    lines = [
+        "",
+        f"modelmon proxy benchmark ({f.mode}; loopback, {os.cpu_count()} CPUs; "
+        f"medians of {f.plan['latency_rounds']} fixed-rate and {f.plan['wrk_rounds']} wrk rounds)",
+        "",
+        f"{'':34s}{'direct':>12s}{'sidecar':>12s}{'added':>12s}{'ratio':>10s}",
+        f"{'latency p50 @ %d rps (ms)' % rate:34s}{f.direct_p50_ms:12.3f}{f.sidecar_p50_ms:12.3f}"
+        f"{f.added_p50_ms:12.3f}{ratio(f.sidecar_p50_ms, f.direct_p50_ms):>10s}",
+        f"{'latency p99 @ %d rps (ms)' % rate:34s}{f.direct_p99_ms:12.3f}{f.sidecar_p99_ms:12.3f}"
+        f"{f.added_p99_ms:12.3f}{ratio(f.sidecar_p99_ms, f.direct_p99_ms):>10s}",
+        f"{'saturation, wrk -c%d (req/s)' % f.plan['wrk_connections']:34s}{f.direct_rps:12.0f}"
+        f"{f.sidecar_rps:12.0f}{'':12s}{ratio(f.sidecar_rps, f.direct_rps):>10s}",
+        "",
+        f"{'sidecar CPU s / 1000 req @ %d rps' % rate:44s}{f.sidecar_cpu_seconds_per_1000:10.3f}"
+        f"   ({f.sidecar_cpu_percent_at_rate:.0f}% of a core)",
+        f"{'sidecar CPU s / 1000 req, saturated':44s}{f.sidecar_cpu_seconds_per_1000_saturated:10.3f}",
+        f"{'upstream CPU s / 1000 req @ %d rps (ref.)' % rate:44s}{f.upstream_cpu_seconds_per_1000:10.3f}",
+        f"{'sidecar RSS after start (MB)':44s}{f.sidecar_rss_start_mb:10.1f}",
+        f"{'sidecar RSS after load / peak (MB)':44s}{f.sidecar_rss_after_mb:10.1f}"
+        f" / {f.sidecar_rss_peak_mb:.1f}",
+        "",
+        "targets:",
+    ]
+    labels = {
+        "added_p50_ms": ("added p50 latency @ %d rps" % rate, "ms"),
+        "added_p99_ms": ("added p99 latency @ %d rps" % rate, "ms"),
+        "cpu_seconds_per_1000": ("sidecar CPU per 1000 requests", "s"),
+        "rss_mb": ("sidecar RSS (max after load/peak)", "MB"),
+    }
+    for name, t in f.targets.items():
+        label, unit = labels[name]
+        lines.append(f"  {label:38s}{t['value']:9.3f} {unit:3s}<= {t['target']:<6g}"
+                     f"{'PASS' if t['pass'] else 'MISS'}")
+    m = f.metrics
+    lines += ["", "correctness:"]
+    if m:
+        lines.append(
+            f"  /metrics modelmon_requests_total (infer route): {m['requests_total']:.0f} "
+            f"(code 200: {m['requests_200']:.0f}); sent through sidecar: {m['expected']} "
+            f"(tolerance {m['tolerance']}); records analysed {m['analysed_records']:.0f}, "
+            f"dropped {m['dropped_records']:.0f}")
+    if f.correctness_failures:
+        lines += [f"  FAILED: {msg}" for msg in f.correctness_failures]
+    else:
+        lines.append("  OK: every response through the sidecar was a 200 with the upstream's "
+                     "body; request counter matches")
+    return "\n".join(lines)
+
+
+def _finite(obj: Any) -> Any:
+    """NaN is not JSON: write null instead."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--quick", action="store_true", help="short run (under a minute)")
+    p.add_argument("--json", metavar="FILE", help="also write the figures to FILE as JSON")
+    # internal: the child processes are this same file in another role
+    p.add_argument("--role", choices=["bench", "upstream", "loadgen"], default="bench",
+                   help=argparse.SUPPRESS)
+    p.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--target", default="direct", help=argparse.SUPPRESS)
+    p.add_argument("--rate", type=float, default=1000.0, help=argparse.SUPPRESS)
+    p.add_argument("--seconds", type=float, default=10.0, help=argparse.SUPPRESS)
+    p.add_argument("--connections", type=int, default=16, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.role == "upstream":
+        _event_loop_run(run_upstream(args.port))
+        return 0
+    if args.role == "loadgen":
+        gen = LoadGenerator(args.target, args.port, args.rate, args.seconds, args.connections,
+                            RESPONSE_BODY)
+        result: LoadResult = _event_loop_run(gen.run())
+        print(json.dumps(asdict(result)))
+        return 0
+
+    plan, mode = (QUICK, "quick") if args.quick else (FULL, "full")
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="bench_proxy.") as tmp:
+        try:
+            figs = run_benchmark(plan, mode, Path(tmp))
+        except BenchError as exc:
+            print(f"bench_proxy: {exc}", file=sys.stderr)
+            return 1
+    print(render(figs))
+    print(f"\n(run time {time.monotonic() - started:.0f} s)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(_finite(asdict(figs)), indent=2) + "\n")
+    return 1 if figs.correctness_failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""The admin listener: /metrics exposition, /healthz, /readyz, landing page."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+
+import aiohttp
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import Running, StartSidecar
+
+
+async def get(url: str, decompress: bool = True, **headers: str) -> tuple[int, dict[str, str], bytes]:
+    async with aiohttp.ClientSession(auto_decompress=decompress) as s, s.get(url, headers=headers) as resp:
+        return resp.status, dict(resp.headers), await resp.read()
+
+
+async def test_metrics_text_format_parses(proxied: Running) -> None:
+    async with proxied.session.get(proxied.traffic_url + "/v2/health/ready") as resp:
+        assert resp.status == 200
+    status, headers, body = await get(proxied.admin_url + "/metrics")
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+    assert "modelmon_requests" in families
+    assert "modelmon_build_info" in families or "modelmon_build" in families
+    assert "modelmon_process_resident_memory_bytes" in families
+    names = {f.name for f in families.values()}
+    assert all(n.startswith("modelmon_") for n in names), names
+
+
+async def test_metrics_openmetrics_negotiation(proxied: Running) -> None:
+    status, headers, body = await get(proxied.admin_url + "/metrics",
+                                      Accept="application/openmetrics-text; version=1.0.0")
+    assert status == 200
+    assert headers["Content-Type"].startswith("application/openmetrics-text")
+    text = body.decode()
+    assert text.endswith("# EOF\n")
+    families = {f.name for f in parse_openmetrics(text)}
+    assert {"modelmon_build", "modelmon_analysis_queue_capacity"} <= families
+
+
+async def test_metrics_gzip(proxied: Running) -> None:
+    status, headers, body = await get(proxied.admin_url + "/metrics", False, **{"Accept-Encoding": "gzip"})
+    assert status == 200 and headers["Content-Encoding"] == "gzip"
+    assert b"modelmon_analysis_queue_capacity 1024.0" in gzip.decompress(body)
+
+
+async def test_landing_page_links(proxied: Running) -> None:
+    status, _, body = await get(proxied.admin_url + "/")
+    assert status == 200
+    for link in (b'href="/metrics"', b'href="/healthz"', b'href="/readyz"'):
+        assert link in body
+
+
+async def test_healthz_does_not_depend_on_the_model(start_sidecar: StartSidecar) -> None:
+    running = await start_sidecar("http://127.0.0.1:1")
+    status, _, _ = await get(running.admin_url + "/healthz")
+    assert status == 200
+    status, _, body = await get(running.admin_url + "/readyz")
+    assert status == 503 and b"upstream unreachable" in body
+
+
+async def test_healthz_fails_when_the_analysis_worker_died(proxied: Running) -> None:
+    assert proxied.sidecar.worker is not None
+    proxied.sidecar.worker.cancel()
+    await asyncio.sleep(0.01)
+    status, _, _ = await get(proxied.admin_url + "/healthz")
+    assert status == 503
+
+
+async def test_readyz_follows_the_upstream(proxied: Running) -> None:
+    status, _, _ = await get(proxied.admin_url + "/readyz")
+    assert status == 200
+    await asyncio.sleep(0.3)
+    assert proxied.sample("modelmon_upstream_up") == 1
+    assert proxied.sample("modelmon_upstream_probes_total", {"result": "success"}) >= 1
+    assert proxied.sample("modelmon_upstream_probe_duration_seconds") > 0
+
+
+async def test_upstream_going_down_is_seen(upstream, start_sidecar: StartSidecar) -> None:  # type: ignore[no-untyped-def]
+    running = await start_sidecar(str(upstream.make_url("")))
+    await asyncio.sleep(0.3)
+    assert running.sample("modelmon_upstream_up") == 1
+    await upstream.close()
+    await asyncio.sleep(0.5)
+    assert running.sample("modelmon_upstream_up") == 0
+    status, _, _ = await get(running.admin_url + "/readyz")
+    assert status == 503
+
+
+async def test_receive_only_mode_is_ready_without_upstream(start_sidecar: StartSidecar) -> None:
+    running = await start_sidecar(None)
+    assert running.listeners.traffic_port == 0  # no proxy listener
+    status, _, _ = await get(running.admin_url + "/readyz")
+    assert status == 200
+    assert running.sample("modelmon_upstream_up") is None

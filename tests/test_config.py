@@ -1,0 +1,109 @@
+"""Configuration loading, precedence, validation messages and `modelmon check-config`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from modelmon.config import ConfigError, load_config
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "modelmon.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_just_work() -> None:
+    config = load_config()
+    assert config.upstream.url == "http://127.0.0.1:8080"
+    assert config.upstream.health_path == "/v2/health/ready"
+    assert (config.server.traffic_port, config.server.admin_port) == (8000, 9400)
+    assert config.default_model == "default"
+
+
+def test_file_env_and_overrides_precedence(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+server: {traffic_port: 7000, admin_port: 7001}
+upstream: {url: "http://model:9000", probe_interval_seconds: 3}
+models:
+  - {name: churn, version: "2", trained_at: "2026-01-02T03:04:05Z"}
+""")
+    env = {"MODELMON_SERVER__ADMIN_PORT": "7100", "MODELMON_UPSTREAM__PROBE_INTERVAL_SECONDS": "4.5",
+           "UNRELATED": "x"}
+    config = load_config(path, env=env, overrides={"server": {"traffic_port": 7200}})
+    assert config.server.traffic_port == 7200  # CLI beats all
+    assert config.server.admin_port == 7100  # env beats file
+    assert config.upstream.url == "http://model:9000"  # file beats default
+    assert config.upstream.probe_interval_seconds == 4.5
+    assert config.models[0].trained_timestamp() == 1767323045.0
+    assert config.default_model == "churn"
+
+
+def test_env_can_set_lists_and_null(tmp_path: Path) -> None:
+    env = {"MODELMON_MODELS": '[{"name": "a"}, {"name": "b"}]', "MODELMON_UPSTREAM__URL": "null"}
+    config = load_config(env=env)
+    assert [m.name for m in config.models] == ["a", "b"]
+    assert config.upstream.url is None
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ("upstream: {urll: x}", "upstream.urll: unknown key"),
+    ("upstreams: {}", "upstreams: unknown key"),
+    ("server: {traffic_port: '80'}", "server.traffic_port: must be an integer"),
+    ("server: {traffic_port: 70000}", "server.traffic_port: must be a TCP port"),
+    ("server: {admin_port: 8000}", "server.admin_port: must differ"),
+    ("upstream: {url: 'ftp://x'}", "upstream.url: must be an http"),
+    ("upstream: {read_timeout_seconds: 0}", "upstream.read_timeout_seconds: must be > 0"),
+    ("upstream: {preserve_host: 'yes'}", "upstream.preserve_host: must be true or false"),
+    ("models: [{version: '1'}]", "models[0].name: required key is missing"),
+    ("models: [{name: 'has space'}]", "models[0].name: invalid model name"),
+    ("models: [{name: a}, {name: a}]", "models: model names must be unique"),
+    ("models: [{name: a, trained_at: 'last tuesday'}]", "models[0].trained_at"),
+    ("health: {dependencies: [{name: db}]}", "health.dependencies[0]: exactly one of url or tcp"),
+    ("health: {dependencies: [{name: db, tcp: 'nohost'}]}", "health.dependencies[0].tcp"),
+    ("proxy: {routes: [{path: '(', name: x}]}", "proxy.routes[0].path: invalid regular expression"),
+    ("limits: {max_models: 1}\nmodels: [{name: a}, {name: b}]", "exceed limits.max_models"),
+    ("server: {log_level: loud}", "server.log_level"),
+    ("- a list", "top level must be a mapping"),
+    ("server: [1]", "server: must be a mapping"),
+])
+def test_errors_name_the_bad_key(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    assert key in str(info.value)
+
+
+def test_bad_env_override_is_named() -> None:
+    with pytest.raises(ConfigError, match="server.admin_port: must be an integer"):
+        load_config(env={"MODELMON_SERVER__ADMIN_PORT": "nine"})
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "modelmon", *args], capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_check_config_command(tmp_path: Path) -> None:
+    good = write(tmp_path, "upstream: {url: 'http://127.0.0.1:9000'}\n")
+    result = run_cli("check-config", str(good))
+    assert result.returncode == 0 and "ok" in result.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("upstream: {timeout: 3}\n")
+    result = run_cli("check-config", str(bad))
+    assert result.returncode == 1
+    assert "upstream.timeout: unknown key" in result.stderr
+
+
+def test_example_config_is_valid() -> None:
+    example = Path(__file__).parent.parent / "examples" / "modelmon.yaml"
+    config = load_config(example)
+    assert config.models and config.health.dependencies
