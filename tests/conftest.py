@@ -13,10 +13,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from prometheus_client import CollectorRegistry
-
 from modelmon.app import Listeners, Sidecar
 from modelmon.config import Config, load_config
+from prometheus_client import CollectorRegistry
 
 
 def upstream_app() -> web.Application:

@@ -6,10 +6,9 @@ import asyncio
 import gzip
 
 import aiohttp
+from conftest import Running, StartSidecar
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
-
-from conftest import Running, StartSidecar
 
 
 async def get(url: str, decompress: bool = True, **headers: str) -> tuple[int, dict[str, str], bytes]:

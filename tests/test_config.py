@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from modelmon.config import ConfigError, load_config
 
 
@@ -78,7 +77,7 @@ def test_errors_name_the_bad_key(tmp_path: Path, text: str, key: str) -> None:
 
 
 def test_bad_env_override_is_named() -> None:
-    with pytest.raises(ConfigError, match="server.admin_port: must be an integer"):
+    with pytest.raises(ConfigError, match=r"server\.admin_port: must be an integer"):
         load_config(env={"MODELMON_SERVER__ADMIN_PORT": "nine"})
 
 

@@ -12,11 +12,10 @@ from pathlib import Path
 import psutil
 import pytest
 from aiohttp.test_utils import TestServer
-
 from conftest import StartSidecar
+from modelmon.config import ModelConfig
 from modelmon.health import probe_tcp
 from modelmon.models import ModelRegistry, artifact_mtime
-from modelmon.config import ModelConfig
 from modelmon.resources import (
     CgroupMemory,
     ModelProcessFinder,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import aiohttp
 import orjson
 import pytest
-
 from conftest import Running, StartSidecar
 
 
@@ -28,7 +27,8 @@ def rec(i: int, **extra: object) -> dict:  # type: ignore[type-arg]
 
 
 async def test_json_batch_is_accepted_and_analysed(receiver: Running) -> None:
-    status, body = await post(receiver, orjson.dumps({"model": "churn", "records": [rec(i) for i in range(5)]}))
+    batch = {"model": "churn", "records": [rec(i) for i in range(5)]}
+    status, body = await post(receiver, orjson.dumps(batch))
     assert (status, body["accepted"], body["rejected"]) == (202, 5, 0)
     await receiver.drain()
     assert receiver.sample("modelmon_analysis_records_total", {"model": "churn", "source": "push"}) == 5

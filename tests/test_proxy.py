@@ -9,7 +9,6 @@ import os
 
 import aiohttp
 import pytest
-
 from conftest import Running, StartSidecar
 from modelmon.proxy import HOP_BY_HOP, forwardable
 from multidict import CIMultiDict, CIMultiDictProxy

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from modelmon.cardinality import OVERFLOW, BoundedLabelValues
 from modelmon.config import RouteConfig
 from modelmon.routes import RouteMatch, RouteTable

@@ -1,0 +1,46 @@
+"""`modelmon demo` end to end: model server + sidecar + traffic, live metrics."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from helpers import free_port, wait_http
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def test_demo_runs_and_metrics_move(tmp_path: Path) -> None:
+    traffic, admin, model = free_port(), free_port(), free_port()
+    log = tmp_path / "demo.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "modelmon", "demo", "--duration", "6", "--rps", "30",
+         "--traffic-port", str(traffic), "--admin-port", str(admin), "--model-port", str(model)],
+        stdout=log.open("wb"), stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{admin}/readyz", 60, proc)
+        time.sleep(3)
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics") as resp:
+            text = resp.read().decode()
+        assert proc.wait(60) == 0, log.read_text()
+    finally:
+        proc.kill()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(text) for s in f.samples}
+
+    def value(name: str, **labels: str) -> float:
+        return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    assert value("modelmon_requests_total", model="demo", route="/v1/models/{model}:predict", code="200") > 10
+    assert value("modelmon_requests_total", model="demo", route="/v2/models/{model}/infer", code="200") > 10
+    assert value("modelmon_analysis_records_total", model="demo", source="proxy") > 20
+    assert value("modelmon_upstream_up") == 1
+    assert value("modelmon_model_process_up") == 1
+    assert value("modelmon_model_memory_rss_bytes") > 10e6
+    assert value("modelmon_model_trained_timestamp_seconds", model="demo") > time.time() - 600
+    out = log.read_text()
+    assert f"http://127.0.0.1:{admin}/metrics" in out
+    assert "traffic done: responses by status {200:" in out
