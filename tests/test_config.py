@@ -106,3 +106,52 @@ def test_example_config_is_valid() -> None:
     example = Path(__file__).parent.parent / "examples" / "modelmon.yaml"
     config = load_config(example)
     assert config.models and config.health.dependencies
+
+
+def _key_paths(cls: type, prefix: str = "") -> set[str]:
+    import dataclasses
+    import typing
+
+    paths = set()
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        path = f"{prefix}{f.name}"
+        tp = hints[f.name]
+        if typing.get_origin(tp) is tuple:
+            (tp, _) = typing.get_args(tp)
+            path += "[]"
+        paths.add(path)
+        if dataclasses.is_dataclass(tp):
+            paths |= _key_paths(tp, path + ".")  # type: ignore[arg-type]
+    return paths
+
+
+def _yaml_paths(node: object, prefix: str = "") -> set[str]:
+    paths = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            path = f"{prefix}{key}"
+            if isinstance(value, list):
+                path += "[]"
+                paths.add(path)
+                for item in value:
+                    paths |= _yaml_paths(item, path + ".")
+            else:
+                paths.add(path)
+                paths |= _yaml_paths(value, path + ".")
+    return paths
+
+
+def test_example_config_documents_every_key() -> None:
+    """examples/modelmon.yaml is the configuration reference: it must name every key."""
+    import yaml
+
+    from modelmon.config import Config
+
+    example = Path(__file__).parent.parent / "examples" / "modelmon.yaml"
+    text = example.read_text()
+    documented = _yaml_paths(yaml.safe_load(text))
+    # keys shown commented out count as documented
+    documented |= {p for p in _key_paths(Config) if f"# {p.rsplit('.', 1)[-1]}:" in text}
+    missing = _key_paths(Config) - documented
+    assert not missing, f"add to examples/modelmon.yaml: {sorted(missing)}"
