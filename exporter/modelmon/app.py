@@ -27,7 +27,8 @@ from .config import Config
 from .health import HealthCollector, HealthState, every, probe_http, probe_tcp
 from .ingest import RecordsEndpoint
 from .models import ModelCollector, ModelRegistry
-from .pipeline import AnalysisQueue, PayloadAnalyser, PipelineCollector, PipelineStats
+from .drift.service import DriftCollector, DriftService
+from .pipeline import Analyser, AnalysisQueue, PipelineCollector, PipelineStats
 from .proxy import Proxy
 from .resources import ModelProcessFinder, ResourceCollector, ResourceReader
 from .routes import RouteTable
@@ -64,8 +65,10 @@ class Sidecar:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self.models = ModelRegistry(config.models, config.default_model, config.limits.max_models)
         self.traffic = TrafficStats()
-        self.queue = AnalysisQueue(config.analysis.queue_size, PipelineStats())
-        self.analysers = [PayloadAnalyser(config.analysis.max_body_bytes)]
+        self.queue = AnalysisQueue(config.analysis.queue_size, PipelineStats(),
+                                   config.analysis.max_body_bytes)
+        self.drift = DriftService(config)
+        self.analysers: list[Analyser] = [self.drift]
         self.health = HealthState(config.upstream.url is not None, config.health.dependencies)
         finder = ModelProcessFinder(config.resources.pid_file, config.resources.process_name)
         self.resource_reader = ResourceReader(finder, config.resources.cgroup_root,
@@ -79,7 +82,7 @@ class Sidecar:
         for collector in (
             BuildInfoCollector(), TrafficCollector(self.traffic), PipelineCollector(self.queue),
             HealthCollector(self.health), self.resources, ModelCollector(self.models),
-            _IngestCollector(self.records),
+            _IngestCollector(self.records), DriftCollector(self.drift),
         ):
             self.registry.register(collector)
         ProcessCollector(namespace="modelmon", registry=self.registry)
@@ -104,6 +107,9 @@ class Sidecar:
                 every(self.config.health.interval_seconds, self.probe_dependencies, "dependency probes")))
         self._tasks.append(asyncio.create_task(
             every(self.config.resources.interval_seconds, self.read_resources, "resource readings")))
+        if self.drift.monitors:
+            self._tasks.append(asyncio.create_task(
+                every(self.config.drift.interval_seconds, self.compute_drift, "drift computation")))
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -132,6 +138,10 @@ class Sidecar:
         ))
         for dep, result in zip(deps, results, strict=True):
             self.health.dependencies[dep.name] = result
+
+    async def compute_drift(self) -> None:
+        # A few milliseconds per 100 features: cheap enough to run on the loop between requests.
+        self.drift.compute()
 
     async def read_resources(self) -> None:
         self.resources.snapshot = await asyncio.to_thread(self.resource_reader.read)

@@ -181,6 +181,87 @@ INGEST_REQUESTS = _m(
     "ingest_requests", C, "Push API requests, by endpoint and HTTP status code.", ("endpoint", "code"),
 )
 
+# --- drift and data quality (models with a reference profile) ---------------------------------
+PROFILE_INFO = _m(
+    "reference_profile", Kind.INFO,
+    "The reference profile a model's drift is computed against: its content hash, the model "
+    "version it was built for and when.",
+    ("model", "profile_hash", "profile_model_version", "created_at"),
+)
+FEATURE_VALUE = _m(
+    "feature_value", H,
+    "Values of a numeric feature or output, counted cumulatively in the reference profile's bins "
+    "(le = the profile's bin edges); compare with modelmon_reference_bucket_ratio in PromQL.",
+    ("model", "feature"),
+)
+FEATURE_CATEGORY = _m(
+    "feature_category", C,
+    "Values of a categorical feature or output by category: the reference's top categories, "
+    "others and unseen ones as __other__.",
+    ("model", "feature", "category"),
+)
+REFERENCE_BUCKET = _m(
+    "reference_bucket_ratio", G,
+    "Share of the reference data at or below each bin edge (cumulative, like a histogram's le).",
+    ("model", "feature", "le"),
+)
+REFERENCE_CATEGORY = _m(
+    "reference_category_ratio", G, "Share of the reference data in each category.",
+    ("model", "feature", "category"),
+)
+DRIFT_SCORE = _m(
+    "drift_score", G,
+    "Drift of a feature in the sliding window against the reference, by method (psi, "
+    "jensen_shannon, hellinger, ks, wasserstein normalised by the reference std). "
+    "Computed on a schedule; absent below the minimum sample count.",
+    ("model", "feature", "method"),
+)
+DRIFT_P_VALUE = _m(
+    "drift_p_value", G,
+    "p-value of the drift test in the sliding window (chi2 on the merged bins, ks on the binned CDFs).",
+    ("model", "feature", "test"),
+)
+DRIFT_DETECTED = _m(
+    "drift_detected", G,
+    "1 if the feature's default verdict reports drift in the sliding window, else 0; absent "
+    "below the minimum sample count.",
+    ("model", "feature"),
+)
+MODEL_DRIFT_DETECTED = _m(
+    "model_drift_detected", G,
+    "1 if any feature drifted after a Bonferroni correction across the model's features, else 0.",
+    ("model",),
+)
+WINDOW_SAMPLES = _m(
+    "drift_window_samples", G, "Valid values of a feature in the sliding window.", ("model", "feature"),
+)
+MISSING_RATIO = _m(
+    "feature_missing_ratio", G,
+    "Share of rows in the sliding window where the feature was NaN, null or absent.", ("model", "feature"),
+)
+OUT_OF_RANGE_RATIO = _m(
+    "feature_out_of_range_ratio", G,
+    "Share of a numeric feature's values in the sliding window outside the reference min..max.",
+    ("model", "feature"),
+)
+QUALITY_EVENTS = _m(
+    "data_quality_events", C,
+    "Data-quality events per feature, by kind (nan, inf, null, absent, wrong_type, below_min, "
+    "above_max, unseen_category).",
+    ("model", "feature", "kind"),
+)
+SCHEMA_VIOLATIONS = _m(
+    "schema_violations", C,
+    "Records or payloads whose shape does not match the profile, by reason.", ("model", "reason"),
+)
+DRIFT_LAST_SUCCESS = _m(
+    "drift_last_success_timestamp_seconds", G, "When the drift statistics were last computed.",
+    ("model",),
+)
+DRIFT_COMPUTE_DURATION = _m(
+    "drift_compute_duration_seconds", G, "Time the last drift computation took.", ("model",),
+)
+
 # --- the sidecar itself ----------------------------------------------------------------------
 BUILD_INFO = _m(
     "build", Kind.INFO, "modelmon's version and the Python it runs on.", ("version", "python_version"),

@@ -144,6 +144,10 @@ class ModelConfig:
     # ISO 8601 time or Unix seconds; if absent, the artefact's modification time is used.
     trained_at: str | float | None = None
     artifact_path: str | None = None
+    # Reference profile (from `modelmon profile`): enables drift and data-quality metrics.
+    profile: str | None = None
+    # Export the raw per-bin counters and reference ratios (the PromQL/fleet view of drift).
+    export_histograms: bool = True
 
     def validate(self, path: str) -> None:
         if not MODEL_NAME_RE.match(self.name):
@@ -220,14 +224,55 @@ class ResourcesConfig:
         _positive(f"{path}.interval_seconds", self.interval_seconds)
 
 
+DRIFT_METHODS = ("auto", "chi2", "ks", "psi", "jensen_shannon", "hellinger", "wasserstein")
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    """Windowed drift scoring. For test methods (auto, chi2, ks) the threshold is the
+    significance level alpha; for distances (psi, jensen_shannon, hellinger, wasserstein) it is
+    the score above which drift is reported."""
+
+    window_seconds: float = 3600.0
+    sub_windows: int = 12
+    interval_seconds: float = 15.0
+    min_samples: int = 100
+    numeric_method: str = "auto"
+    numeric_threshold: float = 0.005
+    categorical_method: str = "auto"
+    categorical_threshold: float = 0.005
+
+    def validate(self, path: str) -> None:
+        _positive(f"{path}.window_seconds", self.window_seconds)
+        _positive(f"{path}.interval_seconds", self.interval_seconds)
+        _positive(f"{path}.min_samples", self.min_samples)
+        if not 1 <= self.sub_windows <= 3600:
+            _fail(f"{path}.sub_windows", "must be between 1 and 3600")
+        for kind in ("numeric", "categorical"):
+            method = getattr(self, f"{kind}_method")
+            allowed = DRIFT_METHODS if kind == "numeric" else ("auto", "chi2", "psi", "jensen_shannon",
+                                                               "hellinger")
+            if method not in allowed:
+                _fail(f"{path}.{kind}_method", f"must be one of {', '.join(allowed)}")
+            _positive(f"{path}.{kind}_threshold", getattr(self, f"{kind}_threshold"))
+            if method in ("auto", "chi2", "ks") and getattr(self, f"{kind}_threshold") >= 1:
+                _fail(f"{path}.{kind}_threshold", "is a significance level for test methods: must be < 1")
+
+
 @dataclass(frozen=True)
 class LimitsConfig:
     # Distinct model label values; configured models always count, further names seen in
     # routes are admitted until the cap, then fold into "__other__".
     max_models: int = 20
+    # Features monitored per model (the rest of a profile is ignored, with a warning) and
+    # categories per categorical feature (rarer ones fold into the "__other__" bucket).
+    max_features: int = 200
+    max_categories: int = 50
 
     def validate(self, path: str) -> None:
         _positive(f"{path}.max_models", self.max_models)
+        _positive(f"{path}.max_features", self.max_features)
+        _positive(f"{path}.max_categories", self.max_categories)
 
 
 @dataclass(frozen=True)
@@ -240,6 +285,7 @@ class Config:
     models: tuple[ModelConfig, ...] = ()
     health: HealthConfig = field(default_factory=HealthConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
 
     def validate(self, path: str = "") -> None:

@@ -63,9 +63,21 @@ class AnalysisError(Exception):
         self.reason = reason
 
 
+@dataclass(slots=True)
+class Decoded:
+    """An item ready for the analysers: JSON decoded once, shared by all of them."""
+
+    model: str
+    source: str  # "proxy" or "push"
+    rows: int
+    request: Any = None
+    response: Any = None
+    records: list[dict[str, Any]] | None = None
+
+
 class Analyser(Protocol):
-    def analyse(self, item: Item) -> int:
-        """Analyse one item; return the number of records it held. Raise AnalysisError."""
+    def analyse(self, decoded: Decoded) -> None:
+        """Analyse one decoded item. Raising is allowed: it is counted, never fatal."""
 
 
 class PipelineStats:
@@ -75,9 +87,10 @@ class PipelineStats:
 
 
 class AnalysisQueue:
-    def __init__(self, maxsize: int, stats: PipelineStats) -> None:
+    def __init__(self, maxsize: int, stats: PipelineStats, max_body_bytes: int) -> None:
         self._queue: asyncio.Queue[Item] = asyncio.Queue(maxsize)
         self.stats = stats
+        self._limit = max_body_bytes
 
     @property
     def capacity(self) -> int:
@@ -117,17 +130,26 @@ class AnalysisQueue:
             await asyncio.sleep(0.01)
 
     def _analyse(self, item: Item, analysers: Sequence[Analyser]) -> None:
-        source = "proxy" if isinstance(item, Exchange) else "push"
+        try:
+            decoded = decode(item, self._limit)
+        except AnalysisError as exc:
+            self.drop(exc.reason, 1, f"model={item.model}: {exc}")
+            return
+        self.stats.analysed[(item.model, decoded.source)] += decoded.rows
         for analyser in analysers:
             try:
-                records = analyser.analyse(item)
-            except AnalysisError as exc:
-                self.drop(exc.reason, 1, f"model={item.model}: {exc}")
-                return
-            except Exception as exc:  # an analyser bug must not stop the worker
-                self.drop("analysis_error", 1, f"model={item.model}: {type(exc).__name__}: {exc}")
-                return
-        self.stats.analysed[(item.model, source)] += records
+                analyser.analyse(decoded)
+            except Exception as exc:  # an analyser bug must not stop the worker or the others
+                self.drop("analysis_error", decoded.rows,
+                          f"model={item.model}: {type(analyser).__name__}: {type(exc).__name__}: {exc}")
+
+
+def decode(item: Item, limit: int) -> Decoded:
+    if isinstance(item, PushedRecords):
+        return Decoded(item.model, "push", len(item.records), records=item.records)
+    request = decode_body(item.request_body, item.request_encoding, limit)
+    response = decode_body(item.response_body, item.response_encoding, limit) if item.response_body else None
+    return Decoded(item.model, "proxy", count_rows(request), request, response)
 
 
 def decode_body(body: bytes, encoding: str, limit: int) -> Any:
@@ -168,24 +190,6 @@ def count_rows(payload: Any) -> int:
         if isinstance(split, dict) and isinstance(split.get("data"), list):
             return len(split["data"])
     return 1
-
-
-class PayloadAnalyser:
-    """Decodes proxied request bodies and sizes pushed batches.
-
-    The drift and data-quality engine plugs in after it as a further analyser.
-    """
-
-    def __init__(self, max_body_bytes: int) -> None:
-        self._limit = max_body_bytes
-
-    def analyse(self, item: Item) -> int:
-        if isinstance(item, PushedRecords):
-            return len(item.records)
-        payload = decode_body(item.request_body, item.request_encoding, self._limit)
-        if item.response_body:
-            decode_body(item.response_body, item.response_encoding, self._limit)
-        return count_rows(payload)
 
 
 class PipelineCollector(Collector):

@@ -1,0 +1,1 @@
+"""Drift and data quality: reference bins, sliding windows, statistics, the engine."""

@@ -1,0 +1,84 @@
+"""Turning raw feature values into numbers or category keys, counting what is wrong with them."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..profile import category_key
+
+# Data-quality event kinds, in the order of the quality matrix columns.
+QUALITY_KINDS = ("nan", "inf", "null", "absent", "wrong_type", "below_min", "above_max",
+                 "unseen_category")
+Q = {kind: i for i, kind in enumerate(QUALITY_KINDS)}
+
+Column = Sequence[Any] | NDArray[Any]
+
+
+@dataclass
+class Batch:
+    """Feature columns of one micro-batch of one model, keyed by profile feature name.
+
+    ``columns[name]`` holds the values of the rows that had the feature (``None`` for an
+    explicit null); ``absent[name]`` counts the rows that lacked it altogether, so
+    ``len(columns[name]) + absent[name] == rows``.
+    """
+
+    rows: int
+    columns: dict[str, Column] = field(default_factory=dict)
+    absent: dict[str, int] = field(default_factory=dict)
+    schema_errors: dict[str, int] = field(default_factory=dict)
+
+
+def numeric_values(values: Column) -> tuple[NDArray[np.float64], int, int]:
+    """(float64 array with NaN for unusable entries, nulls, wrong types). Fast path: one C-level
+    conversion for lists of numbers (numeric strings parse too); per-value fallback otherwise."""
+    if isinstance(values, np.ndarray) and values.dtype.kind in "biuf":
+        return values.astype(np.float64, copy=False).ravel(), 0, 0
+    seq = values.tolist() if isinstance(values, np.ndarray) else values
+    nulls = sum(1 for v in seq if v is None) if None in seq else 0
+    try:
+        arr = np.asarray(seq, dtype=np.float64)
+        if arr.ndim == 1:
+            return arr, nulls, 0
+    except (TypeError, ValueError):
+        pass
+    out = np.empty(len(seq))
+    wrong = 0
+    for i, v in enumerate(seq):
+        if isinstance(v, (int, float)):  # bool is an int: true/false count as 1/0
+            out[i] = v
+        elif v is None:
+            out[i] = math.nan
+        else:
+            out[i] = math.nan
+            wrong += 1
+    return out, nulls, wrong
+
+
+def category_codes(values: Column, index: Mapping[str, int], other: int
+                   ) -> tuple[NDArray[np.int64], int, int, int, int]:
+    """(codes of valid values, nulls, NaNs, wrong types, unseen). Unseen categories (not among
+    the reference's top-K) are coded ``other``: counted, never dropped."""
+    seq = values.tolist() if isinstance(values, np.ndarray) else values
+    codes: list[int] = []
+    nulls = nans = wrong = unseen = 0
+    for v in seq:
+        if v is None:
+            nulls += 1
+        elif isinstance(v, float) and math.isnan(v):
+            nans += 1
+        elif isinstance(v, (str, int, float)):
+            code = index.get(category_key(v))
+            if code is None:
+                unseen += 1
+                code = other
+            codes.append(code)
+        else:
+            wrong += 1
+    return np.asarray(codes, dtype=np.int64), nulls, nans, wrong, unseen
