@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from . import __version__
@@ -43,6 +43,37 @@ def _load(args: argparse.Namespace) -> Config:
     return load_config(path, env=os.environ, overrides=_overrides(args))
 
 
+def _profile(args: argparse.Namespace) -> int:
+    from .datasource import DataSourceError
+    from .profile_builder import build_profile
+
+    progress = _progress_bar() if sys.stderr.isatty() else None
+    try:
+        profile = build_profile(
+            args.data, model=args.model, model_version=args.model_version, features=args.features,
+            categorical=args.categorical, target=args.target, prediction=args.prediction,
+            bins=args.bins, top_k=args.top_k, names=args.names, progress=progress,
+        )
+    except (DataSourceError, OSError) as exc:
+        print(f"\nmodelmon profile: {exc}", file=sys.stderr)
+        return 1
+    profile.save(args.out)
+    kinds = {"numeric": 0, "categorical": 0}
+    for f in profile.features:
+        kinds[f.kind] += 1
+    print(f"{args.out}: {profile.rows} rows, {kinds['numeric']} numeric and "
+          f"{kinds['categorical']} categorical features, {profile.hash}", file=sys.stderr)
+    return 0
+
+
+def _progress_bar() -> Callable[[int, float | None], None]:
+    def show(rows: int, fraction: float | None) -> None:
+        bar = "" if fraction is None else f" [{'#' * int(fraction * 30):<30}] {fraction:4.0%}"
+        print(f"\rprofiling: {rows:,} rows{bar}", end="", file=sys.stderr, flush=True)
+
+    return show
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="modelmon", description=__doc__)
     parser.add_argument("--version", action="version", version=f"modelmon {__version__}")
@@ -62,12 +93,27 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("file")
 
+    profile = sub.add_parser("profile", help="build a reference profile from training data")
+    profile.add_argument("data", help="CSV, Parquet (needs pyarrow) or NumPy .npy/.npz file")
+    profile.add_argument("--out", "-o", required=True, help="where to write the profile JSON")
+    profile.add_argument("--model", default="default", help="model name recorded in the profile")
+    profile.add_argument("--model-version", default="", help="model version recorded in the profile")
+    profile.add_argument("--features", nargs="+", help="input columns (default: all but target/prediction)")
+    profile.add_argument("--categorical", nargs="+", default=[], help="columns to treat as categorical")
+    profile.add_argument("--target", help="ground-truth label column")
+    profile.add_argument("--prediction", help="model output column (profiled as an output feature)")
+    profile.add_argument("--bins", type=int, default=20, help="quantile bins per numeric feature (default 20)")
+    profile.add_argument("--top-k", type=int, default=20, help="categories kept per categorical feature")
+    profile.add_argument("--names", nargs="+", help="column names for a 2-D .npy file")
+
     demo = sub.add_parser("demo", help="model server + sidecar + traffic, on embedded defaults")
     demo.add_argument("--duration", type=float, help="seconds to run (default: until Ctrl-C)")
     demo.add_argument("--rps", type=float, default=20.0, help="requests per second (default 20)")
     demo.add_argument("--traffic-port", type=int, default=8000)
     demo.add_argument("--admin-port", type=int, default=9400)
     demo.add_argument("--model-port", type=int, default=8080)
+    demo.add_argument("--drift-after", type=float, default=60.0,
+                      help="seconds of normal traffic before inputs drift (default 60; <0: never)")
     return parser
 
 
@@ -92,8 +138,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         _run(serve(config))
         return 0
+    if args.command == "profile":
+        return _profile(args)
     setup_logging("info")
     from .demo.runner import run_demo
 
+    drift_after = None if args.drift_after < 0 else args.drift_after
     return int(_run(run_demo(args.duration, args.rps, traffic_port=args.traffic_port,
-                             admin_port=args.admin_port, model_port=args.model_port)))
+                             admin_port=args.admin_port, model_port=args.model_port,
+                             drift_after=drift_after)))

@@ -9,6 +9,7 @@ and logged, and the worker carries on.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import zlib
@@ -167,7 +168,13 @@ def decode_body(body: bytes, encoding: str, limit: int) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise AnalysisError("invalid_json", f"body is not JSON: {exc}") from None
+        error = exc
+    try:
+        # Python clients send NaN/Infinity literals (not JSON, but common); the stdlib parser
+        # takes them, so such values are counted as NaN/inf rather than losing the record.
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise AnalysisError("invalid_json", f"body is not JSON: {error}") from None
 
 
 def count_rows(payload: Any) -> int:

@@ -6,6 +6,7 @@ Run as ``python -m modelmon.demo.model_server --port 8080 --model-dir DIR``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import numpy as np
 import orjson
 from aiohttp import web
 
+from ..profile import Feature, Profile, categorical_feature, numeric_feature
 from .model import FEATURES, LogisticModel, train
 
 MODEL_NAME = "demo"
@@ -58,6 +60,13 @@ def _v2_rows(payload: Any) -> np.ndarray:
     return x
 
 
+def _loads(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return json.loads(body)  # accepts NaN literals, as many Python model servers do
+
+
 def _json(body: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
                         status=status, content_type="application/json")
@@ -80,17 +89,18 @@ def create_app(model: LogisticModel) -> web.Application:
 
     async def v1_predict(request: web.Request) -> web.Response:
         try:
-            payload = orjson.loads(await request.read())
+            payload = _loads(await request.read())
             x = _rows(payload.get("instances") if isinstance(payload, dict) else None)
-        except (orjson.JSONDecodeError, BadInput) as exc:
+        except (ValueError, BadInput) as exc:
             return _json({"error": str(exc)}, status=400)
-        return _json({"predictions": (model.predict_proba(x) >= 0.5).astype(int)})
+        x = np.where(np.isnan(x), model.mean, x)  # impute missing inputs with the training mean
+        return _json({"predictions": model.predict_proba(x)})
 
     async def v2_infer(request: web.Request) -> web.Response:
         try:
-            payload = orjson.loads(await request.read())
+            payload = _loads(await request.read())
             x = _v2_rows(payload)
-        except (orjson.JSONDecodeError, BadInput) as exc:
+        except (ValueError, BadInput) as exc:
             return _json({"error": str(exc)}, status=400)
         p = model.predict_proba(x)
         body: dict[str, Any] = {
@@ -122,6 +132,15 @@ def prepare_model(model_dir: Path) -> Path:
     model, _, _ = train()
     model.save(path)
     return path
+
+
+def training_profile() -> Profile:
+    """The reference profile of the demo model: its training inputs and outputs."""
+    model, x, y = train()
+    features: list[Feature] = [numeric_feature(name, x[:, i]) for i, name in enumerate(FEATURES)]
+    features.append(numeric_feature("probability", model.predict_proba(x), role="output"))
+    features.append(categorical_feature("label", y.tolist(), role="target"))
+    return Profile(MODEL_NAME, MODEL_VERSION, len(x), tuple(features), source="demo training data")
 
 
 def main() -> None:

@@ -15,20 +15,23 @@ import aiohttp
 
 from ..app import serve
 from ..config import Config, load_config
-from .model_server import MODEL_NAME, MODEL_VERSION, prepare_model
+from .model_server import MODEL_NAME, MODEL_VERSION, prepare_model, training_profile
 from .traffic import generate
 
 log = logging.getLogger("modelmon.demo")
 
 
-def demo_config(model_dir: Path, pid_file: Path, host: str, traffic_port: int, admin_port: int,
-                model_port: int) -> Config:
+def demo_config(model_dir: Path, pid_file: Path, profile: Path, host: str, traffic_port: int,
+                admin_port: int, model_port: int) -> Config:
     return load_config(overrides={
         "server": {"host": host, "traffic_port": traffic_port, "admin_port": admin_port,
                    "shutdown_grace_seconds": 5},
         "upstream": {"url": f"http://{host}:{model_port}", "probe_interval_seconds": 2},
-        "models": [{"name": MODEL_NAME, "version": MODEL_VERSION, "artifact_path": str(model_dir)}],
+        "models": [{"name": MODEL_NAME, "version": MODEL_VERSION, "artifact_path": str(model_dir),
+                    "profile": str(profile)}],
         "resources": {"pid_file": str(pid_file), "interval_seconds": 2},
+        # A short window so the demo's drift shows within a minute or two.
+        "drift": {"window_seconds": 120, "sub_windows": 12, "interval_seconds": 2},
     })
 
 
@@ -48,17 +51,20 @@ async def _wait_ready(url: str, timeout: float) -> None:
 
 
 async def run_demo(duration: float | None, rps: float, host: str = "127.0.0.1",
-                   traffic_port: int = 8000, admin_port: int = 9400, model_port: int = 8080) -> int:
+                   traffic_port: int = 8000, admin_port: int = 9400, model_port: int = 8080,
+                   drift_after: float | None = 60.0) -> int:
     with tempfile.TemporaryDirectory(prefix="modelmon-demo-") as tmp:
         model_dir, pid_file = Path(tmp) / "model", Path(tmp) / "model.pid"
+        profile = Path(tmp) / "profile.json"
         prepare_model(model_dir)
+        training_profile().save(profile)
         model = subprocess.Popen(
             [sys.executable, "-m", "modelmon.demo.model_server", "--host", host,
              "--port", str(model_port), "--model-dir", str(model_dir), "--pid-file", str(pid_file)],
         )
         stop = asyncio.Event()
         sidecar = asyncio.create_task(serve(
-            demo_config(model_dir, pid_file, host, traffic_port, admin_port, model_port), stop))
+            demo_config(model_dir, pid_file, profile, host, traffic_port, admin_port, model_port), stop))
         try:
             await _wait_ready(f"http://{host}:{model_port}/v2/health/ready", 30)
             await _wait_ready(f"http://{host}:{admin_port}/readyz", 30)
@@ -69,8 +75,11 @@ modelmon demo is running
   metrics           http://{host}:{admin_port}/metrics
   health            http://{host}:{admin_port}/healthz  http://{host}:{admin_port}/readyz
   traffic           {rps:g} requests/s{'' if duration is None else f' for {duration:g}s'}  (Ctrl-C to stop)
+  drift             {'off' if drift_after is None else f'inputs drift and carry NaNs after {drift_after:g}s'}
+  try               curl -s http://{host}:{admin_port}/metrics | grep -E 'drift_detected|missing_ratio'
 """, flush=True)
-            traffic = asyncio.create_task(generate(f"http://{host}:{traffic_port}", rps, duration))
+            traffic = asyncio.create_task(generate(f"http://{host}:{traffic_port}", rps, duration,
+                                                   drift_after=drift_after))
             done, _ = await asyncio.wait({traffic, sidecar}, return_when=asyncio.FIRST_COMPLETED)
             if sidecar in done:  # Ctrl-C / SIGTERM stopped the sidecar
                 traffic.cancel()

@@ -93,8 +93,10 @@ class ModelDrift:
         self.model = model
         self.profile = profile
         self.settings = settings
-        self.features: list[Feature] = list(profile.features[:max_features])
-        self.dropped_features = len(profile.features) - len(self.features)
+        # Targets (ground truth) are profiled for the performance metrics, not scored for drift.
+        monitored = [f for f in profile.features if f.role != "target"]
+        self.features: list[Feature] = monitored[:max_features]
+        self.dropped_features = len(monitored) - len(self.features)
         self.position = {f.name: i for i, f in enumerate(self.features)}
         self.offsets: list[int] = []
         total = 0
