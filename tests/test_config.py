@@ -145,7 +145,6 @@ def _yaml_paths(node: object, prefix: str = "") -> set[str]:
 def test_example_config_documents_every_key() -> None:
     """examples/modelmon.yaml is the configuration reference: it must name every key."""
     import yaml
-
     from modelmon.config import Config
 
     example = Path(__file__).parent.parent / "examples" / "modelmon.yaml"

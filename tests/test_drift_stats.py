@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import stats as ss
-from scipy.spatial.distance import euclidean, jensenshannon
-
 from modelmon.drift import stats
 from modelmon.profile import bin_counts, quantile_edges
+from scipy import stats as ss
+from scipy.spatial.distance import euclidean, jensenshannon
 
 SEEDS = [0, 1, 2]
 

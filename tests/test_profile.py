@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import subprocess
@@ -15,7 +16,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-
 from modelmon.profile import (
     CategoricalFeature,
     NumericFeature,
@@ -36,7 +36,7 @@ finite_floats = st.floats(-1e9, 1e9, allow_nan=False, allow_infinity=False)
 @given(arrays(np.float64, st.integers(1, 400), elements=finite_floats), st.integers(2, 40))
 def test_edges_are_strictly_increasing_and_every_value_has_a_bin(values: np.ndarray, bins: int) -> None:
     edges = quantile_edges(values, bins)
-    assert all(b > a for a, b in zip(edges, edges[1:], strict=False))
+    assert all(b > a for a, b in itertools.pairwise(edges))
     assert len(edges) <= bins + 1  # bins - 1 interior quantiles + the two tail quantiles
     counts = bin_counts(values, edges)
     assert len(counts) == len(edges) + 1
@@ -110,7 +110,8 @@ def test_build_from_csv_matches_numpy(tmp_path: Path, reservoir: int) -> None:
                             prediction="score", reservoir=reservoir)
     by_name = {f.name: f for f in profile.features}
     assert [f.name for f in profile.features] == ["age", "income", "plan", "score", "label"]
-    assert (by_name["score"].role, by_name["label"].role, by_name["age"].role) == ("output", "target", "input")
+    roles = (by_name["score"].role, by_name["label"].role, by_name["age"].role)
+    assert roles == ("output", "target", "input")
     assert profile.rows == 20_000
     for name in ("age", "income"):
         f = by_name[name]
@@ -213,6 +214,7 @@ def test_profile_command(tmp_path: Path) -> None:
     assert len(profile.features[0].counts) <= 12  # 9 interior + 2 tail edges -> <= 12 bins
     assert profile.hash in result.stderr
     bad = subprocess.run([sys.executable, "-m", "modelmon", "profile", str(tmp_path / "train.csv"),
-                          "--out", str(out), "--features", "nope"], capture_output=True, text=True, timeout=60)
+                          "--out", str(out), "--features", "nope"],
+                         capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "column 'nope' not in the data" in bad.stderr
 

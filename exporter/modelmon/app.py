@@ -24,10 +24,10 @@ from prometheus_client.registry import Collector
 from . import __version__
 from . import catalogue as cat
 from .config import Config
+from .drift.service import DriftCollector, DriftService
 from .health import HealthCollector, HealthState, every, probe_http, probe_tcp
 from .ingest import RecordsEndpoint
 from .models import ModelCollector, ModelRegistry
-from .drift.service import DriftCollector, DriftService
 from .pipeline import Analyser, AnalysisQueue, PipelineCollector, PipelineStats
 from .proxy import Proxy
 from .resources import ModelProcessFinder, ResourceCollector, ResourceReader

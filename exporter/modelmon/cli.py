@@ -98,11 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--out", "-o", required=True, help="where to write the profile JSON")
     profile.add_argument("--model", default="default", help="model name recorded in the profile")
     profile.add_argument("--model-version", default="", help="model version recorded in the profile")
-    profile.add_argument("--features", nargs="+", help="input columns (default: all but target/prediction)")
+    profile.add_argument("--features", nargs="+",
+                         help="input columns (default: all but target/prediction)")
     profile.add_argument("--categorical", nargs="+", default=[], help="columns to treat as categorical")
     profile.add_argument("--target", help="ground-truth label column")
     profile.add_argument("--prediction", help="model output column (profiled as an output feature)")
-    profile.add_argument("--bins", type=int, default=20, help="quantile bins per numeric feature (default 20)")
+    profile.add_argument("--bins", type=int, default=20, help="quantile bins per numeric feature")
     profile.add_argument("--top-k", type=int, default=20, help="categories kept per categorical feature")
     profile.add_argument("--names", nargs="+", help="column names for a 2-D .npy file")
 

@@ -18,12 +18,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
 import numpy as np
 from numpy.typing import NDArray
 
 from ..profile import CategoricalFeature, Feature, NumericFeature, Profile
 from . import stats
-from .columns import QUALITY_KINDS, Q, Batch, category_codes, numeric_values
+from .columns import QUALITY_KINDS, Batch, Q, category_codes, numeric_values
 from .window import SlidingCounts
 
 TEST_METHODS = ("auto", "chi2", "ks")

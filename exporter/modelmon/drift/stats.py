@@ -175,7 +175,7 @@ def merge_sparse_bins(ref: Counts, cur: Counts, mask: Mask,
     for small windows and thin tail bins. A short last group joins the one before it."""
     p = proportions(ref, mask)
     n_cur = cur.sum(axis=1)
-    rows, width = ref.shape
+    rows = ref.shape[0]
     out_ref = np.zeros_like(ref)
     out_cur = np.zeros_like(cur)
     out_mask = np.zeros_like(mask)
