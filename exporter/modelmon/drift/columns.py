@@ -36,28 +36,29 @@ class Batch:
 
 
 def numeric_values(values: Column) -> tuple[NDArray[np.float64], int, int]:
-    """(float64 array with NaN for unusable entries, nulls, wrong types). Fast path: one C-level
-    conversion for lists of numbers (numeric strings parse too); per-value fallback otherwise."""
+    """(float64 array with NaN for unusable entries, nulls, wrong types). A numeric feature takes
+    JSON numbers (and booleans as 1/0); strings, lists and objects are wrong types. Fast path: one
+    C-level conversion when every value is a number; per-value fallback otherwise."""
     if isinstance(values, np.ndarray) and values.dtype.kind in "biuf":
         return values.astype(np.float64, copy=False).ravel(), 0, 0
     seq = values.tolist() if isinstance(values, np.ndarray) else values
-    nulls = sum(1 for v in seq if v is None) if None in seq else 0
     try:
-        arr = np.asarray(seq, dtype=np.float64)
-        if arr.ndim == 1:
-            return arr, nulls, 0
-    except (TypeError, ValueError):
-        pass
+        arr = np.asarray(seq)
+    except ValueError:  # ragged nested lists
+        arr = None
+    if arr is not None and arr.ndim == 1 and arr.dtype.kind in "biuf":
+        return arr.astype(np.float64), 0, 0
     out = np.empty(len(seq))
-    wrong = 0
+    nulls = wrong = 0
     for i, v in enumerate(seq):
         if isinstance(v, (int, float)):  # bool is an int: true/false count as 1/0
             out[i] = v
-        elif v is None:
-            out[i] = math.nan
         else:
             out[i] = math.nan
-            wrong += 1
+            if v is None:
+                nulls += 1
+            else:
+                wrong += 1
     return out, nulls, wrong
 
 

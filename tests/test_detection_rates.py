@@ -1,0 +1,72 @@
+"""Detection quality of the default verdict, proven on a seeded simulation.
+
+Each trial is one feature with its own 10k-sample reference and one window drawn fresh: no
+drift (the verdict must stay quiet in >= 99% of windows, at n=200 and n=1000) or a known drift
+at n=1000 (it must fire in >= 99% of windows, >= 95% for 5% outliers). `tests/bench/drift_rates.py`
+prints the full table against other methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from modelmon.drift.columns import Batch
+from modelmon.drift.engine import DriftSettings, ModelDrift
+from modelmon.profile import Profile, categorical_feature, numeric_feature
+
+TRIALS = 1000
+REF = 10_000
+Sampler = Callable[[np.random.Generator, int], np.ndarray]
+
+
+def normal(rng: np.random.Generator, n: int) -> np.ndarray:
+    return rng.standard_normal(n)
+
+
+def rate(reference: Sampler, window: Sampler, n: int, seed: int, categorical: bool = False) -> float:
+    """Share of TRIALS windows in which the default verdict reports drift."""
+    rng = np.random.default_rng(seed)
+    make = categorical_feature if categorical else numeric_feature
+    features = tuple(make(f"f{i}", reference(rng, REF)) for i in range(TRIALS))  # type: ignore[operator]
+    monitor = ModelDrift("sim", Profile("sim", "1", REF, features), DriftSettings(), TRIALS)
+    columns = {f"f{i}": window(rng, n) for i in range(TRIALS)}
+    if categorical:
+        columns = {k: v.tolist() for k, v in columns.items()}
+    monitor.observe(Batch(n, columns=columns))
+    verdicts = [f.detected for f in monitor.compute().features]
+    assert None not in verdicts
+    return sum(bool(v) for v in verdicts) / TRIALS
+
+
+def categories(p: list[float]) -> Sampler:
+    return lambda rng, n: rng.choice(np.array(["a", "b", "c"]), n, p=p)
+
+
+@pytest.mark.parametrize("n", [200, 1000])
+@pytest.mark.parametrize(("name", "sampler", "categorical"), [
+    ("normal", normal, False),
+    ("lognormal", lambda rng, n: rng.lognormal(0.0, 1.0, n), False),
+    ("poisson", lambda rng, n: rng.poisson(3.0, n).astype(float), False),
+    ("categorical", categories([0.5, 0.3, 0.2]), True),
+])
+def test_false_alarms_at_most_one_percent(n: int, name: str, sampler: Sampler, categorical: bool) -> None:
+    false_alarms = rate(sampler, sampler, n, seed=n, categorical=categorical)
+    assert false_alarms <= 0.01, f"{name} n={n}: {false_alarms:.1%} false alarms"
+
+
+@pytest.mark.parametrize(("name", "window", "minimum"), [
+    ("mean shift 0.25 std", lambda rng, n: rng.standard_normal(n) + 0.25, 0.99),
+    ("std x1.25", lambda rng, n: rng.standard_normal(n) * 1.25, 0.99),
+    ("5% outliers at +4 std",
+     lambda rng, n: np.where(rng.random(n) < 0.05, 4.0, rng.standard_normal(n)), 0.95),
+])
+def test_numeric_drift_is_detected(name: str, window: Sampler, minimum: float) -> None:
+    detected = rate(normal, window, 1000, seed=7)
+    assert detected >= minimum, f"{name}: detected in {detected:.1%} of windows"
+
+
+def test_category_mix_change_is_detected() -> None:
+    detected = rate(categories([0.5, 0.3, 0.2]), categories([0.4, 0.4, 0.2]), 1000, seed=8, categorical=True)
+    assert detected >= 0.99, f"10-point category mix change: detected in {detected:.1%} of windows"

@@ -1,0 +1,151 @@
+"""The drift engine: data quality accounting, sliding windows, verdicts, exports."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from modelmon.drift.columns import QUALITY_KINDS, Batch
+from modelmon.drift.engine import DriftSettings, ModelDrift
+from modelmon.drift.window import SlidingCounts
+from modelmon.profile import Profile, categorical_feature, numeric_feature
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_profile(seed: int = 0) -> Profile:
+    rng = np.random.default_rng(seed)
+    return Profile("m", "1", 10_000, (
+        numeric_feature("x", rng.standard_normal(10_000)),
+        categorical_feature("colour", rng.choice(["red", "green", "blue"], 10_000, p=[0.5, 0.3, 0.2])),
+        numeric_feature("score", rng.random(10_000), role="output"),
+        categorical_feature("label", rng.integers(0, 2, 10_000).tolist(), role="target"),
+    ))
+
+
+def quality(m: ModelDrift, feature: str) -> dict[str, float]:
+    pos = m.position[feature]
+    return {k: float(v) for k, v in zip(QUALITY_KINDS, m.quality.total[pos], strict=True) if v}
+
+
+def test_targets_are_not_scored_for_drift() -> None:
+    m = ModelDrift("m", make_profile(), DriftSettings(), 100)
+    assert [f.name for f in m.features] == ["x", "colour", "score"]
+
+
+def test_numeric_quality_events_are_counted_exactly() -> None:
+    m = ModelDrift("m", make_profile(), DriftSettings(), 100)
+    x_min, x_max = m.features[0].min, m.features[0].max  # type: ignore[union-attr]
+    values = [0.1, None, math.nan, math.inf, -math.inf, "abc", [1, 2], x_max + 1, x_min - 1, True, "2.5"]
+    m.observe(Batch(13, columns={"x": values}, absent={"x": 2}))
+    assert quality(m, "x") == {"null": 1, "nan": 1, "inf": 2, "wrong_type": 3, "absent": 2,
+                               "below_min": 1, "above_max": 1}
+    # 0.1, x_max+1, x_min-1 and True (=1) are valid values and binned; "2.5" is a string.
+    assert m.cumulative_bins(0).sum() == 4
+
+
+def test_categorical_quality_and_unseen_categories() -> None:
+    m = ModelDrift("m", make_profile(), DriftSettings(), 100)
+    m.observe(Batch(8, columns={"colour": ["red", "red", "purple", None, 3.0, {"a": 1}, math.nan]},
+                    absent={"colour": 1}))
+    assert quality(m, "colour") == {"unseen_category": 2, "null": 1, "wrong_type": 1, "nan": 1, "absent": 1}
+    pos = m.position["colour"]
+    counts = dict(zip([*m.features[pos].categories, "__other__"], m.cumulative_bins(pos).tolist(),  # type: ignore[union-attr]
+                      strict=True))
+    assert counts["red"] == 2 and counts["__other__"] == 2  # unseen counted, never dropped
+
+
+def test_a_feature_absent_from_every_row_is_counted() -> None:
+    m = ModelDrift("m", make_profile(), DriftSettings(), 100)
+    m.observe(Batch(4, columns={"x": [1.0, 2.0, 3.0, 4.0]}, absent={"colour": 4}))
+    assert quality(m, "colour") == {"absent": 4}
+    snap = m.compute()
+    colour = next(f for f in snap.features if f.name == "colour")
+    assert colour.missing_ratio == 1.0 and colour.samples == 0
+
+
+def test_sliding_window_forgets_and_totals_remember() -> None:
+    clock = Clock()
+    w = SlidingCounts((3,), window=60.0, slots=6, clock=clock)
+    w.add(np.array([1.0, 0, 0]))
+    clock.now += 30
+    w.add(np.array([0, 1.0, 0]))
+    np.testing.assert_array_equal(w.window(), [1, 1, 0])
+    clock.now += 35  # the first count is now more than a window old
+    np.testing.assert_array_equal(w.window(), [0, 1, 0])
+    clock.now += 1000
+    np.testing.assert_array_equal(w.window(), [0, 0, 0])
+    np.testing.assert_array_equal(w.total, [1, 1, 0])
+
+
+def test_no_verdict_below_min_samples() -> None:
+    rng = np.random.default_rng(1)
+    m = ModelDrift("m", make_profile(), DriftSettings(min_samples=100), 100)
+    m.observe(Batch(99, columns={"x": rng.standard_normal(99) + 5}))
+    x = m.compute().features[0]
+    assert x.detected is None and x.scores == {} and x.samples == 99
+    m.observe(Batch(1, columns={"x": [5.0]}))
+    x = m.compute().features[0]
+    assert x.detected is True and x.samples == 100
+
+
+def test_drift_detected_and_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(2)
+    clean = ModelDrift("m", make_profile(), DriftSettings(), 100)
+    clean.observe(Batch(1000, columns={"x": rng.standard_normal(1000), "score": rng.random(1000),
+                                       "colour": rng.choice(["red", "green", "blue"], 1000,
+                                                            p=[0.5, 0.3, 0.2]).tolist()}))
+    snap = clean.compute()
+    assert [f.detected for f in snap.features] == [False, False, False]
+    assert snap.model_detected is False
+    drifted = ModelDrift("m", make_profile(), DriftSettings(), 100)
+    drifted.observe(Batch(1000, columns={"x": rng.standard_normal(1000) + 0.5, "score": rng.random(1000),
+                                         "colour": rng.choice(["red", "green", "blue"], 1000,
+                                                              p=[0.2, 0.3, 0.5]).tolist()}))
+    snap = drifted.compute()
+    assert [f.detected for f in snap.features] == [True, True, False]
+    assert snap.model_detected is True
+    x = snap.features[0]
+    assert set(x.scores) == {"psi", "jensen_shannon", "hellinger", "ks", "wasserstein"}
+    assert set(x.p_values) == {"chi2", "ks"}
+    assert x.scores["wasserstein"] == pytest.approx(0.5, abs=0.12)  # a 0.5-std shift
+    assert set(snap.features[1].scores) == {"psi", "jensen_shannon", "hellinger"}
+
+
+@pytest.mark.parametrize(("method", "threshold"), [("psi", 0.1), ("ks", 0.005), ("chi2", 0.005),
+                                                   ("jensen_shannon", 0.1), ("wasserstein", 0.2)])
+def test_configurable_methods(method: str, threshold: float) -> None:
+    rng = np.random.default_rng(3)
+    settings = DriftSettings(numeric_method=method, numeric_threshold=threshold)
+    m = ModelDrift("m", make_profile(), settings, 100)
+    m.observe(Batch(2000, columns={"x": rng.standard_normal(2000) + 1.0}))
+    assert m.compute().features[0].detected is True
+
+
+def test_feature_cap() -> None:
+    profile = Profile("m", "1", 10, tuple(numeric_feature(f"f{i}", np.arange(10.0)) for i in range(10)))
+    m = ModelDrift("m", profile, DriftSettings(), max_features=4)
+    assert len(m.features) == 4 and m.dropped_features == 6
+    m.observe(Batch(1, columns={"f9": [1.0]}))  # beyond the cap: ignored, no error
+    assert m.bins.total.sum() == 0
+
+
+def test_ingest_of_matrices_is_vectorised_and_exact() -> None:
+    rng = np.random.default_rng(4)
+    profile = Profile("m", "1", 5000, tuple(numeric_feature(f"f{i}", rng.standard_normal(5000))
+                                           for i in range(20)))
+    m = ModelDrift("m", profile, DriftSettings(), 100)
+    x = rng.standard_normal((3000, 20))
+    m.observe(Batch(3000, columns={f"f{i}": x[:, i] for i in range(20)}))
+    for i, f in enumerate(m.features):
+        expected = np.bincount(np.searchsorted(np.asarray(f.edges), x[:, i], side="left"),  # type: ignore[union-attr]
+                               minlength=len(f.counts))
+        np.testing.assert_array_equal(m.cumulative_bins(i), expected)
+    np.testing.assert_allclose(m.value_sums, x.sum(axis=0))
