@@ -13,6 +13,7 @@ import logging
 import platform
 import signal
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
@@ -24,7 +25,6 @@ from prometheus_client.registry import Collector
 from . import __version__
 from . import catalogue as cat
 from .config import Config
-from .drift.service import DriftCollector, DriftService
 from .health import HealthCollector, HealthState, every, probe_http, probe_tcp
 from .ingest import RecordsEndpoint
 from .models import ModelCollector, ModelRegistry
@@ -33,6 +33,9 @@ from .proxy import Proxy
 from .resources import ModelProcessFinder, ResourceCollector, ResourceReader
 from .routes import RouteTable
 from .traffic import TrafficCollector, TrafficStats
+
+if TYPE_CHECKING:
+    from .drift.service import DriftService
 
 log = logging.getLogger("modelmon")
 
@@ -67,8 +70,15 @@ class Sidecar:
         self.traffic = TrafficStats()
         self.queue = AnalysisQueue(config.analysis.queue_size, PipelineStats(),
                                    config.analysis.max_body_bytes)
-        self.drift = DriftService(config)
-        self.analysers: list[Analyser] = [self.drift]
+        self.analysers: list[Analyser] = []
+        self.drift: DriftService | None = None
+        if any(m.profile for m in config.models):
+            # NumPy costs ~15 MB of resident memory: only load it when a profile needs it.
+            from .drift.service import DriftCollector, DriftService
+
+            self.drift = DriftService(config)
+            self.analysers.append(self.drift)
+            self.registry.register(DriftCollector(self.drift))
         self.health = HealthState(config.upstream.url is not None, config.health.dependencies)
         finder = ModelProcessFinder(config.resources.pid_file, config.resources.process_name)
         self.resource_reader = ResourceReader(finder, config.resources.cgroup_root,
@@ -82,7 +92,7 @@ class Sidecar:
         for collector in (
             BuildInfoCollector(), TrafficCollector(self.traffic), PipelineCollector(self.queue),
             HealthCollector(self.health), self.resources, ModelCollector(self.models),
-            _IngestCollector(self.records), DriftCollector(self.drift),
+            _IngestCollector(self.records),
         ):
             self.registry.register(collector)
         ProcessCollector(namespace="modelmon", registry=self.registry)
@@ -107,7 +117,7 @@ class Sidecar:
                 every(self.config.health.interval_seconds, self.probe_dependencies, "dependency probes")))
         self._tasks.append(asyncio.create_task(
             every(self.config.resources.interval_seconds, self.read_resources, "resource readings")))
-        if self.drift.monitors:
+        if self.drift is not None:
             self._tasks.append(asyncio.create_task(
                 every(self.config.drift.interval_seconds, self.compute_drift, "drift computation")))
 
@@ -141,7 +151,8 @@ class Sidecar:
 
     async def compute_drift(self) -> None:
         # A few milliseconds per 100 features: cheap enough to run on the loop between requests.
-        self.drift.compute()
+        if self.drift is not None:
+            self.drift.compute()
 
     async def read_resources(self) -> None:
         self.resources.snapshot = await asyncio.to_thread(self.resource_reader.read)
