@@ -100,3 +100,76 @@ async def test_prometheus_scrapes_the_sidecar(
             assert float(scraped[0]["value"][1]) > 20
     finally:
         stop(proc)
+
+
+FLEET_KS = """
+max by (model, feature) (abs(
+    sum by (model, feature, le) (increase(modelmon_feature_value_bucket[5m]))
+  / on (model, feature) group_left
+    sum by (model, feature) (increase(modelmon_feature_value_count[5m]))
+  - on (model, feature, le) group_left
+    max by (model, feature, le) (modelmon_reference_bucket_ratio)
+))"""
+
+FLEET_TVD = """
+0.5 * sum by (model, feature) (abs(
+    sum by (model, feature, category) (increase(modelmon_feature_category_total[5m]))
+  / on (model, feature) group_left
+    sum by (model, feature) (increase(modelmon_feature_category_total[5m]))
+  - on (model, feature, category) group_left
+    max by (model, feature, category) (modelmon_reference_category_ratio)
+))"""
+
+
+async def test_fleet_drift_in_promql_matches_the_engine(
+    start_sidecar: StartSidecar, prometheus: tuple[Path, str], tmp_path: Path
+) -> None:
+    """The PromQL in docs/drift.md, summed over two replicas, gives the engine's KS statistic
+    and the categorical total-variation distance (up to increase()'s extrapolation, which
+    scales each replica's counts by a slightly different factor)."""
+    import numpy as np
+
+    from modelmon.profile import Profile, categorical_feature, numeric_feature
+
+    rng = np.random.default_rng(0)
+    profile = Profile("churn", "1", 10_000, (
+        numeric_feature("age", rng.normal(40, 10, 10_000)),
+        categorical_feature("plan", rng.choice(["basic", "pro"], 10_000, p=[0.7, 0.3]).tolist()),
+    ))
+    profile.save(tmp_path / "p.json")
+    overrides = {"models": [{"name": "churn", "profile": str(tmp_path / "p.json")}],
+                 "drift": {"interval_seconds": 0.2}}
+    replicas = [await start_sidecar(None, **overrides), await start_sidecar(None, **overrides)]
+    config, url = prometheus
+    proc = start_prometheus(config, url, [f"127.0.0.1:{r.listeners.admin_port}" for r in replicas])
+    try:
+        await asyncio.to_thread(wait_http, url + "/-/ready", 30, proc)
+        async with aiohttp.ClientSession() as s:
+            await wait_for(s, url, 'count(modelmon_feature_value_count{feature="age"} == 0) == 2')
+            ages, plans = rng.normal(45, 10, 800), rng.choice(["basic", "pro"], 800, p=[0.5, 0.5])
+            for i, replica in enumerate(replicas):  # the replicas see different halves of the traffic
+                part = slice(i * 400, (i + 1) * 400)
+                records = [{"features": {"age": float(a), "plan": str(p)}}
+                           for a, p in zip(ages[part], plans[part], strict=True)]
+                async with s.post(replica.admin_url + "/v1/records", json={"records": records}) as r:
+                    assert r.status == 202
+                await replica.drain()
+            await wait_for(s, url, 'sum(modelmon_feature_value_count{feature="age"}) == 800')
+            await asyncio.sleep(2.5)  # a couple more scrapes at the final values
+            ks = float((await wait_for(s, url, FLEET_KS))[0]["value"][1])
+            tvd = float((await wait_for(s, url, FLEET_TVD))[0]["value"][1])
+    finally:
+        stop(proc)
+    # The engine's view of all 800 values, from one combined window.
+    from modelmon.drift.columns import Batch
+    from modelmon.drift.engine import DriftSettings, ModelDrift
+
+    combined = ModelDrift("churn", profile, DriftSettings(), 10)
+    combined.observe(Batch(800, columns={"age": ages, "plan": plans.tolist()}))
+    expected_ks = combined.compute().features[0].scores["ks"]
+    assert ks == pytest.approx(expected_ks, abs=2e-3)
+    assert expected_ks > 0.1  # a real shift, so the agreement means something
+    ref_pro = profile.features[1].counts[1] / 10_000
+    expected_tvd = abs(float((plans == "pro").mean()) - ref_pro)
+    assert tvd == pytest.approx(expected_tvd, abs=2e-3)
+    assert expected_tvd > 0.1
