@@ -59,8 +59,7 @@ async def test_pushed_records_drive_drift_and_quality_metrics(
                 {"features": {"plan": "basic"}, "prediction": 2.0}]
     await push(running, records)
     await running.drain()
-    assert running.sidecar.drift is not None
-    running.sidecar.drift.compute()
+    await running.sidecar.compute_drift()
     m = await scrape(running)
     assert value(m, "modelmon_drift_detected", model="churn", feature="age") == 1
     assert value(m, "modelmon_drift_detected", model="churn", feature="plan") == 1
@@ -97,8 +96,7 @@ async def test_reference_ratio_buckets_match_profile_edges(start_sidecar: StartS
     m = await scrape(running)
     les = sorted(float(dict(k[1])["le"]) for k in m if k[0] == "modelmon_reference_bucket_ratio"
                  and dict(k[1])["feature"] == "age")
-    assert running.sidecar.drift is not None
-    edges = running.sidecar.drift.monitors["churn"].features[0].edges  # type: ignore[union-attr]
+    edges = running.sidecar.analysis.drift_models["churn"].features[0].edges  # type: ignore[union-attr]
     assert les[:-1] == pytest.approx(list(edges)) and les[-1] == float("inf")
     ratios = [v for _, v in sorted((float(dict(k[1])["le"]), v) for k, v in m.items()
                                    if k[0] == "modelmon_reference_bucket_ratio"
@@ -130,11 +128,10 @@ async def test_proxied_v1_and_v2_traffic_is_analysed(
     async with running.session.post(running.traffic_url + "/v2/models/churn/infer", json=v2) as r:
         assert r.status == 200
     await running.drain()
-    assert running.sidecar.drift is not None
-    monitor = running.sidecar.drift.monitors["churn"]
+    monitor = running.sidecar.analysis.drift_models["churn"]
     age, plan, p = (monitor.cumulative_bins(i).sum() for i in range(3))
     assert (age, plan) == (2 + 2 + 2, 3 + 2 + 2)
     assert p == 3 + 3 + 2  # the upstream's predictions (1) and V2 output "p" (0.5) are outputs
     m = await scrape(running)
-    assert value(m, "modelmon_schema_violations_total", model="churn", reason="row_length_mismatch") == 1
+    assert value(m, "modelmon_payload_errors_total", model="churn", reason="row_length_mismatch") == 1
     assert value(m, "modelmon_data_quality_events_total", model="churn", feature="age", kind="absent") == 2

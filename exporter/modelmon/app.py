@@ -13,7 +13,6 @@ import logging
 import platform
 import signal
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
@@ -24,18 +23,17 @@ from prometheus_client.registry import Collector
 
 from . import __version__
 from . import catalogue as cat
+from .analysis import Analysis, AnalysisCollector
 from .config import Config
 from .health import HealthCollector, HealthState, every, probe_http, probe_tcp
-from .ingest import RecordsEndpoint
+from .ingest import IngestEndpoints
 from .models import ModelCollector, ModelRegistry
+from .performance import PerformanceCollector
 from .pipeline import Analyser, AnalysisQueue, PipelineCollector, PipelineStats
 from .proxy import Proxy
 from .resources import ModelProcessFinder, ResourceCollector, ResourceReader
 from .routes import RouteTable
 from .traffic import TrafficCollector, TrafficStats
-
-if TYPE_CHECKING:
-    from .drift.service import DriftService
 
 log = logging.getLogger("modelmon")
 
@@ -48,6 +46,7 @@ LANDING_PAGE = """<!doctype html>
 <li><a href="/healthz">/healthz</a> &mdash; liveness of the sidecar</li>
 <li><a href="/readyz">/readyz</a> &mdash; readiness (model server reachable)</li>
 <li>POST /v1/records &mdash; push records for analysis</li>
+<li>POST /v1/labels &mdash; push ground-truth labels for predictions</li>
 </ul></body></html>
 """
 
@@ -70,21 +69,14 @@ class Sidecar:
         self.traffic = TrafficStats()
         self.queue = AnalysisQueue(config.analysis.queue_size, PipelineStats(),
                                    config.analysis.max_body_bytes)
-        self.analysers: list[Analyser] = []
-        self.drift: DriftService | None = None
-        if any(m.profile for m in config.models):
-            # NumPy costs ~15 MB of resident memory: only load it when a profile needs it.
-            from .drift.service import DriftCollector, DriftService
-
-            self.drift = DriftService(config)
-            self.analysers.append(self.drift)
-            self.registry.register(DriftCollector(self.drift))
+        self.analysis = Analysis(config)
+        self.analysers: list[Analyser] = [self.analysis]
         self.health = HealthState(config.upstream.url is not None, config.health.dependencies)
         finder = ModelProcessFinder(config.resources.pid_file, config.resources.process_name)
         self.resource_reader = ResourceReader(finder, config.resources.cgroup_root,
                                               config.resources.proc_root)
         self.resources = ResourceCollector(finder.configured)
-        self.records = RecordsEndpoint(config.ingest, self.models, self.queue)
+        self.ingest = IngestEndpoints(config.ingest, self.models, self.queue, self.analysis)
         self.routes = RouteTable(config.proxy.routes)
         self.session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -92,9 +84,16 @@ class Sidecar:
         for collector in (
             BuildInfoCollector(), TrafficCollector(self.traffic), PipelineCollector(self.queue),
             HealthCollector(self.health), self.resources, ModelCollector(self.models),
-            _IngestCollector(self.records),
+            _IngestCollector(self.ingest), AnalysisCollector(self.analysis),
+            PerformanceCollector(self.analysis.performances, self.analysis.buffer,
+                                 self.analysis.label_stats),
         ):
             self.registry.register(collector)
+        if self.analysis.drift_models:
+            from .drift.service import DriftCollector
+
+            self.registry.register(DriftCollector(self.analysis.drift_models,
+                                                  self.analysis.export_histograms))
         ProcessCollector(namespace="modelmon", registry=self.registry)
 
     async def start(self) -> None:
@@ -117,7 +116,7 @@ class Sidecar:
                 every(self.config.health.interval_seconds, self.probe_dependencies, "dependency probes")))
         self._tasks.append(asyncio.create_task(
             every(self.config.resources.interval_seconds, self.read_resources, "resource readings")))
-        if self.drift is not None:
+        if self.analysis.drift_models:
             self._tasks.append(asyncio.create_task(
                 every(self.config.drift.interval_seconds, self.compute_drift, "drift computation")))
 
@@ -151,8 +150,9 @@ class Sidecar:
 
     async def compute_drift(self) -> None:
         # A few milliseconds per 100 features: cheap enough to run on the loop between requests.
-        if self.drift is not None:
-            self.drift.compute()
+        for monitor in list(self.analysis.drift_models.values()):
+            monitor.compute()
+        self.analysis.expire()
 
     async def read_resources(self) -> None:
         self.resources.snapshot = await asyncio.to_thread(self.resource_reader.read)
@@ -164,8 +164,10 @@ class Sidecar:
         up = self.config.upstream
         assert self.session is not None, "start() the sidecar first"
         assert up.url is not None, "no upstream configured"
+        labels = self.config.labels
         return Proxy(up.url, self.session, self.routes, self.models, self.traffic, self.queue,
-                     self.config.analysis.max_body_bytes, up.preserve_host)
+                     self.config.analysis.max_body_bytes, up.preserve_host,
+                     labels.header if labels.generate_ids else None)
 
     def traffic_server(self) -> web.Server:
         loop = asyncio.get_running_loop()
@@ -189,7 +191,8 @@ class Sidecar:
         app.router.add_get("/metrics", make_aiohttp_handler(self.registry))
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
-        app.router.add_post("/v1/records", self.records.handle)
+        app.router.add_post("/v1/records", self.ingest.records)
+        app.router.add_post("/v1/labels", self.ingest.labels)
         return app
 
     async def _landing(self, request: web.Request) -> web.Response:
@@ -217,7 +220,7 @@ class Sidecar:
 
 
 class _IngestCollector(Collector):
-    def __init__(self, endpoint: RecordsEndpoint) -> None:
+    def __init__(self, endpoint: IngestEndpoints) -> None:
         self._endpoint = endpoint
 
     def collect(self) -> Iterator[Metric]:

@@ -250,9 +250,12 @@ QUALITY_EVENTS = _m(
     "above_max, unseen_category).",
     ("model", "feature", "kind"),
 )
-SCHEMA_VIOLATIONS = _m(
-    "schema_violations", C,
-    "Records or payloads whose shape does not match the profile, by reason.", ("model", "reason"),
+PAYLOAD_ERRORS = _m(
+    "payload_errors", C,
+    "Payloads or records that could not be (fully) analysed, by model and reason: unrecognised "
+    "or malformed payloads, tensors of the wrong shape, rows of the wrong length, features that "
+    "do not match the profile. The traffic itself passed through untouched.",
+    ("model", "reason"),
 )
 DRIFT_LAST_SUCCESS = _m(
     "drift_last_success_timestamp_seconds", G, "When the drift statistics were last computed.",
@@ -260,6 +263,81 @@ DRIFT_LAST_SUCCESS = _m(
 )
 DRIFT_COMPUTE_DURATION = _m(
     "drift_compute_duration_seconds", G, "Time the last drift computation took.", ("model",),
+)
+
+# --- ground truth and performance ----------------------------------------------------------
+DELAY_BUCKETS: tuple[float, ...] = (
+    1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 3 * 3600.0, 6 * 3600.0, 12 * 3600.0, 86400.0,
+    2 * 86400.0, 7 * 86400.0, 30 * 86400.0,
+)
+LABELS = _m(
+    "labels", C,
+    "Ground-truth labels received, by outcome on arrival: joined (its prediction was waiting), "
+    "unmatched (held until its prediction arrives or the TTL passes), duplicate, invalid.",
+    ("outcome",),
+)
+LABELS_JOINED = _m(
+    "labels_joined", C, "Labels joined to their prediction (on arrival or later), by model.", ("model",),
+)
+JOIN_BUFFER_ENTRIES = _m(
+    "join_buffer_entries", G, "Predictions waiting for a label and labels waiting for a prediction.",
+    ("kind",),
+)
+JOIN_EXPIRED = _m(
+    "join_expired", C, "Predictions or labels dropped from the join buffer after the TTL, unjoined.",
+    ("kind",),
+)
+JOIN_EVICTED = _m(
+    "join_evicted", C, "Predictions or labels evicted from the full join buffer (oldest first).",
+    ("kind",),
+)
+LABEL_DELAY = _m(
+    "label_delay_seconds", H, "Time from a prediction to the arrival of its label.", ("model",),
+    DELAY_BUCKETS,
+)
+CONFUSION = _m(
+    "confusion", C,
+    "Joined classification predictions by actual and predicted class (bounded classes; "
+    "others as __other__): accuracy, precision, recall and F1 follow in PromQL.",
+    ("model", "actual", "predicted"),
+)
+REGRESSION_SAMPLES = _m("regression_samples", C, "Joined regression predictions.", ("model",))
+REGRESSION_ABS_ERROR = _m(
+    "regression_absolute_error_sum", C, "Sum of |prediction - label| over joined predictions.", ("model",),
+)
+REGRESSION_SQ_ERROR = _m(
+    "regression_squared_error_sum", C, "Sum of (prediction - label)^2 over joined predictions.", ("model",),
+)
+REGRESSION_ERROR = _m(
+    "regression_error_sum", G,
+    "Sum of (prediction - label) over joined predictions (signed, so a gauge).", ("model",),
+)
+ACCURACY = _m(
+    "classification_accuracy", G, "Accuracy of the predictions joined in the sliding window.", ("model",),
+)
+CLASS_METRIC = _m(
+    "classification_class_metric", G,
+    "Per-class precision, recall and F1 of the predictions joined in the sliding window.",
+    ("model", "class", "metric"),
+)
+REGRESSION_METRIC = _m(
+    "regression_metric", G,
+    "MAE, RMSE and bias (mean of prediction - label) of the predictions joined in the sliding window.",
+    ("model", "metric"),
+)
+PERFORMANCE_SAMPLES = _m(
+    "performance_window_samples", G, "Joined predictions in the performance sliding window.", ("model",),
+)
+SEGMENT_EVENTS = _m(
+    "segment_events", C,
+    "Per value of a configured segment feature: predictions, positive_predictions, labels "
+    "(joined), correct (joined classifications).",
+    ("model", "segment", "value", "event"),
+)
+SEGMENT_ABS_ERROR = _m(
+    "segment_absolute_error_sum", C,
+    "Per value of a configured segment feature: sum of |prediction - label| of joined regressions.",
+    ("model", "segment", "value"),
 )
 
 # --- the sidecar itself ----------------------------------------------------------------------

@@ -137,6 +137,30 @@ class IngestConfig:
         _positive(f"{path}.max_records", self.max_records)
 
 
+PROTOCOLS = ("auto", "kserve_v1", "oip_v2", "mlflow", "seldon", "generic")
+TASKS = ("auto", "classification", "regression")
+
+
+@dataclass(frozen=True)
+class GenericProtocolConfig:
+    """JSON paths for the generic adapter: ``$.a.b``, ``$.a[0]``, ``$.rows[*].x``."""
+
+    features: str
+    predictions: str | None = None
+    request_id: str | None = None
+
+    def validate(self, path: str) -> None:
+        from .protocols.generic import JsonPath
+
+        for key in ("features", "predictions", "request_id"):
+            value = getattr(self, key)
+            if value is not None:
+                try:
+                    JsonPath(value)
+                except ValueError as exc:
+                    _fail(f"{path}.{key}", str(exc))
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     name: str
@@ -148,6 +172,17 @@ class ModelConfig:
     profile: str | None = None
     # Export the raw per-bin counters and reference ratios (the PromQL/fleet view of drift).
     export_histograms: bool = True
+    # Wire format of the model's payloads; auto = by route, else by the payload's keys.
+    protocol: str = "auto"
+    generic: GenericProtocolConfig | None = None
+    # Names of positional inputs (rows as lists, 2-D tensors) when there is no profile.
+    feature_names: tuple[str, ...] = ()
+    # The output performance is measured on (default: the profile's first output, else the first).
+    prediction_output: str | None = None
+    task: str = "auto"
+    classes: tuple[str, ...] = ()  # class names, in the order of probability vectors
+    positive_class: str | None = None  # for positive-prediction rates per segment
+    segments: tuple[str, ...] = ()  # input features to break predictions and performance down by
 
     def validate(self, path: str) -> None:
         if not MODEL_NAME_RE.match(self.name):
@@ -157,6 +192,16 @@ class ModelConfig:
                 self.trained_timestamp()
             except ValueError as exc:
                 _fail(f"{path}.trained_at", str(exc))
+        if self.protocol not in PROTOCOLS:
+            _fail(f"{path}.protocol", f"must be one of {', '.join(PROTOCOLS)}")
+        if self.protocol == "generic" and self.generic is None:
+            _fail(f"{path}.generic", "required when protocol is generic")
+        if self.generic is not None:
+            self.generic.validate(f"{path}.generic")
+        if self.task not in TASKS:
+            _fail(f"{path}.task", f"must be one of {', '.join(TASKS)}")
+        if len(self.segments) > 10:
+            _fail(f"{path}.segments", "at most 10 segment features")
 
     def trained_timestamp(self) -> float | None:
         """The configured training time as Unix seconds, or None if not configured."""
@@ -260,6 +305,30 @@ class DriftConfig:
 
 
 @dataclass(frozen=True)
+class LabelsConfig:
+    """Joining delayed ground truth to predictions."""
+
+    # Request header carrying the join key; when a client sends none on an inference call the
+    # sidecar generates one and returns it in this header on the response.
+    header: str = "X-Request-ID"
+    generate_ids: bool = True
+    ttl_seconds: float = 86400.0  # how long a prediction waits for its label (and vice versa)
+    max_entries: int = 50_000  # predictions held (and, separately, early labels held)
+    window_seconds: float = 3600.0  # sliding window of the performance gauges
+    sub_windows: int = 12
+    max_classes: int = 20
+    max_segment_values: int = 10
+
+    def validate(self, path: str) -> None:
+        if not re.match(r"^[A-Za-z0-9-]{1,64}$", self.header):
+            _fail(f"{path}.header", "must be an HTTP header name")
+        for key in ("ttl_seconds", "max_entries", "window_seconds", "max_classes", "max_segment_values"):
+            _positive(f"{path}.{key}", getattr(self, key))
+        if not 1 <= self.sub_windows <= 3600:
+            _fail(f"{path}.sub_windows", "must be between 1 and 3600")
+
+
+@dataclass(frozen=True)
 class LimitsConfig:
     # Distinct model label values; configured models always count, further names seen in
     # routes are admitted until the cap, then fold into "__other__".
@@ -286,6 +355,7 @@ class Config:
     health: HealthConfig = field(default_factory=HealthConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
+    labels: LabelsConfig = field(default_factory=LabelsConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
 
     def validate(self, path: str = "") -> None:

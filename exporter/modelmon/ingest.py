@@ -1,4 +1,5 @@
-"""The push API: ``POST /v1/records`` for models that cannot be proxied (or mirrored traffic).
+"""The push API: ``POST /v1/records`` for models that cannot be proxied (or mirrored traffic),
+and ``POST /v1/labels`` for delayed ground truth.
 
 Body: a JSON object ``{"model": "m", "records": [...]}``, a JSON array of records, or NDJSON
 (``Content-Type: application/x-ndjson``), one record per line. A record is an object
@@ -11,7 +12,8 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
@@ -59,8 +61,30 @@ def validate_record(record: Any) -> str | None:
     return None
 
 
-def parse_batch(body: bytes, ndjson: bool) -> tuple[list[Any], str | None, list[dict[str, Any]]]:
-    """Split a body into (records, batch-level model, line-level parse errors)."""
+LABEL_KEYS = frozenset({"id", "label", "model", "timestamp"})
+
+
+def validate_label(item: Any) -> str | None:
+    """None if ``item`` is a valid ``{"id": ..., "label": ...}``, else the reason it is not."""
+    if not isinstance(item, dict):
+        return f"label must be an object, got {type(item).__name__}"
+    unknown = item.keys() - LABEL_KEYS
+    if unknown:
+        return f"unknown field(s) {sorted(unknown)}; known: {sorted(LABEL_KEYS)}"
+    rid = item.get("id")
+    if isinstance(rid, bool) or not isinstance(rid, str | int) or rid == "" or len(str(rid)) > 256:
+        return "'id' is required: the prediction's request id (string or integer, <= 256 chars)"
+    if "label" not in item:
+        return "'label' is required"
+    label = item["label"]
+    if label is None or isinstance(label, list | dict):
+        return "'label' must be a class (string, integer, boolean) or a number"
+    return None
+
+
+def parse_batch(body: bytes, ndjson: bool, key: str = "records"
+                ) -> tuple[list[Any], str | None, list[dict[str, Any]]]:
+    """Split a body into (items, batch-level model, line-level parse errors)."""
     if ndjson:
         records: list[Any] = []
         errors: list[dict[str, Any]] = []
@@ -78,38 +102,54 @@ def parse_batch(body: bytes, ndjson: bool) -> tuple[list[Any], str | None, list[
                          "send NDJSON with Content-Type: application/x-ndjson") from None
     if isinstance(payload, list):
         return payload, None, []
-    if isinstance(payload, dict) and isinstance(payload.get("records"), list):
+    if isinstance(payload, dict) and isinstance(payload.get(key), list):
         model = payload.get("model")
         if model is not None and not isinstance(model, str):
             raise BadRequest(400, "invalid_batch", "'model' must be a string")
-        extra = payload.keys() - {"records", "model"}
+        extra = payload.keys() - {key, "model"}
         if extra:
             raise BadRequest(400, "invalid_batch", f"unknown batch field(s) {sorted(extra)}")
-        return payload["records"], model, []
+        return payload[key], model, []
     raise BadRequest(400, "invalid_batch",
-                     'expected {"records": [...]}, a JSON array of records, or NDJSON')
+                     f'expected {{"{key}": [...]}}, a JSON array of {key}, or NDJSON')
 
 
-class RecordsEndpoint:
-    def __init__(self, config: IngestConfig, models: ModelRegistry, queue: AnalysisQueue) -> None:
+class Labels(Protocol):
+    def receive_label(self, key: str, label: Any) -> str: ...
+
+
+class IngestEndpoints:
+    """``POST /v1/records`` and ``POST /v1/labels`` on the admin port."""
+
+    def __init__(self, config: IngestConfig, models: ModelRegistry, queue: AnalysisQueue,
+                 labels: Labels) -> None:
         self._config = config
         self._models = models
         self._queue = queue
+        self._labels = labels
         self.requests = counter_vec()  # (endpoint, code)
 
-    async def handle(self, request: web.Request) -> web.Response:
+    async def records(self, request: web.Request) -> web.Response:
+        return await self._guarded(request, "/v1/records", self._records)
+
+    async def labels(self, request: web.Request) -> web.Response:
+        return await self._guarded(request, "/v1/labels", self._labels_batch)
+
+    async def _guarded(self, request: web.Request, endpoint: str,
+                       handler: Callable[[web.Request], Awaitable[web.Response]]) -> web.Response:
         try:
-            response = await self._handle(request)
+            response = await handler(request)
         except BadRequest as exc:
-            if exc.error == "invalid_json":
+            if exc.error == "invalid_json" and endpoint == "/v1/records":
                 self._queue.drop("invalid_json", 1, str(exc))
             else:
-                log.warning(exc.error, "POST /v1/records -> %d: %s", exc.status, exc)
+                log.warning(exc.error, "POST %s -> %d: %s", endpoint, exc.status, exc)
             response = web.json_response({"error": exc.error, "detail": str(exc)}, status=exc.status)
-        self.requests[("/v1/records", str(response.status))] += 1
+        self.requests[(endpoint, str(response.status))] += 1
         return response
 
-    async def _handle(self, request: web.Request) -> web.Response:
+    async def _read_batch(self, request: web.Request, key: str
+                          ) -> tuple[list[Any], str | None, list[dict[str, Any]]]:
         limit = self._config.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             raise BadRequest(413, "body_too_large", f"body exceeds ingest.max_body_bytes={limit}")
@@ -117,11 +157,42 @@ class RecordsEndpoint:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise BadRequest(413, "body_too_large", f"body exceeds ingest.max_body_bytes={limit}") from None
-        ndjson = request.content_type in NDJSON_TYPES
-        records, batch_model, errors = parse_batch(body, ndjson)
-        if len(records) > self._config.max_records:
-            raise BadRequest(413, "too_many_records",
-                             f"{len(records)} records exceed ingest.max_records={self._config.max_records}")
+        items, batch_model, errors = parse_batch(body, request.content_type in NDJSON_TYPES, key)
+        if len(items) > self._config.max_records:
+            raise BadRequest(413, f"too_many_{key}",
+                             f"{len(items)} {key} exceed ingest.max_records={self._config.max_records}")
+        return items, batch_model, errors
+
+    async def _labels_batch(self, request: web.Request) -> web.Response:
+        items, _, errors = await self._read_batch(request, "labels")
+        failed = {e["index"] for e in errors}
+        outcomes: dict[str, int] = {"joined": 0, "unmatched": 0, "duplicate": 0}
+        for index, item in enumerate(items):
+            if index in failed:
+                continue
+            reason = validate_label(item)
+            if reason is not None:
+                errors.append({"index": index, "error": reason})
+                continue
+            outcome = self._labels.receive_label(str(item["id"]), item["label"])
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        if errors:
+            self._invalid_labels(len(errors))
+        errors.sort(key=lambda e: e["index"])
+        accepted = sum(outcomes.values())
+        result: dict[str, Any] = {**outcomes, "rejected": len(errors), "errors": errors[:MAX_ERRORS_REPORTED]}
+        if accepted == 0 and errors:
+            result["error"] = "invalid_labels"
+            return web.json_response(result, status=400)
+        return web.json_response(result, status=202)
+
+    def _invalid_labels(self, count: int) -> None:
+        receive = getattr(self._labels, "label_stats", None)
+        if receive is not None:
+            receive.received[("invalid",)] += count
+
+    async def _records(self, request: web.Request) -> web.Response:
+        records, batch_model, errors = await self._read_batch(request, "records")
         default = batch_model or request.query.get("model")
         by_model: dict[str, list[dict[str, Any]]] = defaultdict(list)
         failed = {e["index"] for e in errors}

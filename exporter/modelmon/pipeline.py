@@ -41,6 +41,7 @@ class Exchange:
     response_body: bytes
     request_encoding: str = ""
     response_encoding: str = ""
+    request_id: str | None = None
     received_at: float = field(default_factory=time.time)
 
 
@@ -74,6 +75,9 @@ class Decoded:
     request: Any = None
     response: Any = None
     records: list[dict[str, Any]] | None = None
+    route: str = ""
+    request_id: str | None = None  # from the request header (client-sent or generated)
+    received_at: float = 0.0
 
 
 class Analyser(Protocol):
@@ -147,10 +151,12 @@ class AnalysisQueue:
 
 def decode(item: Item, limit: int) -> Decoded:
     if isinstance(item, PushedRecords):
-        return Decoded(item.model, "push", len(item.records), records=item.records)
+        return Decoded(item.model, "push", len(item.records), records=item.records,
+                       received_at=item.received_at)
     request = decode_body(item.request_body, item.request_encoding, limit)
     response = decode_body(item.response_body, item.response_encoding, limit) if item.response_body else None
-    return Decoded(item.model, "proxy", count_rows(request), request, response)
+    return Decoded(item.model, "proxy", count_rows(request), request, response, route=item.route,
+                   request_id=item.request_id, received_at=item.received_at)
 
 
 def decode_body(body: bytes, encoding: str, limit: int) -> Any:

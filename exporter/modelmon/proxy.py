@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -88,6 +89,7 @@ class Proxy:
         queue: AnalysisQueue,
         max_analysis_bytes: int,
         preserve_host: bool = True,
+        id_header: str | None = "X-Request-ID",
     ) -> None:
         self._base = upstream.rstrip("/")
         self._session = session
@@ -97,6 +99,9 @@ class Proxy:
         self._queue = queue
         self._cap = max_analysis_bytes
         self._drop_headers = () if preserve_host else ("host",)
+        # Inference calls without this header get a generated id, sent upstream and returned
+        # to the client, so delayed labels can be joined to the prediction (None: off).
+        self._id_header = id_header
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         start = time.perf_counter()
@@ -116,6 +121,14 @@ class Proxy:
                 data = body
             url = URL(self._base + request.raw_path, encoded=True)
             headers = forwardable(request.headers, self._drop_headers)
+            request_id: str | None = None
+            extra: tuple[str, str] | None = None  # a generated id to return to the client
+            if analyse and self._id_header is not None:
+                request_id = request.headers.get(self._id_header)
+                if request_id is None:
+                    request_id = uuid.uuid4().hex
+                    headers[self._id_header] = request_id
+                    extra = (self._id_header, request_id)
             skip = [h for h in _AUTO_HEADERS if h not in request.headers]
             sent = time.perf_counter()
             try:
@@ -131,14 +144,14 @@ class Proxy:
             waited += time.perf_counter() - sent
             try:
                 status = upstream.status
-                response, response_body, w = await self._relay(request, upstream, model, analyse)
+                response, response_body, w = await self._relay(request, upstream, model, analyse, extra)
                 waited += w
             finally:
                 upstream.release()
             if analyse:
                 self._hand_off(model, match.route, status, copy.data, response_body,
                                request.headers.get("Content-Encoding", ""),
-                               upstream.headers.get("Content-Encoding", ""))
+                               upstream.headers.get("Content-Encoding", ""), request_id)
             return response
         finally:
             in_flight[(model,)] -= 1
@@ -171,11 +184,14 @@ class Proxy:
         copy.data = bytes(captured) if captured is not None else None
 
     async def _relay(
-        self, request: web.BaseRequest, upstream: aiohttp.ClientResponse, model: str, analyse: bool
+        self, request: web.BaseRequest, upstream: aiohttp.ClientResponse, model: str, analyse: bool,
+        extra_header: tuple[str, str] | None = None,
     ) -> tuple[web.StreamResponse, bytes | None, float]:
         """Send the upstream's response to the client; returns (response, bounded copy of the
         body for analysis, seconds spent waiting on upstream reads)."""
         headers = forwardable(upstream.headers, ("content-length",))
+        if extra_header is not None and extra_header[0] not in headers:
+            headers[extra_header[0]] = extra_header[1]
         length = upstream.content_length
         waited = 0.0
         if request.method == "HEAD" or upstream.status in (204, 304):
@@ -242,6 +258,7 @@ class Proxy:
     def _hand_off(
         self, model: str, route: str, status: int, request_body: bytes | None,
         response_body: bytes | None, request_encoding: str, response_encoding: str,
+        request_id: str | None = None,
     ) -> None:
         """Queue the exchange for analysis; never raises into the request path."""
         if not 200 <= status < 300:
@@ -252,7 +269,7 @@ class Proxy:
                 self._queue.drop("body_too_large", 1, f"model={model}: body over analysis.max_body_bytes")
                 return
             self._queue.offer(Exchange(model, route, status, request_body, response_body,
-                                       request_encoding, response_encoding))
+                                       request_encoding, response_encoding, request_id))
         except Exception as exc:  # fail open
             log.warning("handoff", "analysis hand-off failed: %s", exc)
 

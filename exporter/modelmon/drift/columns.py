@@ -32,7 +32,7 @@ class Batch:
     rows: int
     columns: dict[str, Column] = field(default_factory=dict)
     absent: dict[str, int] = field(default_factory=dict)
-    schema_errors: dict[str, int] = field(default_factory=dict)
+    schema_errors: dict[str, int] = field(default_factory=dict)  # counted by the caller
 
 
 def numeric_values(values: Column) -> tuple[NDArray[np.float64], int, int]:

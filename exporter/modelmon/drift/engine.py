@@ -114,7 +114,6 @@ class ModelDrift:
         self.quality = SlidingCounts((len(self.features), len(QUALITY_KINDS)), window, slots, clock)
         self.rows = SlidingCounts((len(self.features),), window, slots, clock)
         self.value_sums = np.zeros(len(self.features))  # cumulative sum of finite values
-        self.schema_errors: dict[str, float] = {}
         self.numeric = _Group([(i, f) for i, f in enumerate(self.features)
                                if isinstance(f, NumericFeature)], self.offsets)
         self.categorical = _Group([(i, f) for i, f in enumerate(self.features)
@@ -187,8 +186,6 @@ class ModelDrift:
             self.bins.add(np.bincount(flat, minlength=self.total_bins).astype(np.float64))
         self.quality.add(quality)
         self.rows.add(rows)
-        for reason, count in batch.schema_errors.items():
-            self.schema_errors[reason] = self.schema_errors.get(reason, 0.0) + count
 
     # --- scoring (scheduler) -------------------------------------------------------------------
 

@@ -1,5 +1,4 @@
-"""Drift for every model with a profile: the analyser the pipeline calls, the scheduled
-recomputation, and the collector that exports it all."""
+"""Exporting drift: the collector for every model with a profile, and profile/config helpers."""
 
 from __future__ import annotations
 
@@ -12,10 +11,8 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from .. import catalogue as cat
-from ..config import Config, ModelConfig
-from ..pipeline import Decoded
-from ..profile import OTHER, CategoricalFeature, NumericFeature, Profile, load_profile
-from ..protocols import FeatureMap, records_batch, request_batch
+from ..config import DriftConfig
+from ..profile import OTHER, CategoricalFeature, NumericFeature, Profile
 from .columns import QUALITY_KINDS
 from .engine import DriftSettings, ModelDrift
 
@@ -36,57 +33,22 @@ def cap_categories(profile: Profile, max_categories: int) -> Profile:
     return replace(profile, features=tuple(features))
 
 
-class DriftService:
-    def __init__(self, config: Config) -> None:
-        d = config.drift
-        self.settings = DriftSettings(d.window_seconds, d.sub_windows, d.min_samples, d.numeric_method,
-                                      d.numeric_threshold, d.categorical_method, d.categorical_threshold)
-        self.monitors: dict[str, ModelDrift] = {}
-        self.maps: dict[str, FeatureMap] = {}
-        self.export_histograms: dict[str, bool] = {}
-        for model in config.models:
-            if model.profile:
-                self.add(model, load_profile(model.profile), config.limits.max_features,
-                         config.limits.max_categories)
-
-    def add(self, model: ModelConfig, profile: Profile, max_features: int, max_categories: int) -> None:
-        monitor = ModelDrift(model.name, cap_categories(profile, max_categories), self.settings,
-                             max_features)
-        if monitor.dropped_features:
-            log.warning("model %s: profile has %d features, monitoring the first %d (limits.max_features)",
-                        model.name, len(profile.features), max_features)
-        self.monitors[model.name] = monitor
-        self.maps[model.name] = FeatureMap(monitor.features)
-        self.export_histograms[model.name] = model.export_histograms
-
-    def analyse(self, decoded: Decoded) -> None:
-        monitor = self.monitors.get(decoded.model)
-        if monitor is None:
-            return
-        fmap = self.maps[decoded.model]
-        if decoded.records is not None:
-            batch = records_batch(decoded.records, fmap)
-        else:
-            found = request_batch(decoded.request, decoded.response, fmap)
-            if found is None:
-                monitor.schema_errors["unrecognised_payload"] = (
-                    monitor.schema_errors.get("unrecognised_payload", 0.0) + 1)
-                return
-            batch = found
-        monitor.observe(batch)
-
-    def compute(self) -> None:
-        """Recompute every model's statistics (the scheduler calls this)."""
-        for monitor in self.monitors.values():
-            monitor.compute()
+def settings_from(config: DriftConfig) -> DriftSettings:
+    return DriftSettings(config.window_seconds, config.sub_windows, config.min_samples,
+                         config.numeric_method, config.numeric_threshold, config.categorical_method,
+                         config.categorical_threshold)
 
 
 class DriftCollector(Collector):
-    def __init__(self, service: DriftService) -> None:
-        self._service = service
+    """Exports the drift state of every model with a profile (``monitors``: model -> ModelDrift;
+    ``export_histograms``: model -> whether to export the raw bins)."""
+
+    def __init__(self, monitors: dict[str, ModelDrift], export_histograms: dict[str, bool]) -> None:
+        self._monitors = monitors
+        self._export_histograms = export_histograms
 
     def collect(self) -> Iterator[Metric]:
-        monitors = list(self._service.monitors.items())
+        monitors = list(self._monitors.items())
         yield from self._profiles(monitors)
         yield from self._histograms(monitors)
         yield from self._windowed(monitors)
@@ -106,7 +68,7 @@ class DriftCollector(Collector):
         ref_buckets = cat.REFERENCE_BUCKET.gauge()
         ref_categories = cat.REFERENCE_CATEGORY.gauge()
         for model, m in monitors:
-            if not self._service.export_histograms.get(model, True):
+            if not self._export_histograms.get(model, True):
                 continue
             for pos, f in enumerate(m.features):
                 counts = m.cumulative_bins(pos)
@@ -163,14 +125,10 @@ class DriftCollector(Collector):
 
     def _quality(self, monitors: Sequence[tuple[str, ModelDrift]]) -> Iterator[Metric]:
         events = cat.QUALITY_EVENTS.counter()
-        schema = cat.SCHEMA_VIOLATIONS.counter()
         for model, m in monitors:
             totals = m.quality.total
             for pos, f in enumerate(m.features):
                 for k, kind in enumerate(QUALITY_KINDS):
                     if totals[pos, k]:
                         events.add_metric([model, f.name, kind], float(totals[pos, k]))
-            for reason, count in list(m.schema_errors.items()):
-                schema.add_metric([model, reason], count)
         yield events
-        yield schema

@@ -1,0 +1,52 @@
+"""Open Inference Protocol (KServe V2, Triton, MLServer, Seldon V2): named ``inputs`` tensors
+with ``shape``, ``datatype`` and flat or nested ``data``; request ``id``; response ``outputs``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import Extracted, PayloadError, per_row, request_id, rows_of, tensor
+
+
+def extract(request: Any, response: Any) -> Extracted:
+    if not isinstance(request, dict):
+        raise PayloadError("not_an_object")
+    inputs = request.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise PayloadError("no_inputs", "expected a non-empty 'inputs' list of tensors")
+    tensors = [tensor(t, f"inputs[{i}]") for i, t in enumerate(inputs)]
+    rows = rows_of(tensors[0][1])
+    if any(rows_of(arr) != rows for _, arr in tensors):
+        raise PayloadError("tensor_batch_mismatch", "input tensors differ in batch size")
+    out = Extracted(rows)
+    positional: list[Any] = []
+    for i, (name, arr) in enumerate(tensors):
+        values = arr.reshape(rows, -1) if arr.ndim else arr.reshape(1, 1)
+        if values.shape[1] == 1:
+            out.inputs[name or f"input_{i}"] = values[:, 0]
+        else:  # a [n, k] tensor holds k features side by side
+            positional.extend(values[:, j] for j in range(values.shape[1]))
+    if positional:
+        out.positional = positional
+    out.request_id = request_id(request.get("id"))
+    if isinstance(response, dict):
+        outputs_into(response.get("outputs"), out)
+    return out
+
+
+def outputs_into(outputs: Any, out: Extracted) -> None:
+    if outputs is None:
+        return
+    if not isinstance(outputs, list):
+        out.error("bad_outputs")
+        return
+    for i, t in enumerate(outputs):
+        try:
+            name, arr = tensor(t, f"outputs[{i}]")
+        except PayloadError as exc:
+            out.error(exc.reason)
+            continue
+        if rows_of(arr) != out.rows:
+            out.error("prediction_count_mismatch")
+            continue
+        out.outputs[name or f"output_{i}"] = per_row(arr)
