@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench lint generate system-deps
+.PHONY: demo test bench bench-evidently drift-rates generate system-deps
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,17 @@ test: $(BIN)/.installed system-deps
 
 bench: $(BIN)/.installed system-deps
 	$(BIN)/python tests/bench/bench_proxy.py $(ARGS)
+	$(BIN)/python tests/bench/bench_drift.py $(ARGS)
+
+# The drift benchmark with the Evidently comparison, in a venv of its own (Evidently pulls in
+# scikit-learn, statsmodels, plotly, ...).
+bench-evidently: $(BIN)/.installed
+	$(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/pip install -q -e '.[bench]'
+	.venv-bench/bin/python tests/bench/bench_drift.py $(ARGS)
+
+drift-rates: $(BIN)/.installed
+	$(BIN)/python tests/bench/drift_rates.py $(ARGS)
 
 generate: $(BIN)/.installed
 	$(BIN)/python -m modelmon.docs > docs/metrics.md
