@@ -16,13 +16,13 @@ def test_demo_runs_and_metrics_move(tmp_path: Path) -> None:
     traffic, admin, model = free_port(), free_port(), free_port()
     log = tmp_path / "demo.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "modelmon", "demo", "--duration", "6", "--rps", "30",
+        [sys.executable, "-m", "modelmon", "demo", "--duration", "16", "--rps", "30", "--drift-after", "4",
          "--traffic-port", str(traffic), "--admin-port", str(admin), "--model-port", str(model)],
         stdout=log.open("wb"), stderr=subprocess.STDOUT,
     )
     try:
         wait_http(f"http://127.0.0.1:{admin}/readyz", 60, proc)
-        time.sleep(3)
+        time.sleep(13)
         with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics") as resp:
             text = resp.read().decode()
         assert proc.wait(60) == 0, log.read_text()
@@ -41,6 +41,15 @@ def test_demo_runs_and_metrics_move(tmp_path: Path) -> None:
     assert value("modelmon_model_process_up") == 1
     assert value("modelmon_model_memory_rss_bytes") > 10e6
     assert value("modelmon_model_trained_timestamp_seconds", model="demo") > time.time() - 600
+    # Drift and missing values were injected after 4 s; labels arrive 3-15 s after predictions.
+    assert value("modelmon_drift_detected", model="demo", feature="amount") == 1
+    assert value("modelmon_drift_detected", model="demo", feature="num_products") == 0
+    assert value("modelmon_feature_missing_ratio", model="demo", feature="age") > 0
+    assert value("modelmon_labels_joined_total", model="demo") > 50
+    assert 0.5 < value("modelmon_classification_accuracy", model="demo") < 0.95
+    assert value("modelmon_segment_events_total", model="demo", segment="region", value="eu",
+                 event="predictions") > 0
     out = log.read_text()
     assert f"http://127.0.0.1:{admin}/metrics" in out
     assert "traffic done: responses by status {200:" in out
+    assert "400" not in out.split("traffic done")[1]

@@ -31,8 +31,8 @@ def _rows(instances: Any) -> np.ndarray:
         raise BadInput("instances must be a non-empty list")
     if isinstance(instances[0], dict):
         try:
-            rows = [[float(r[name]) for name in FEATURES] for r in instances]
-        except (KeyError, TypeError, ValueError) as exc:
+            rows = [[r[name] for name in FEATURES] for r in instances]  # null -> NaN below
+        except (KeyError, TypeError) as exc:
             raise BadInput(f"each instance needs numeric {list(FEATURES)}: {exc}") from None
     else:
         rows = instances
@@ -94,7 +94,8 @@ def create_app(model: LogisticModel) -> web.Application:
         except (ValueError, BadInput) as exc:
             return _json({"error": str(exc)}, status=400)
         x = np.where(np.isnan(x), model.mean, x)  # impute missing inputs with the training mean
-        return _json({"predictions": model.predict_proba(x)})
+        p = model.predict_proba(x)
+        return _json({"predictions": [{"probability": float(pi), "class": int(pi >= 0.5)} for pi in p]})
 
     async def v2_infer(request: web.Request) -> web.Response:
         try:
@@ -138,7 +139,9 @@ def training_profile() -> Profile:
     """The reference profile of the demo model: its training inputs and outputs."""
     model, x, y = train()
     features: list[Feature] = [numeric_feature(name, x[:, i]) for i, name in enumerate(FEATURES)]
-    features.append(numeric_feature("probability", model.predict_proba(x), role="output"))
+    p = model.predict_proba(x)
+    features.append(numeric_feature("probability", p, role="output"))
+    features.append(categorical_feature("class", (p >= 0.5).astype(int).tolist(), role="output"))
     features.append(categorical_feature("label", y.tolist(), role="target"))
     return Profile(MODEL_NAME, MODEL_VERSION, len(x), tuple(features), source="demo training data")
 

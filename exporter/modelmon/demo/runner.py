@@ -28,7 +28,9 @@ def demo_config(model_dir: Path, pid_file: Path, profile: Path, host: str, traff
                    "shutdown_grace_seconds": 5},
         "upstream": {"url": f"http://{host}:{model_port}", "probe_interval_seconds": 2},
         "models": [{"name": MODEL_NAME, "version": MODEL_VERSION, "artifact_path": str(model_dir),
-                    "profile": str(profile)}],
+                    "profile": str(profile), "prediction_output": "class", "task": "classification",
+                    "positive_class": "1", "segments": ["region"]}],
+        "labels": {"window_seconds": 120, "sub_windows": 12},
         "resources": {"pid_file": str(pid_file), "interval_seconds": 2},
         # A short window so the demo's drift shows within a minute or two.
         "drift": {"window_seconds": 120, "sub_windows": 12, "interval_seconds": 2},
@@ -76,10 +78,12 @@ modelmon demo is running
   health            http://{host}:{admin_port}/healthz  http://{host}:{admin_port}/readyz
   traffic           {rps:g} requests/s{'' if duration is None else f' for {duration:g}s'}  (Ctrl-C to stop)
   drift             {'off' if drift_after is None else f'inputs drift and carry NaNs after {drift_after:g}s'}
-  try               curl -s http://{host}:{admin_port}/metrics | grep -E 'drift_detected|missing_ratio'
+  labels            the true outcome of each prediction, 3-15 s later, to POST /v1/labels
+  try               curl -s http://{host}:{admin_port}/metrics | grep -E 'drift_det|missing_ratio|accuracy'
 """, flush=True)
             traffic = asyncio.create_task(generate(f"http://{host}:{traffic_port}", rps, duration,
-                                                   drift_after=drift_after))
+                                                   drift_after=drift_after,
+                                                   admin_url=f"http://{host}:{admin_port}"))
             done, _ = await asyncio.wait({traffic, sidecar}, return_when=asyncio.FIRST_COMPLETED)
             if sidecar in done:  # Ctrl-C / SIGTERM stopped the sidecar
                 traffic.cancel()
