@@ -200,6 +200,7 @@ async def test_labels_join_proxied_predictions_by_generated_id(
     assert s("modelmon_confusion_total", {"model": "iris", "actual": "1", "predicted": "1"}) == 3
     assert s("modelmon_confusion_total", {"model": "iris", "actual": "0", "predicted": "1"}) == 1
     assert s("modelmon_classification_accuracy", {"model": "iris"}) == 0.75
+    assert s("modelmon_classification_correct_total", {"model": "iris"}) == 3
     assert s("modelmon_classification_class_metric", {"model": "iris", "class": "1", "metric": "precision"}) == 0.75
     seg = {"model": "iris", "segment": "region"}
     assert s("modelmon_segment_events_total", {**seg, "value": "eu", "event": "predictions"}) == 2

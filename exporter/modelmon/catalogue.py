@@ -301,6 +301,11 @@ CONFUSION = _m(
     "others as __other__): accuracy, precision, recall and F1 follow in PromQL.",
     ("model", "actual", "predicted"),
 )
+CORRECT = _m(
+    "classification_correct", C,
+    "Joined classification predictions that matched their label (accuracy = this / labels_joined).",
+    ("model",),
+)
 REGRESSION_SAMPLES = _m("regression_samples", C, "Joined regression predictions.", ("model",))
 REGRESSION_ABS_ERROR = _m(
     "regression_absolute_error_sum", C, "Sum of |prediction - label| over joined predictions.", ("model",),

@@ -171,6 +171,7 @@ class ModelPerformance:
         self.segments = counter_vec()  # (segment, value, event)
         self.segment_abs_error = counter_vec()  # (segment, value)
         self.joins = 0
+        self.correct = 0
         self.window = SlidingCounter(window, slots, clock)
         self.delay = Histogram(cat.LABEL_DELAY.buckets)
 
@@ -202,6 +203,7 @@ class ModelPerformance:
             self.confusion[(actual, predicted)] += 1
             self.window.add(("confusion", actual, predicted))
             if actual == predicted:
+                self.correct += 1
                 for name, value in zip(self.segment_features, prediction.segments, strict=True):
                     self.segments[(name, value, "correct")] += 1
             return
@@ -281,6 +283,7 @@ class PerformanceCollector(Collector):
         joined = cat.LABELS_JOINED.counter()
         delay = cat.LABEL_DELAY.histogram()
         confusion = cat.CONFUSION.counter()
+        correct = cat.CORRECT.counter()
         samples_total = cat.REGRESSION_SAMPLES.counter()
         abs_error = cat.REGRESSION_ABS_ERROR.counter()
         sq_error = cat.REGRESSION_SQ_ERROR.counter()
@@ -297,6 +300,8 @@ class PerformanceCollector(Collector):
                 delay.add_metric([model], perf.delay.cumulative(), perf.delay.sum)
             for (actual, predicted), value in list(perf.confusion.items()):
                 confusion.add_metric([model, actual, predicted], value)
+            if perf.confusion:
+                correct.add_metric([model], perf.correct)
             if perf.regression:
                 r = perf.regression
                 samples_total.add_metric([model], r[("n",)])
@@ -320,5 +325,5 @@ class PerformanceCollector(Collector):
             else:
                 for metric in ("mae", "rmse", "bias"):
                     regression.add_metric([model, metric], w[metric])
-        yield from (joined, delay, confusion, samples_total, abs_error, sq_error, error, segments,
+        yield from (joined, delay, confusion, correct, samples_total, abs_error, sq_error, error, segments,
                     segment_abs, accuracy, per_class, regression, samples)
