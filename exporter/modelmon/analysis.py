@@ -193,8 +193,5 @@ class AnalysisCollector(Collector):
         self._analysis = analysis
 
     def collect(self) -> Iterator[Metric]:
-        errors = cat.PAYLOAD_ERRORS.counter()
-        for labels, value in list(self._analysis.payload_errors.items()):
-            errors.add_metric(labels, value)
-        yield errors
+        yield cat.PAYLOAD_ERRORS.of(self._analysis.payload_errors)
 

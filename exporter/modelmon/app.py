@@ -224,10 +224,7 @@ class _IngestCollector(Collector):
         self._endpoint = endpoint
 
     def collect(self) -> Iterator[Metric]:
-        family = cat.INGEST_REQUESTS.counter()
-        for labels, value in list(self._endpoint.requests.items()):
-            family.add_metric(labels, value)
-        yield family
+        yield cat.INGEST_REQUESTS.of(self._endpoint.requests)
 
 
 class Listeners:

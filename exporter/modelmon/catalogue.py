@@ -7,7 +7,7 @@ generated from the same list, so a name can never drift between them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
@@ -68,6 +68,14 @@ class MetricSpec:
     def histogram(self) -> HistogramMetricFamily:
         assert self.kind is Kind.HISTOGRAM, self.name
         return HistogramMetricFamily(self.name, self.help, labels=list(self.labels))
+
+    def of(self, samples: Mapping[tuple[str, ...], float]) -> CounterMetricFamily | GaugeMetricFamily:
+        """A counter or gauge family holding ``samples`` (label values -> value), read from a
+        snapshot so the dict may keep changing while the scrape runs."""
+        family = self.counter() if self.kind is Kind.COUNTER else self.gauge()
+        for labels, value in list(samples.items()):
+            family.add_metric(labels, value)
+        return family
 
     def info(self) -> InfoMetricFamily:
         assert self.kind is Kind.INFO, self.name

@@ -90,10 +90,7 @@ class HealthCollector(Collector):
                 duration.add_metric([], s.upstream.duration)
             yield up
             yield duration
-            probes = cat.UPSTREAM_PROBES.counter()
-            for labels, value in list(s.upstream_probes.items()):
-                probes.add_metric(labels, value)
-            yield probes
+            yield cat.UPSTREAM_PROBES.of(s.upstream_probes)
         dep_up = cat.DEPENDENCY_UP.gauge()
         dep_duration = cat.DEPENDENCY_PROBE_DURATION.gauge()
         for name, result in list(s.dependencies.items()):

@@ -39,13 +39,21 @@ class BadRequest(Exception):
         self.error = error
 
 
+def _object_of(item: Any, what: str, known: frozenset[str]) -> str | None:
+    """None if ``item`` is an object with only ``known`` fields, else the reason it is not."""
+    if not isinstance(item, dict):
+        return f"{what} must be an object, got {type(item).__name__}"
+    unknown = item.keys() - known
+    if unknown:
+        return f"unknown field(s) {sorted(unknown)}; known: {sorted(known)}"
+    return None
+
+
 def validate_record(record: Any) -> str | None:
     """None if ``record`` is a valid record, else the reason it is not."""
-    if not isinstance(record, dict):
-        return f"record must be an object, got {type(record).__name__}"
-    unknown = record.keys() - RECORD_KEYS
-    if unknown:
-        return f"unknown field(s) {sorted(unknown)}; known: {sorted(RECORD_KEYS)}"
+    problem = _object_of(record, "record", RECORD_KEYS)
+    if problem is not None:
+        return problem
     features = record.get("features")
     if not isinstance(features, dict):
         return "'features' is required and must be an object of feature name to value"
@@ -66,11 +74,9 @@ LABEL_KEYS = frozenset({"id", "label", "model", "timestamp"})
 
 def validate_label(item: Any) -> str | None:
     """None if ``item`` is a valid ``{"id": ..., "label": ...}``, else the reason it is not."""
-    if not isinstance(item, dict):
-        return f"label must be an object, got {type(item).__name__}"
-    unknown = item.keys() - LABEL_KEYS
-    if unknown:
-        return f"unknown field(s) {sorted(unknown)}; known: {sorted(LABEL_KEYS)}"
+    problem = _object_of(item, "label", LABEL_KEYS)
+    if problem is not None:
+        return problem
     rid = item.get("id")
     if isinstance(rid, bool) or not isinstance(rid, str | int) or rid == "" or len(str(rid)) > 256:
         return "'id' is required: the prediction's request id (string or integer, <= 256 chars)"

@@ -261,22 +261,13 @@ class PerformanceCollector(Collector):
         self._stats = stats
 
     def collect(self) -> Iterator[Metric]:
-        received = cat.LABELS.counter()
-        for labels, value in list(self._stats.received.items()):
-            received.add_metric(labels, value)
-        yield received
+        yield cat.LABELS.of(self._stats.received)
         entries = cat.JOIN_BUFFER_ENTRIES.gauge()
         entries.add_metric(["prediction"], len(self._buffer.predictions))
         entries.add_metric(["label"], len(self._buffer.labels))
         yield entries
-        expired = cat.JOIN_EXPIRED.counter()
-        for labels, value in list(self._buffer.expired.items()):
-            expired.add_metric(labels, value)
-        yield expired
-        evicted = cat.JOIN_EVICTED.counter()
-        for labels, value in list(self._buffer.evicted.items()):
-            evicted.add_metric(labels, value)
-        yield evicted
+        yield cat.JOIN_EXPIRED.of(self._buffer.expired)
+        yield cat.JOIN_EVICTED.of(self._buffer.evicted)
         yield from self._per_model()
 
     def _per_model(self) -> Iterator[Metric]:

@@ -216,11 +216,5 @@ class PipelineCollector(Collector):
         capacity = cat.QUEUE_CAPACITY.gauge()
         capacity.add_metric([], self._queue.capacity)
         yield capacity
-        dropped = cat.RECORDS_DROPPED.counter()
-        for labels, value in list(self._queue.stats.dropped.items()):
-            dropped.add_metric(labels, value)
-        yield dropped
-        analysed = cat.RECORDS_ANALYSED.counter()
-        for labels, value in list(self._queue.stats.analysed.items()):
-            analysed.add_metric(labels, value)
-        yield analysed
+        yield cat.RECORDS_DROPPED.of(self._queue.stats.dropped)
+        yield cat.RECORDS_ANALYSED.of(self._queue.stats.analysed)

@@ -33,20 +33,11 @@ class TrafficCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         s = self._stats
-        requests = cat.REQUESTS.counter()
-        for labels, value in list(s.requests.items()):
-            requests.add_metric(labels, value)
-        yield requests
+        yield cat.REQUESTS.of(s.requests)
         for spec, vec in ((cat.REQUEST_DURATION, s.duration), (cat.OVERHEAD, s.overhead)):
             family = spec.histogram()
             for labels, hist in list(vec.children.items()):
                 family.add_metric(labels, hist.cumulative(), hist.sum)
             yield family
-        in_flight = cat.IN_FLIGHT.gauge()
-        for labels, value in list(s.in_flight.items()):
-            in_flight.add_metric(labels, value)
-        yield in_flight
-        errors = cat.UPSTREAM_ERRORS.counter()
-        for labels, value in list(s.upstream_errors.items()):
-            errors.add_metric(labels, value)
-        yield errors
+        yield cat.IN_FLIGHT.of(s.in_flight)
+        yield cat.UPSTREAM_ERRORS.of(s.upstream_errors)
