@@ -285,3 +285,21 @@ async def test_unparseable_payloads_are_counted_by_reason(upstream: TestServer,
               if m.name == "modelmon_payload_errors" for s in m.samples}
     assert errors.get("tensor_shape_mismatch") == 1
     assert "no_instances" not in errors  # a 4xx response carries no prediction: not analysed
+
+
+@pytest.mark.parametrize("generate", [True, False])
+async def test_generated_request_id_reaches_model_and_client(upstream: TestServer, start_sidecar: StartSidecar,
+                                                             generate: bool) -> None:
+    running = await start_sidecar(str(upstream.make_url("")), labels={"generate_ids": generate}, proxy={
+        "routes": [{"path": "/echo", "name": "echo", "model": "m"}]})
+    async with running.session.post(running.traffic_url + "/echo", json={"instances": [[1]]}) as r:
+        seen = {k.lower(): v for k, v in (await r.json())["headers"]}
+        returned = r.headers.get("X-Request-ID")
+    if generate:
+        assert returned is not None and len(returned) == 32 and seen["x-request-id"] == returned
+    else:
+        assert returned is None and "x-request-id" not in seen
+    # Non-inference routes are never touched.
+    async with running.session.get(running.traffic_url + "/echo/other") as r:
+        assert "X-Request-ID" not in r.headers
+        assert "x-request-id" not in {k.lower() for k, _ in (await r.json())["headers"]}
