@@ -80,7 +80,8 @@ class Extractor:
             return adapter(request, response)
         except PayloadError:
             raise
-        except (TypeError, ValueError, KeyError, IndexError, AttributeError, RecursionError) as exc:
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError, RecursionError,
+                OverflowError) as exc:
             # Defence in depth: a payload shape the adapter did not foresee is a payload error.
             raise PayloadError("malformed_payload", f"{type(exc).__name__}: {exc}") from None
 
@@ -105,7 +106,7 @@ def _argmax(vector: Any, class_names: Sequence[str] | None) -> tuple[Any, float 
         return None, None
     try:
         values = np.asarray(vector, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None, None
     if values.ndim != 1 or not np.isfinite(values).all():
         return None, None
@@ -166,7 +167,7 @@ class FeatureMapper:
     def batch(self, ex: Extracted, outputs: dict[str, Column]) -> Batch:
         """The drift engine's view: values of the rows that had each feature, and absent counts."""
         batch = Batch(ex.rows, schema_errors=dict(ex.errors))
-        if ex.positional and len(ex.positional) != len(self.input_names):
+        if ex.positional and ex.rows and len(ex.positional) != len(self.input_names):
             batch.schema_errors["feature_count_mismatch"] = ex.rows
         positional = set(self.input_names) - set(ex.inputs) if ex.positional else set()
         for name, column in self.named_inputs(ex).items():
@@ -183,6 +184,7 @@ class FeatureMapper:
             seq = values.tolist() if isinstance(values, np.ndarray) else values
             present = [v for v in seq if v is not None]
             batch.columns[name] = present
+            batch.absent.pop(name, None)
             if len(present) < len(seq):
                 batch.absent[name] = len(seq) - len(present)
         return batch

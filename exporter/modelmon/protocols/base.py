@@ -121,6 +121,8 @@ def tensor(t: Any, where: str = "tensor") -> tuple[str | None, NDArray[Any]]:
     if not isinstance(shape, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
                                               for s in shape):
         raise PayloadError("bad_tensor", f"{where}: shape must be a list of non-negative integers")
+    if any(s > 2**64 - 1 for s in shape):  # the spec: each dimension fits an unsigned 64-bit integer
+        raise PayloadError("bad_tensor", f"{where}: shape {shape} is not representable")
     if math.prod(shape) > MAX_TENSOR_ELEMENTS:
         raise PayloadError("tensor_too_large")
     dtype = V2_DTYPES.get(datatype) if isinstance(datatype, str) else None
@@ -129,15 +131,25 @@ def tensor(t: Any, where: str = "tensor") -> tuple[str | None, NDArray[Any]]:
     if not isinstance(data, list):
         data = [data]
     try:
-        flat = np.asarray(data, dtype=object).ravel() if dtype is object else \
-            np.asarray(data, dtype=np.float64 if dtype is not np.bool_ else np.bool_).ravel()
+        if dtype is object:
+            flat = np.asarray(data, dtype=object).ravel()
+        elif dtype is np.bool_:
+            flat = np.asarray(data, dtype=np.bool_).ravel()
+        elif np.issubdtype(dtype, np.integer) and (ints := np.asarray(data)).dtype.kind in "iu":
+            flat = ints.ravel()  # JSON integers stay exact (int64/uint64), not rounded through float64
+        else:  # floats; integers mixing signs beyond int64, or beyond 64 bits: as floats
+            flat = np.asarray(data, dtype=np.float64).ravel()
     except (TypeError, ValueError, OverflowError):
         raise PayloadError("bad_tensor_data", f"{where}: data does not fit datatype {datatype}") from None
     if flat.size != math.prod(shape):
         raise PayloadError("tensor_shape_mismatch",
                            f"{where}: {flat.size} elements for shape {shape}")
+    try:
+        shaped = flat.reshape(shape)
+    except (ValueError, OverflowError):  # beyond NumPy's index range or dimension count
+        raise PayloadError("bad_tensor", f"{where}: shape {shape} is not representable") from None
     name = t.get("name")
-    return (name if isinstance(name, str) else None), flat.reshape(shape)
+    return (name if isinstance(name, str) else None), shaped
 
 
 def rows_of(array: NDArray[Any]) -> int:
@@ -148,7 +160,7 @@ def per_row(array: NDArray[Any]) -> Column:
     """A tensor's values per row: scalars for [n] or [n, 1], lists for [n, k > 1]."""
     if array.ndim <= 1:
         return array.reshape(-1)
-    flat = array.reshape(array.shape[0], -1)
+    flat = array.reshape(array.shape[0], math.prod(array.shape[1:]))
     if flat.shape[1] == 1:
         return flat[:, 0]
     return [row.tolist() for row in flat]
@@ -158,5 +170,6 @@ def request_id(value: Any) -> str | None:
     if isinstance(value, str) and 0 < len(value) <= 256:
         return value
     if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
+        text = str(value)
+        return text if len(text) <= 256 else None
     return None

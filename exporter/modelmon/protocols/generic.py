@@ -79,5 +79,9 @@ def extract(request: Any, response: Any, spec: GenericSpec) -> Extracted:
     if spec.request_id is not None:
         out.request_id = request_id(spec.request_id.find(request))
     if spec.predictions is not None and response is not None:
-        kserve_v1.predictions_into(spec.predictions.find(response), out, "predictions")
+        found = spec.predictions.find(response)
+        if found is None:
+            out.error("no_predictions")
+        else:
+            kserve_v1.predictions_into(found, out, "predictions")
     return out

@@ -34,7 +34,10 @@ def extract(request: Any, response: Any) -> Extracted:
     else:
         raise PayloadError("no_instances", "expected 'instances' or 'inputs'")
     out.request_id = request_id(request.get("id"))
-    predictions_into(response, out, "predictions")
+    if isinstance(response, dict) and "predictions" not in response and "outputs" in response:
+        outputs_into(response["outputs"], out)  # TF Serving's answer to a columnar request
+    else:
+        predictions_into(response, out, "predictions")
     return out
 
 
@@ -63,3 +66,16 @@ def predictions_into(response: Any, out: Extracted, key: str) -> None:
             out.outputs[name] = [None if v is ABSENT else v for v in values]
         return
     out.outputs["prediction"] = predictions
+
+
+def outputs_into(outputs: Any, out: Extracted) -> None:
+    """TF Serving columnar response: ``outputs`` is the single output's values, or an object of
+    named output columns."""
+    if not isinstance(outputs, dict):
+        predictions_into(outputs, out, "outputs")
+        return
+    for name, values in outputs.items():
+        if not isinstance(values, list) or len(values) != out.rows:
+            out.error("prediction_count_mismatch")
+            continue
+        out.outputs[str(name)] = values

@@ -21,7 +21,7 @@ def extract(request: Any, response: Any) -> Extracted:
         out = Extracted(len(rows))
         columns_from_lists(rows, out)
         names = split.get("columns")
-        if isinstance(names, list) and out.positional is not None:
+        if isinstance(names, list) and out.positional is not None and rows:
             if len(names) != len(out.positional):
                 out.error("column_count_mismatch")
             else:
@@ -29,6 +29,7 @@ def extract(request: Any, response: Any) -> Extracted:
                 if out.positional_absent:
                     out.absent = {str(n): out.positional_absent for n in names}
                 out.positional = None
+                out.positional_absent = 0
     elif "dataframe_records" in request:
         rows = request["dataframe_records"]
         if not isinstance(rows, list):

@@ -3,6 +3,7 @@ with ``shape``, ``datatype`` and flat or nested ``data``; request ``id``; respon
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .base import Extracted, PayloadError, per_row, request_id, rows_of, tensor
@@ -21,7 +22,7 @@ def extract(request: Any, response: Any) -> Extracted:
     out = Extracted(rows)
     positional: list[Any] = []
     for i, (name, arr) in enumerate(tensors):
-        values = arr.reshape(rows, -1) if arr.ndim else arr.reshape(1, 1)
+        values = arr.reshape(rows, math.prod(arr.shape[1:])) if arr.ndim else arr.reshape(1, 1)
         if values.shape[1] == 1:
             out.inputs[name or f"input_{i}"] = values[:, 0]
         else:  # a [n, k] tensor holds k features side by side

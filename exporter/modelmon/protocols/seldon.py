@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Extracted, PayloadError, columns_from_lists
+from .base import Extracted, PayloadError, columns_from_lists, request_id
 
 
 def _table(data: Any, where: str) -> tuple[list[str] | None, list[Any]]:
@@ -29,8 +29,9 @@ def _table(data: Any, where: str) -> tuple[list[str] | None, list[Any]]:
         if math.prod(shape) != len(values):
             raise PayloadError("tensor_shape_mismatch")
         try:
-            rows = np.asarray(values, dtype=np.float64).reshape(shape[0], -1).tolist()
-        except (TypeError, ValueError):
+            array = np.asarray(values, dtype=np.float64)
+            rows = array.reshape(shape[0], math.prod(shape[1:])).tolist()
+        except (TypeError, ValueError, OverflowError):
             raise PayloadError("bad_tensor_data") from None
     else:
         raise PayloadError("no_ndarray", f"{where}: expected ndarray or tensor")
@@ -48,8 +49,9 @@ def extract(request: Any, response: Any) -> Extracted:
         if out.positional_absent:
             out.absent = dict.fromkeys(names, out.positional_absent)
         out.positional = None
+        out.positional_absent = 0
     puid = request.get("meta", {}).get("puid") if isinstance(request.get("meta"), dict) else None
-    out.request_id = puid if isinstance(puid, str) else None
+    out.request_id = request_id(puid) if isinstance(puid, str) else None
     if isinstance(response, dict) and "data" in response:
         try:
             out_names, out_rows = _table(response["data"], "response")
