@@ -2,42 +2,53 @@
 
 Run it from the repository root::
 
-    .venv/bin/python tests/bench/bench_proxy.py            # full run, about 2.5 minutes
+    .venv/bin/python tests/bench/bench_proxy.py            # full run, under 2 minutes
     .venv/bin/python tests/bench/bench_proxy.py --quick    # short run, under a minute
     .venv/bin/python tests/bench/bench_proxy.py --json figures.json
+    .venv/bin/python tests/bench/bench_proxy.py --baseline # also a bare aiohttp proxy (+40%)
 
 Not a pytest test (pytest only collects ``test_*.py``). Needs ``wrk`` on PATH
 (Debian: ``apt-get install wrk``) and the venv's ``modelmon`` command.
 
-Everything runs on loopback (127.0.0.1), each part in its own process:
+Everything runs on loopback (127.0.0.1, free ports picked at start), each part in its own
+process:
 
 - **upstream**: a minimal HTTP/1.1 keep-alive server (raw asyncio protocol on uvloop) that
-  answers every request with a fixed ~200-byte KServe V2 JSON response, so the sidecar's cost
-  dominates whatever is measured through it;
-- **sidecar**: ``modelmon serve --upstream http://127.0.0.1:<upstream port> ...``;
-- **load generator** (this file with ``--role loadgen``): open-loop, fixed-rate load over
+  answers every request with a fixed ~200-byte KServe V2 JSON response. It costs about
+  0.04 CPU-seconds per 1000 requests, so whatever is measured through the sidecar is the
+  sidecar's cost;
+- **sidecar**: ``modelmon serve --upstream http://127.0.0.1:<port> ... --log-level warning``
+  with the built-in defaults;
+- **load generator** (this file, ``--role loadgen``): open loop at a fixed rate over 16
   persistent keep-alive connections, raw asyncio protocol on uvloop. Request *i* is due at
-  ``t0 + i / rate`` whether or not earlier ones were answered; latency is measured per request
-  from the moment it is written to the socket until its response has been read whole;
-- **wrk** for saturation (closed loop, 32 connections, one thread).
+  ``t0 + i / rate`` whether or not earlier ones were answered (a request due while all
+  connections are busy waits for one and is counted as "queued"). Latency is measured from
+  the moment a request is written to the socket until its response has been read whole;
+- **wrk** for saturation (closed loop, one thread, 32 connections);
+- with ``--baseline``, a bare aiohttp reverse proxy (low-level server + ClientSession, no
+  monitoring): the floor for an aiohttp-based proxy, to tell aiohttp's cost from modelmon's.
 
 What it measures:
 
-1. Latency at a fixed rate (1000 requests/s, 10 s per round; ``--quick``: 3 s), direct to the
-   upstream and through the sidecar, alternating direct/sidecar for 3 rounds; p50 and p99 of
-   each, medians across rounds, and the latency the sidecar adds (sidecar - direct).
+1. Latency at 1000 requests/s, 10 s per round (``--quick``: 3 s), 3 rounds alternating
+   direct / sidecar (/ baseline): p50 and p99, medians across rounds, and the latency the
+   sidecar adds (its p50 minus the direct p50 of the same round; median across rounds).
 2. Saturation throughput with wrk, direct and through the sidecar, alternating, and the ratio.
-3. CPU seconds (user + system) the sidecar process burns per 1000 requests during the
-   fixed-rate rounds, and its resident memory right after start and after all the load.
-4. Correctness: every response through the sidecar must be a 200 with the upstream's body
-   byte for byte, and the sidecar's ``modelmon_requests_total`` must match what was sent.
+3. CPU seconds (user + system, all threads) of the sidecar process per 1000 requests during the
+   fixed-rate rounds (and, for information, at saturation); its resident memory (RSS) right
+   after start and after all the load.
+4. Correctness: every response through the sidecar must be a 200 carrying the upstream's body
+   byte for byte, and the sidecar's ``modelmon_requests_total`` for the inference route must
+   match the number of requests sent (within the requests wrk leaves in flight when it stops).
 
-The request body is a ~300-byte KServe V2 inference request, so the sidecar also queues every
-exchange for analysis (``modelmon_analysis_records_total`` is reported too).
+The request body is a ~300-byte KServe V2 inference request, so the sidecar also decodes and
+analyses every exchange (``modelmon_analysis_records_total`` is reported too).
 
-Prints a table with PASS/MISS per target. Exits 0 unless something crashed or a correctness
-check failed (misses of performance targets do not change the exit status); 1 on a failed
-correctness check, 2 when a prerequisite (wrk, modelmon) is missing.
+Prints a table with PASS/MISS per target (added p50 <= 0.3 ms and added p99 <= 1 ms at
+1000 rps, <= 0.2 CPU-seconds per 1000 requests, RSS <= 60 MB). Misses do not change the exit
+status: 0 when the run completed, 1 when a part crashed, did not start or a correctness check
+failed, 2 when wrk or modelmon is missing. The machine's noise shows in the per-round lines
+printed as the run goes; compare rounds before trusting a single figure.
 """
 
 from __future__ import annotations
@@ -49,6 +60,8 @@ import contextlib
 import json
 import math
 import os
+import re
+import resource
 import shutil
 import signal
 import socket
@@ -60,7 +73,7 @@ import time
 import typing
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,6 +110,10 @@ TARGET_ADDED_P50_MS = 0.3
 TARGET_ADDED_P99_MS = 1.0
 TARGET_CPU_PER_1000 = 0.2
 TARGET_RSS_MB = 60.0
+# The last line of a logged traceback, e.g. "aiohttp.client_exceptions.ClientConnectionResetError: ..."
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b.*")
+# A round during which other processes used more than this (% of one core) is flagged.
+NOISY_PERCENT = 15.0
 
 
 @dataclass(frozen=True)
@@ -201,7 +218,6 @@ class ClientConnection(asyncio.Protocol):
         self.sent_at = 0.0
         self.due_at = 0.0
         self.busy = False
-        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = typing.cast(asyncio.Transport, transport)
@@ -223,7 +239,7 @@ class ClientConnection(asyncio.Protocol):
         if end < 0:
             return
         head = bytes(buf[:end]).lower()
-        if b"\r\ntransfer-encoding:" in head:
+        if b"\r\ntransfer-encoding:" in head:  # never expected here: counted as a lost connection
             raise BenchError(f"unexpected chunked response: {head[:200]!r}")
         total = end + 4 + _content_length(head)
         if len(buf) < total:
@@ -238,8 +254,6 @@ class ClientConnection(asyncio.Protocol):
         self._gen.completed(self, status, body, done)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self.lost.done():
-            self.lost.set_result(None)
         self._gen.connection_lost(self, exc)
 
 
@@ -378,6 +392,44 @@ class LoadGenerator:
         )
 
 
+# --- baseline: the least an aiohttp reverse proxy can do ---------------------------------------
+
+
+async def run_minimal_proxy(port: int, upstream_port: int) -> None:
+    """A bare aiohttp proxy (low-level server + ClientSession, no monitoring), to tell the
+    cost of aiohttp itself from the cost of modelmon's own code (``--baseline``)."""
+    import aiohttp
+    from aiohttp import web
+    from yarl import URL
+
+    base = f"http://{HOST}:{upstream_port}"
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=256), auto_decompress=False,
+        timeout=aiohttp.ClientTimeout(total=None), cookie_jar=aiohttp.DummyCookieJar())
+
+    async def handle(request: web.BaseRequest) -> web.Response:
+        body = await request.read()
+        async with session.request(request.method, URL(base + request.raw_path, encoded=True),
+                                   data=body,
+                                   headers={"Content-Type": request.content_type}) as upstream:
+            data = await upstream.read()
+            return web.Response(body=data, status=upstream.status,
+                                headers={"Content-Type": upstream.content_type})
+
+    runner = web.ServerRunner(web.Server(handle, access_log=None), handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, HOST, port, backlog=1024).start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        await session.close()
+
+
 # --- orchestration ---------------------------------------------------------------------------
 
 
@@ -403,7 +455,7 @@ def free_ports(n: int) -> list[int]:
 
 
 class Child:
-    """A child process whose output goes to a temporary log file (shown if it fails)."""
+    """A server child process whose output goes to a log file (shown if it fails)."""
 
     def __init__(self, name: str, argv: list[str], logdir: Path) -> None:
         self.name = name
@@ -418,10 +470,11 @@ class Child:
         if code is not None:
             raise BenchError(f"{self.name} exited with status {code}:\n{self.log_tail()}")
 
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
     def log_tail(self, lines: int = 30) -> str:
-        self._log.flush()
-        text = self.log_path.read_text(errors="replace").splitlines()
-        return "\n".join(text[-lines:]) or "(no output)"
+        return "\n".join(self.log_text().splitlines()[-lines:]) or "(no output)"
 
     def cpu_seconds(self) -> float:
         t = self.ps.cpu_times()
@@ -441,23 +494,26 @@ class Child:
         self._log.close()
 
 
-def wait_for(what: str, check: Any, child: Child, timeout: float = 15.0) -> None:
+def wait_for(what: str, check: Callable[[], str | None], child: Child,
+             timeout: float = 20.0) -> None:
+    """Poll ``check`` (None when ready, else why not) until ready; fail with the child's log."""
     deadline = time.monotonic() + timeout
-    last: Exception | None = None
+    why: str | None = "not checked"
     while time.monotonic() < deadline:
         child.check_alive()
         try:
-            if check():
-                return
+            why = check()
         except (OSError, urllib.error.URLError) as exc:
-            last = exc
+            why = str(exc)
+        if why is None:
+            return
         time.sleep(0.05)
-    raise BenchError(f"{what} not ready after {timeout:.0f}s ({last}):\n{child.log_tail()}")
+    raise BenchError(f"{what} not ready after {timeout:.0f}s ({why}); its log:\n{child.log_tail()}")
 
 
-def port_open(port: int) -> bool:
+def port_closed(port: int) -> str | None:
     with socket.create_connection((HOST, port), timeout=0.5):
-        return True
+        return None
 
 
 def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, str]:
@@ -466,6 +522,11 @@ def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, str]:
             return int(resp.status), resp.read().decode()
     except urllib.error.HTTPError as exc:
         return int(exc.code), exc.read().decode(errors="replace")
+
+
+def not_ready(port: int, path: str) -> str | None:
+    status, body = http_get(port, path)
+    return None if status == 200 else f"{path} answered {status}: {body[:200]}"
 
 
 def run_loadgen(port: int, target: str, rate: float, seconds: float, connections: int) -> LoadResult:
@@ -505,7 +566,7 @@ class WrkResult:
     non_2xx: int
     p50_ms: float
     p99_ms: float
-    cpu_seconds_per_1000: float | None = None  # sidecar only
+    cpu_seconds_per_1000: float = math.nan  # of the proxy measured (upstream's for direct)
 
 
 def run_wrk(wrk: str, script: Path, port: int, target: str, plan: Plan) -> WrkResult:
@@ -558,6 +619,20 @@ def scrape_metrics(admin_port: int, expected: int, tolerance: int) -> MetricsChe
 
 
 @dataclass
+class TargetFigures:
+    """Medians across rounds for one target (direct, sidecar or baseline)."""
+
+    p50_ms: float = math.nan
+    p99_ms: float = math.nan
+    added_p50_ms: float = math.nan  # minus direct, paired round by round
+    added_p99_ms: float = math.nan
+    rps: float = math.nan  # saturation (wrk)
+    cpu_seconds_per_1000: float = math.nan  # at the fixed rate (direct: the upstream's)
+    cpu_percent_at_rate: float = math.nan
+    cpu_seconds_per_1000_saturated: float = math.nan
+
+
+@dataclass
 class Figures:
     mode: str
     plan: dict[str, Any]
@@ -577,6 +652,12 @@ class Figures:
     sidecar_rss_start_mb: float = math.nan
     sidecar_rss_after_mb: float = math.nan
     sidecar_rss_peak_mb: float = math.nan
+    sidecar_error_log_lines: int = 0
+    sidecar_top_exception: str = ""  # the exception its ERROR tracebacks end with most often
+    # CPU used by processes outside the benchmark during the rounds, % of one core
+    others_cpu_percent_mean: float = math.nan
+    others_cpu_percent_max: float = math.nan
+    baseline: dict[str, Any] | None = None  # TargetFigures of the bare aiohttp proxy
     latency_rounds: list[dict[str, Any]] = field(default_factory=list)
     wrk_rounds: list[dict[str, Any]] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -584,24 +665,66 @@ class Figures:
     targets: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+class OtherLoad:
+    """CPU that processes outside the benchmark used during a measurement, in % of one core:
+    the machine-wide user + system time from /proc/stat minus that of the benchmark's own
+    processes (servers, finished load generators, this process). Approximate (kernel threads
+    count as "others"), but a busy neighbour shows plainly."""
+
+    _tick = os.sysconf("SC_CLK_TCK")
+
+    def __init__(self, ours: Sequence[Child]) -> None:
+        self._ours = ours
+        self._t0 = self._busy0 = self._own0 = 0.0
+
+    @classmethod
+    def _busy(cls) -> float:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()  # cpu user nice system idle iowait irq softirq ...
+        return (int(fields[1]) + int(fields[2]) + int(fields[3])) / cls._tick
+
+    def _own(self) -> float:
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)  # waited-for: loadgen, wrk
+        return (me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+                + sum(c.cpu_seconds() for c in self._ours))
+
+    def start(self) -> None:
+        self._t0, self._busy0, self._own0 = time.monotonic(), self._busy(), self._own()
+
+    def stop(self) -> float:
+        wall = time.monotonic() - self._t0
+        others = (self._busy() - self._busy0) - (self._own() - self._own0)
+        return max(0.0, 100 * others / wall) if wall > 0 else math.nan
+
+
 def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else math.nan
 
 
-def run_benchmark(plan: Plan, mode: str, logdir: Path) -> Figures:
+def _missing(what: str) -> typing.NoReturn:
+    print(f"bench_proxy: {what}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def find_tools() -> tuple[str, Path]:
     wrk = shutil.which("wrk")
     if wrk is None:
-        raise SystemExit("bench_proxy: `wrk` not found on PATH (Debian: apt-get install wrk)")
+        _missing("`wrk` not found on PATH (Debian: apt-get install wrk)")
     modelmon = Path(sys.executable).parent / "modelmon"
     if not modelmon.exists():
         found = shutil.which("modelmon")
         if found is None:
-            raise SystemExit("bench_proxy: `modelmon` command not found; pip install -e . first")
+            _missing("`modelmon` command not found (pip install -e . into this Python first)")
         modelmon = Path(found)
+    return wrk, modelmon
 
+
+def run_benchmark(plan: Plan, mode: str, logdir: Path, baseline: bool) -> Figures:
+    wrk, modelmon = find_tools()
     figs = Figures(mode=mode, plan=asdict(plan))
     failures = figs.correctness_failures
-    up_port, traffic_port, admin_port = free_ports(3)
+    up_port, traffic_port, admin_port, base_port = free_ports(4)
     lua = logdir / "post.lua"
     lua.write_text(WRK_LUA.format(path=INFER_PATH, body=REQUEST_BODY.decode()))
     children: list[Child] = []
@@ -609,22 +732,34 @@ def run_benchmark(plan: Plan, mode: str, logdir: Path) -> Figures:
         upstream = Child("upstream", [sys.executable, __file__, "--role", "upstream",
                                       "--port", str(up_port)], logdir)
         children.append(upstream)
-        wait_for("upstream", lambda: port_open(up_port), upstream)
+        wait_for("upstream", lambda: port_closed(up_port), upstream)
         sidecar = Child("sidecar", [
             str(modelmon), "serve", "--upstream", f"http://{HOST}:{up_port}", "--host", HOST,
             "--traffic-port", str(traffic_port), "--admin-port", str(admin_port),
             "--log-level", "warning"], logdir)
         children.append(sidecar)
-        wait_for("sidecar admin /readyz", lambda: http_get(admin_port, "/readyz")[0] == 200, sidecar)
-        wait_for("sidecar traffic port", lambda: port_open(traffic_port), sidecar)
+        wait_for("sidecar", lambda: not_ready(admin_port, "/readyz"), sidecar)
+        wait_for("sidecar traffic port", lambda: port_closed(traffic_port), sidecar)
+        # process under test and port, per target; "direct" charges CPU to the upstream
+        procs: dict[str, tuple[Child, int]] = {"direct": (upstream, up_port),
+                                               "sidecar": (sidecar, traffic_port)}
+        if baseline:
+            base = Child("baseline", [sys.executable, __file__, "--role", "baseline",
+                                      "--port", str(base_port), "--upstream-port", str(up_port)],
+                         logdir)
+            children.append(base)
+            wait_for("baseline proxy", lambda: port_closed(base_port), base)
+            procs["baseline"] = (base, base_port)
         time.sleep(0.3)
         figs.sidecar_rss_start_mb = sidecar.rss_mb()
         rss_samples = [figs.sidecar_rss_start_mb]
         sent_via_sidecar = 0
+        print(f"[bench] upstream :{up_port}  sidecar :{traffic_port} (admin :{admin_port})"
+              + (f"  baseline :{base_port}" if baseline else "") + f"  mode={mode}", flush=True)
 
         def fixed_rate(target: str, seconds: float) -> LoadResult:
-            port = up_port if target == "direct" else traffic_port
-            result = run_loadgen(port, target, plan.rate, seconds, plan.loadgen_connections)
+            result = run_loadgen(procs[target][1], target, plan.rate, seconds,
+                                 plan.loadgen_connections)
             if result.ok != result.sent or result.wrong_body or result.connections_lost:
                 failures.append(
                     f"{target} fixed-rate: sent {result.sent}, 200s {result.ok}, other "
@@ -632,84 +767,86 @@ def run_benchmark(plan: Plan, mode: str, logdir: Path) -> Figures:
                     f"lost {result.connections_lost}")
             return result
 
-        print(f"[bench] upstream :{up_port}  sidecar :{traffic_port} (admin :{admin_port})  "
-              f"mode={mode}", flush=True)
-        for target in ("direct", "sidecar"):  # warm up both paths (connection pools, caches)
+        for target in procs:  # warm-up: connection pools, caches, lazily built state
             r = fixed_rate(target, plan.warmup_seconds)
             if target == "sidecar":
                 sent_via_sidecar += r.sent
 
-        direct_p50: list[float] = []
-        direct_p99: list[float] = []
-        side_p50: list[float] = []
-        side_p99: list[float] = []
-        cpu_per_1000: list[float] = []
-        cpu_percent: list[float] = []
-        up_cpu_per_1000: list[float] = []
+        noise = OtherLoad(children)
+        others: list[float] = []
+        p50: dict[str, list[float]] = {t: [] for t in procs}
+        p99: dict[str, list[float]] = {t: [] for t in procs}
+        cpu_k: dict[str, list[float]] = {t: [] for t in procs}
+        cpu_pct: dict[str, list[float]] = {t: [] for t in procs}
         for rnd in range(1, plan.latency_rounds + 1):
-            for target in ("direct", "sidecar"):
-                proc = sidecar if target == "sidecar" else upstream
+            for target, (proc, _) in procs.items():
                 cpu0 = proc.cpu_seconds()
-                t0 = time.monotonic()
+                noise.start()
                 r = fixed_rate(target, plan.latency_seconds)
-                wall = time.monotonic() - t0
+                others.append(noise.stop())
                 cpu = proc.cpu_seconds() - cpu0
-                row = asdict(r) | {"round": rnd}
+                p50[target].append(r.p50_ms)
+                p99[target].append(r.p99_ms)
+                cpu_k[target].append(cpu / (r.sent / 1000))
+                cpu_pct[target].append(100 * cpu / plan.latency_seconds)
                 if target == "sidecar":
                     sent_via_sidecar += r.sent
-                    side_p50.append(r.p50_ms)
-                    side_p99.append(r.p99_ms)
-                    cpu_per_1000.append(cpu / (r.sent / 1000))
-                    cpu_percent.append(100 * cpu / wall)
-                    row["sidecar_cpu_seconds"] = cpu
                     rss_samples.append(sidecar.rss_mb())
-                else:
-                    direct_p50.append(r.p50_ms)
-                    direct_p99.append(r.p99_ms)
-                    up_cpu_per_1000.append(cpu / (r.sent / 1000))
-                figs.latency_rounds.append(row)
-                print(f"[bench] round {rnd} {target:7s}: {r.achieved_rps:6.0f} req/s  "
-                      f"p50 {r.p50_ms:.3f} ms  p99 {r.p99_ms:.3f} ms  max {r.max_ms:.2f} ms  "
-                      f"(send lag p99 {r.send_lag_p99_ms:.2f} ms, queued {r.waited_for_connection})",
-                      flush=True)
-                sidecar.check_alive()
+                figs.latency_rounds.append(asdict(r) | {"round": rnd, "cpu_seconds": cpu,
+                                                        "others_cpu_percent": others[-1]})
+                print(f"[bench] round {rnd} {target:8s}: {r.achieved_rps:5.0f} req/s  "
+                      f"p50 {r.p50_ms:.3f} ms  p99 {r.p99_ms:.3f} ms  max {r.max_ms:6.2f} ms  "
+                      f"cpu {cpu_k[target][-1]:.3f} s/1000  (send lag p99 "
+                      f"{r.send_lag_p99_ms:.2f} ms, {r.waited_for_connection} queued; "
+                      f"others {others[-1]:.0f}%)", flush=True)
+                proc.check_alive()
 
-        figs.direct_p50_ms, figs.direct_p99_ms = median(direct_p50), median(direct_p99)
-        figs.sidecar_p50_ms, figs.sidecar_p99_ms = median(side_p50), median(side_p99)
-        # Added latency per round (each sidecar round against the direct round just before it),
-        # then the median: pairs adjacent runs so slow drifts of the machine cancel out.
-        figs.added_p50_ms = median([s - d for s, d in zip(side_p50, direct_p50, strict=True)])
-        figs.added_p99_ms = median([s - d for s, d in zip(side_p99, direct_p99, strict=True)])
-        figs.sidecar_cpu_seconds_per_1000 = median(cpu_per_1000)
-        figs.sidecar_cpu_percent_at_rate = median(cpu_percent)
-        figs.upstream_cpu_seconds_per_1000 = median(up_cpu_per_1000)
-
-        direct_rps: list[float] = []
-        side_rps: list[float] = []
-        sat_cpu: list[float] = []
+        rps: dict[str, list[float]] = {t: [] for t in procs}
+        sat_cpu: dict[str, list[float]] = {t: [] for t in procs}
         for rnd in range(1, plan.wrk_rounds + 1):
-            for target in ("direct", "sidecar"):
-                port = up_port if target == "direct" else traffic_port
-                cpu0 = sidecar.cpu_seconds()
+            for target, (proc, port) in procs.items():
+                cpu0 = proc.cpu_seconds()
+                noise.start()
                 w = run_wrk(wrk, lua, port, target, plan)
-                cpu = sidecar.cpu_seconds() - cpu0
+                others.append(noise.stop())
+                w.cpu_seconds_per_1000 = (proc.cpu_seconds() - cpu0) / (w.requests / 1000)
                 if w.errors or w.non_2xx:
                     failures.append(f"{target} wrk: {w.errors} socket errors, {w.non_2xx} non-2xx")
                 if target == "sidecar":
                     sent_via_sidecar += w.requests
-                    w.cpu_seconds_per_1000 = cpu / (w.requests / 1000)
-                    side_rps.append(w.rps)
-                    sat_cpu.append(w.cpu_seconds_per_1000)
                     rss_samples.append(sidecar.rss_mb())
-                else:
-                    direct_rps.append(w.rps)
-                figs.wrk_rounds.append(asdict(w) | {"round": rnd})
-                print(f"[bench] wrk {rnd} {target:7s}: {w.rps:8.0f} req/s  "
-                      f"p50 {w.p50_ms:.2f} ms  p99 {w.p99_ms:.2f} ms", flush=True)
-                sidecar.check_alive()
-        figs.direct_rps, figs.sidecar_rps = median(direct_rps), median(side_rps)
-        figs.throughput_ratio = figs.sidecar_rps / figs.direct_rps
-        figs.sidecar_cpu_seconds_per_1000_saturated = median(sat_cpu)
+                rps[target].append(w.rps)
+                sat_cpu[target].append(w.cpu_seconds_per_1000)
+                figs.wrk_rounds.append(asdict(w) | {"round": rnd, "others_cpu_percent": others[-1]})
+                print(f"[bench] wrk {rnd} {target:8s}: {w.rps:8.0f} req/s  p50 {w.p50_ms:.2f} ms  "
+                      f"p99 {w.p99_ms:.2f} ms  cpu {w.cpu_seconds_per_1000:.3f} s/1000  "
+                      f"(others {others[-1]:.0f}%)", flush=True)
+                proc.check_alive()
+
+        figs.others_cpu_percent_mean = statistics.fmean(others)
+        figs.others_cpu_percent_max = max(others)
+        per_target: dict[str, TargetFigures] = {}
+        for target in procs:
+            per_target[target] = TargetFigures(
+                p50_ms=median(p50[target]), p99_ms=median(p99[target]),
+                # each round against the direct round just before it, so drifts cancel out
+                added_p50_ms=median([a - b for a, b in zip(p50[target], p50["direct"], strict=True)]),
+                added_p99_ms=median([a - b for a, b in zip(p99[target], p99["direct"], strict=True)]),
+                rps=median(rps[target]), cpu_seconds_per_1000=median(cpu_k[target]),
+                cpu_percent_at_rate=median(cpu_pct[target]),
+                cpu_seconds_per_1000_saturated=median(sat_cpu[target]))
+        d, sc = per_target["direct"], per_target["sidecar"]
+        figs.direct_p50_ms, figs.direct_p99_ms = d.p50_ms, d.p99_ms
+        figs.sidecar_p50_ms, figs.sidecar_p99_ms = sc.p50_ms, sc.p99_ms
+        figs.added_p50_ms, figs.added_p99_ms = sc.added_p50_ms, sc.added_p99_ms
+        figs.direct_rps, figs.sidecar_rps = d.rps, sc.rps
+        figs.throughput_ratio = sc.rps / d.rps
+        figs.sidecar_cpu_seconds_per_1000 = sc.cpu_seconds_per_1000
+        figs.sidecar_cpu_seconds_per_1000_saturated = sc.cpu_seconds_per_1000_saturated
+        figs.sidecar_cpu_percent_at_rate = sc.cpu_percent_at_rate
+        figs.upstream_cpu_seconds_per_1000 = d.cpu_seconds_per_1000
+        if baseline:
+            figs.baseline = asdict(per_target["baseline"])
 
         time.sleep(0.5)  # let requests wrk left in flight finish and the analysis queue drain
         # wrk stops with up to one request per connection in flight; the sidecar may count those.
@@ -718,11 +855,17 @@ def run_benchmark(plan: Plan, mode: str, logdir: Path) -> Figures:
         figs.metrics = asdict(check)
         if not check.ok:
             failures.append(
-                f"/metrics: modelmon_requests_total{{route={INFER_ROUTE}}} = {check.requests_total:.0f} "
-                f"(code 200: {check.requests_200:.0f}), expected {sent_via_sidecar} +- {tolerance}; "
-                f"upstream errors {check.upstream_errors:.0f}")
+                f"/metrics: modelmon_requests_total{{route={INFER_ROUTE}}} = "
+                f"{check.requests_total:.0f} (code 200: {check.requests_200:.0f}), expected "
+                f"{sent_via_sidecar} +- {tolerance}; upstream errors {check.upstream_errors:.0f}")
         figs.sidecar_rss_after_mb = sidecar.rss_mb()
         figs.sidecar_rss_peak_mb = max([*rss_samples, figs.sidecar_rss_after_mb])
+        log_lines = sidecar.log_text().splitlines()
+        figs.sidecar_error_log_lines = sum(" ERROR " in line for line in log_lines)
+        exceptions = collections.Counter(line for line in log_lines if EXCEPTION_LINE.match(line))
+        if exceptions:
+            text, count = exceptions.most_common(1)[0]
+            figs.sidecar_top_exception = f"{text} (x{count})"
         sidecar.check_alive()
     finally:
         for child in reversed(children):
@@ -732,68 +875,94 @@ def run_benchmark(plan: Plan, mode: str, logdir: Path) -> Figures:
 
 
 def evaluate_targets(f: Figures) -> dict[str, dict[str, Any]]:
-    rss = max(f.sidecar_rss_after_mb, f.sidecar_rss_peak_mb)
     rows = {
         "added_p50_ms": (f.added_p50_ms, TARGET_ADDED_P50_MS),
         "added_p99_ms": (f.added_p99_ms, TARGET_ADDED_P99_MS),
         "cpu_seconds_per_1000": (f.sidecar_cpu_seconds_per_1000, TARGET_CPU_PER_1000),
-        "rss_mb": (rss, TARGET_RSS_MB),
+        "rss_mb": (max(f.sidecar_rss_after_mb, f.sidecar_rss_peak_mb), TARGET_RSS_MB),
     }
     return {name: {"value": v, "target": t, "pass": bool(v <= t)} for name, (v, t) in rows.items()}
 
 
 def ratio(a: float, b: float) -> str:
-    return f"{a / b:.2f}x" if b else "-"
+    return f"{a / b:.2f}x" if b and math.isfinite(a / b) else "-"
 
 
 def render(f: Figures) -> str:
-    rate = f.plan["rate"]
+    rate = f"{f.plan['rate']:.0f} rps"
+    conns = f"wrk -c{f.plan['wrk_connections']}"
+    b = TargetFigures(**f.baseline) if f.baseline else None
+    cols = f"{'direct':>10s}{'sidecar':>10s}{'added':>10s}{'ratio':>9s}"
+    if b:
+        cols += f"   |{'bare aiohttp proxy':>19s}{'added':>8s}"
+
+    def row(label: str, direct: float, side: float, added: float | None, base: float,
+            base_added: float | None, fmt: str, show_ratio: bool = True) -> str:
+        a = f"{added:10{fmt}}" if added is not None else " " * 10
+        r = ratio(side, direct) if show_ratio else ""
+        d = f"{direct:10{fmt}}" if math.isfinite(direct) else f"{'-':>10s}"
+        line = f"{label:30s}{d}{side:10{fmt}}{a}{r:>9s}"
+        if b:
+            ba = f"{base_added:8{fmt}}" if base_added is not None else " " * 8
+            line += f"   |{base:19{fmt}}{ba}"
+        return line
+
     lines = [
         "",
-        f"modelmon proxy benchmark ({f.mode}; loopback, {os.cpu_count()} CPUs; "
-        f"medians of {f.plan['latency_rounds']} fixed-rate and {f.plan['wrk_rounds']} wrk rounds)",
+        f"modelmon proxy benchmark ({f.mode}; loopback, {os.cpu_count()} CPUs; medians of "
+        f"{f.plan['latency_rounds']} fixed-rate and {f.plan['wrk_rounds']} wrk rounds)",
         "",
-        f"{'':34s}{'direct':>12s}{'sidecar':>12s}{'added':>12s}{'ratio':>10s}",
-        f"{'latency p50 @ %d rps (ms)' % rate:34s}{f.direct_p50_ms:12.3f}{f.sidecar_p50_ms:12.3f}"
-        f"{f.added_p50_ms:12.3f}{ratio(f.sidecar_p50_ms, f.direct_p50_ms):>10s}",
-        f"{'latency p99 @ %d rps (ms)' % rate:34s}{f.direct_p99_ms:12.3f}{f.sidecar_p99_ms:12.3f}"
-        f"{f.added_p99_ms:12.3f}{ratio(f.sidecar_p99_ms, f.direct_p99_ms):>10s}",
-        f"{'saturation, wrk -c%d (req/s)' % f.plan['wrk_connections']:34s}{f.direct_rps:12.0f}"
-        f"{f.sidecar_rps:12.0f}{'':12s}{ratio(f.sidecar_rps, f.direct_rps):>10s}",
+        f"{'':30s}{cols}",
+        row(f"latency p50 @ {rate} (ms)", f.direct_p50_ms, f.sidecar_p50_ms, f.added_p50_ms,
+            b.p50_ms if b else 0, b.added_p50_ms if b else None, ".3f"),
+        row(f"latency p99 @ {rate} (ms)", f.direct_p99_ms, f.sidecar_p99_ms, f.added_p99_ms,
+            b.p99_ms if b else 0, b.added_p99_ms if b else None, ".3f"),
+        row(f"saturation, {conns} (req/s)", f.direct_rps, f.sidecar_rps, None,
+            b.rps if b else 0, None, ".0f"),
+        row(f"CPU s/1000 req @ {rate}", f.upstream_cpu_seconds_per_1000,
+            f.sidecar_cpu_seconds_per_1000, None,
+            b.cpu_seconds_per_1000 if b else 0, None, ".3f", show_ratio=False),
+        row("CPU s/1000 req, saturated", math.nan, f.sidecar_cpu_seconds_per_1000_saturated,
+            None, b.cpu_seconds_per_1000_saturated if b else 0, None, ".3f", show_ratio=False),
         "",
-        f"{'sidecar CPU s / 1000 req @ %d rps' % rate:44s}{f.sidecar_cpu_seconds_per_1000:10.3f}"
-        f"   ({f.sidecar_cpu_percent_at_rate:.0f}% of a core)",
-        f"{'sidecar CPU s / 1000 req, saturated':44s}{f.sidecar_cpu_seconds_per_1000_saturated:10.3f}",
-        f"{'upstream CPU s / 1000 req @ %d rps (ref.)' % rate:44s}{f.upstream_cpu_seconds_per_1000:10.3f}",
-        f"{'sidecar RSS after start (MB)':44s}{f.sidecar_rss_start_mb:10.1f}",
-        f"{'sidecar RSS after load / peak (MB)':44s}{f.sidecar_rss_after_mb:10.1f}"
-        f" / {f.sidecar_rss_peak_mb:.1f}",
+        f"  (CPU in the direct column is the upstream server's own; the sidecar used "
+        f"{f.sidecar_cpu_percent_at_rate:.0f}% of a core at {rate})",
+        f"sidecar RSS: {f.sidecar_rss_start_mb:.1f} MB after start, "
+        f"{f.sidecar_rss_after_mb:.1f} MB after load (peak seen {f.sidecar_rss_peak_mb:.1f} MB)",
+        f"machine noise: processes outside the benchmark used {f.others_cpu_percent_mean:.0f}% of "
+        f"a core on average during the rounds (worst round {f.others_cpu_percent_max:.0f}%)"
+        + ("  <- busy machine: figures unreliable" if f.others_cpu_percent_max > NOISY_PERCENT
+           else ""),
         "",
         "targets:",
     ]
     labels = {
-        "added_p50_ms": ("added p50 latency @ %d rps" % rate, "ms"),
-        "added_p99_ms": ("added p99 latency @ %d rps" % rate, "ms"),
-        "cpu_seconds_per_1000": ("sidecar CPU per 1000 requests", "s"),
-        "rss_mb": ("sidecar RSS (max after load/peak)", "MB"),
+        "added_p50_ms": (f"added p50 latency @ {rate}", "ms"),
+        "added_p99_ms": (f"added p99 latency @ {rate}", "ms"),
+        "cpu_seconds_per_1000": (f"sidecar CPU per 1000 requests @ {rate}", "s"),
+        "rss_mb": ("sidecar RSS after load", "MB"),
     }
     for name, t in f.targets.items():
         label, unit = labels[name]
-        lines.append(f"  {label:38s}{t['value']:9.3f} {unit:3s}<= {t['target']:<6g}"
+        lines.append(f"  {label:40s}{t['value']:9.3f} {unit:3s}<= {t['target']:<6g}"
                      f"{'PASS' if t['pass'] else 'MISS'}")
     m = f.metrics
     lines += ["", "correctness:"]
     if m:
         lines.append(
             f"  /metrics modelmon_requests_total (infer route): {m['requests_total']:.0f} "
-            f"(code 200: {m['requests_200']:.0f}); sent through sidecar: {m['expected']} "
-            f"(tolerance {m['tolerance']}); records analysed {m['analysed_records']:.0f}, "
+            f"(code 200: {m['requests_200']:.0f}); sent through the sidecar: {m['expected']} "
+            f"(tolerance {m['tolerance']});\n  records analysed {m['analysed_records']:.0f}, "
             f"dropped {m['dropped_records']:.0f}")
     if f.correctness_failures:
         lines += [f"  FAILED: {msg}" for msg in f.correctness_failures]
     else:
         lines.append("  OK: every response through the sidecar was a 200 with the upstream's "
-                     "body; request counter matches")
+                     "body, byte for byte; request counter matches")
+    if f.sidecar_error_log_lines:
+        lines.append(f"  note: the sidecar logged {f.sidecar_error_log_lines} ERROR lines"
+                     + (f"; most often: {f.sidecar_top_exception}" if f.sidecar_top_exception
+                        else ""))
     return "\n".join(lines)
 
 
@@ -809,13 +978,17 @@ def _finite(obj: Any) -> Any:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p = argparse.ArgumentParser(
+        description="Benchmark of the modelmon proxy against a fast upstream (see module docstring).")
     p.add_argument("--quick", action="store_true", help="short run (under a minute)")
     p.add_argument("--json", metavar="FILE", help="also write the figures to FILE as JSON")
+    p.add_argument("--baseline", action="store_true",
+                   help="also measure a bare aiohttp proxy, to tell aiohttp's cost from modelmon's")
     # internal: the child processes are this same file in another role
-    p.add_argument("--role", choices=["bench", "upstream", "loadgen"], default="bench",
+    p.add_argument("--role", choices=["bench", "upstream", "loadgen", "baseline"], default="bench",
                    help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--upstream-port", type=int, help=argparse.SUPPRESS)
     p.add_argument("--target", default="direct", help=argparse.SUPPRESS)
     p.add_argument("--rate", type=float, default=1000.0, help=argparse.SUPPRESS)
     p.add_argument("--seconds", type=float, default=10.0, help=argparse.SUPPRESS)
@@ -823,10 +996,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)  # unwinds through run_benchmark's finally: children stopped
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.role == "upstream":
         _event_loop_run(run_upstream(args.port))
+        return 0
+    if args.role == "baseline":
+        _event_loop_run(run_minimal_proxy(args.port, args.upstream_port))
         return 0
     if args.role == "loadgen":
         gen = LoadGenerator(args.target, args.port, args.rate, args.seconds, args.connections,
@@ -835,11 +1015,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(asdict(result)))
         return 0
 
+    signal.signal(signal.SIGTERM, _sigterm)
     plan, mode = (QUICK, "quick") if args.quick else (FULL, "full")
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench_proxy.") as tmp:
         try:
-            figs = run_benchmark(plan, mode, Path(tmp))
+            figs = run_benchmark(plan, mode, Path(tmp), args.baseline)
         except BenchError as exc:
             print(f"bench_proxy: {exc}", file=sys.stderr)
             return 1
