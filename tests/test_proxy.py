@@ -328,3 +328,30 @@ async def test_large_streamed_body_is_not_buffered_whole(proxied: Running) -> No
 
 def test_json_fixture_sanity() -> None:
     assert json.loads('{"a": 1}') == {"a": 1}
+
+
+async def test_client_hanging_up_mid_stream_is_counted_as_499(
+    proxied: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with aiohttp.ClientSession() as s:
+        resp = await s.get(proxied.traffic_url + "/sse?n=20&delay=0.05")
+        await resp.content.readuntil(b"\n\n")
+        resp.close()  # hang up while the sidecar is still streaming
+    for _ in range(50):
+        await asyncio.sleep(0.05)
+        if proxied.sample("modelmon_requests_total", {"model": "default", "route": "other", "code": "499"}):
+            break
+    assert proxied.sample("modelmon_requests_total", {"model": "default", "route": "other", "code": "499"}) == 1
+    assert "Error handling request" not in caplog.text
+
+
+async def test_bodyless_inference_call_is_not_counted_as_dropped(
+    upstream, start_sidecar: StartSidecar  # type: ignore[no-untyped-def]
+) -> None:
+    running = await start_sidecar(str(upstream.make_url("")), proxy={"routes": [
+        {"path": "/status/200", "name": "probe", "model": "m", "inference": True}]})
+    async with running.session.get(running.traffic_url + "/status/200") as resp:
+        assert resp.status == 200  # an inference route answering a GET without a body
+    await running.drain()
+    assert running.sample("modelmon_analysis_dropped_records_total", {"reason": "body_too_large"}) is None
+    assert running.sample("modelmon_requests_total", {"model": "m", "route": "probe", "code": "200"}) == 1

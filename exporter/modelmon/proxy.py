@@ -146,9 +146,14 @@ class Proxy:
                 status = upstream.status
                 response, response_body, w = await self._relay(request, upstream, model, analyse, extra)
                 waited += w
+            except _BrokeOff:
+                return web.Response()  # the connection is cut already; aiohttp sends nothing
+            except ConnectionResetError:  # includes aiohttp's ClientConnectionResetError
+                status = CLIENT_CLOSED  # the client hung up while the response was being sent
+                return web.Response()
             finally:
                 upstream.release()
-            if analyse:
+            if analyse and request.body_exists:  # a bodyless call carries nothing to analyse
                 self._hand_off(model, match.route, status, copy.data, response_body,
                                request.headers.get("Content-Encoding", ""),
                                upstream.headers.get("Content-Encoding", ""), request_id)
@@ -235,7 +240,7 @@ class Proxy:
                             request.method, request.path, err)
                 if request.transport is not None:
                     request.transport.abort()
-                raise ConnectionResetError("upstream broke off mid-response") from None
+                raise _BrokeOff from None
             waited += time.perf_counter() - t
             if not chunk:
                 break
@@ -272,6 +277,10 @@ class Proxy:
                                        request_encoding, response_encoding, request_id))
         except Exception as exc:  # fail open
             log.warning("handoff", "analysis hand-off failed: %s", exc)
+
+
+class _BrokeOff(Exception):
+    """The upstream broke off after the response had started; the client connection is cut."""
 
 
 class _BodyCopy:
