@@ -23,15 +23,15 @@ class Clock:
 
 
 def prediction(at: float, predicted: object = 1) -> Prediction:
-    return Prediction("m", predicted, at, ())
+    return ("m", predicted, at, ())
 
 
 def test_label_after_prediction_joins_once() -> None:
     clock = Clock()
     buf = JoinBuffer(100, 3600, clock)
-    assert buf.add_prediction("a", prediction(clock.now)) is None
+    assert buf.add_prediction(["a"], prediction(clock.now)) is None
     outcome, found = buf.add_label("a", 1)
-    assert outcome == "joined" and found is not None and found.predicted == 1
+    assert outcome == "joined" and found is not None and found[1] == 1
     assert buf.add_label("a", 1) == ("duplicate", None)
     assert not buf.predictions and not buf.labels
 
@@ -41,18 +41,18 @@ def test_label_before_prediction_waits_for_it() -> None:
     buf = JoinBuffer(100, 3600, clock)
     assert buf.add_label("b", "cat") == ("unmatched", None)
     clock.now += 30
-    waiting = buf.add_prediction("b", prediction(clock.now))
-    assert waiting is not None and waiting.label == "cat"
+    waiting = buf.add_prediction(["b"], prediction(clock.now))
+    assert waiting is not None and waiting[0] == "cat"
     assert not buf.labels and not buf.predictions
 
 
 def test_expiry_after_ttl_on_both_sides() -> None:
     clock = Clock()
     buf = JoinBuffer(100, 60, clock)
-    buf.add_prediction("old", prediction(clock.now))
+    buf.add_prediction(["old"], prediction(clock.now))
     buf.add_label("early", 1)
     clock.now += 61
-    buf.add_prediction("new", prediction(clock.now))
+    buf.add_prediction(["new"], prediction(clock.now))
     buf.expire()
     assert list(buf.predictions) == ["new"] and not buf.labels
     assert buf.expired[("prediction",)] == 1 and buf.expired[("label",)] == 1
@@ -63,20 +63,22 @@ def test_out_of_order_labels() -> None:
     clock = Clock()
     buf = JoinBuffer(100, 3600, clock)
     for i in range(5):
-        buf.add_prediction(f"r{i}", prediction(clock.now, i))
+        buf.add_prediction([f"r{i}"], prediction(clock.now, i))
     joined = [buf.add_label(f"r{i}", i) for i in (3, 0, 4, 1, 2)]
-    assert [(o, p.predicted if p else None) for o, p in joined] == \
+    assert [(o, p[1] if p else None) for o, p in joined] == \
         [("joined", 3), ("joined", 0), ("joined", 4), ("joined", 1), ("joined", 2)]
 
 
 def test_shared_entry_under_two_keys_joins_once() -> None:
     clock = Clock()
     buf = JoinBuffer(100, 3600, clock)
-    p = prediction(clock.now)
-    buf.add_prediction("header-id", p)
-    buf.add_prediction("payload-id", p)
+    buf.add_prediction(["header-id", "payload-id"], prediction(clock.now))
+    assert len(buf.predictions) == 1 and len(buf.aliases) == 1
     assert buf.add_label("payload-id", 1)[0] == "joined"
     assert buf.add_label("header-id", 1) == ("duplicate", None)
+    buf.add_prediction(["h2", "p2"], prediction(clock.now))
+    assert buf.add_label("h2", 1)[0] == "joined"
+    assert buf.add_label("p2", 1) == ("duplicate", None)
 
 
 def test_memory_bound_under_a_flood_of_unmatched_ids() -> None:
@@ -84,7 +86,7 @@ def test_memory_bound_under_a_flood_of_unmatched_ids() -> None:
     buf = JoinBuffer(1000, 3600, clock)
     for i in range(50_000):
         buf.add_label(f"nobody-{i}", 1)
-        buf.add_prediction(f"never-labelled-{i}", prediction(clock.now))
+        buf.add_prediction([f"never-labelled-{i}"], prediction(clock.now))
     assert len(buf.labels) == 1000 and len(buf.predictions) == 1000
     assert buf.evicted[("label",)] == 49_000 and buf.evicted[("prediction",)] == 49_000
     # The newest survive: a label for a recent prediction still joins.

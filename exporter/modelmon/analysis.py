@@ -134,13 +134,10 @@ class Analysis:
         for i in range(min(ex.rows, len(predicted_rows))):
             seg = segments[i] if segments else ()
             m.performance.predicted(seg, predicted_rows[i])
-            prediction = Prediction(decoded.model, predicted_rows[i], now, seg)
-            for key in keys[i]:  # one shared entry under each of the row's keys
-                label = self.buffer.add_prediction(key, prediction)
-                if label is not None:  # the label came first
-                    prediction.joined = True
-                    m.performance.joined(prediction, label.label, max(label.at, now))
-                    break
+            prediction: Prediction = (decoded.model, predicted_rows[i], now, seg)
+            label = self.buffer.add_prediction(keys[i], prediction)
+            if label is not None:  # the label came first
+                m.performance.joined(prediction, label[0], max(label[1], now))
 
     def _segment_rows(self, m: ModelAnalysis, ex: Extracted) -> list[tuple[str, ...]]:
         names = m.performance.segment_features
@@ -178,7 +175,7 @@ class Analysis:
         outcome, prediction = self.buffer.add_label(key, label)
         self.label_stats.received[(outcome,)] += 1
         if prediction is not None:
-            self.model(prediction.model).performance.joined(prediction, label, self._clock())
+            self.model(prediction[0]).performance.joined(prediction, label, self._clock())
         return outcome
 
     def expire(self) -> None:
