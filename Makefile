@@ -25,6 +25,7 @@ test: $(BIN)/.installed system-deps
 	$(BIN)/mypy
 	$(BIN)/pytest $(ARGS) || [ $$? -eq 5 ]
 
+# ARGS=--quick shortens both; other flags belong to one script: run it directly.
 bench: $(BIN)/.installed system-deps
 	$(BIN)/python tests/bench/bench_proxy.py $(ARGS)
 	$(BIN)/python tests/bench/bench_drift.py $(ARGS)
