@@ -114,12 +114,13 @@ class Analysis:
             self.payload_errors[(decoded.model, exc.reason)] += 1
             return
         outputs = m.mapper.outputs(ex)
-        batch = m.mapper.batch(ex, outputs)
-        for reason, count in batch.schema_errors.items():
-            self.payload_errors[(decoded.model, reason)] += count
-        batch.schema_errors = {}
+        errors = ex.errors
         if m.drift is not None:
+            batch = m.mapper.batch(ex, outputs)
+            errors = batch.schema_errors
             m.drift.observe(batch)
+        for reason, count in errors.items():
+            self.payload_errors[(decoded.model, reason)] += count
         self._hold_predictions(decoded, m, ex, outputs)
 
     def _hold_predictions(self, decoded: Decoded, m: ModelAnalysis, ex: Extracted,
