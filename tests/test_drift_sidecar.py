@@ -74,6 +74,7 @@ async def test_pushed_records_drive_drift_and_quality_metrics(
                  kind="unseen_category") == 1
     assert value(m, "modelmon_data_quality_events_total", model="churn", feature="p", kind="above_max") == 1
     assert value(m, "modelmon_feature_missing_ratio", model="churn", feature="age") == pytest.approx(2 / 302)
+    assert value(m, "modelmon_reference_missing_ratio", model="churn", feature="age") == 0.0
     # Raw histograms in the reference bins, and the reference ratios beside them.
     assert value(m, "modelmon_feature_value_count", model="churn", feature="age") == 300
     assert value(m, "modelmon_feature_value_bucket", model="churn", feature="age", le="+Inf") == 300

@@ -247,6 +247,12 @@ MISSING_RATIO = _m(
     "feature_missing_ratio", G,
     "Share of rows in the sliding window where the feature was NaN, null or absent.", ("model", "feature"),
 )
+REFERENCE_MISSING_RATIO = _m(
+    "reference_missing_ratio", G,
+    "Share of the reference data where the feature was missing, to compare with "
+    "modelmon_feature_missing_ratio.",
+    ("model", "feature"),
+)
 OUT_OF_RANGE_RATIO = _m(
     "feature_out_of_range_ratio", G,
     "Share of a numeric feature's values in the sliding window outside the reference min..max.",

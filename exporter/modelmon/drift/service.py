@@ -125,10 +125,15 @@ class DriftCollector(Collector):
 
     def _quality(self, monitors: Sequence[tuple[str, ModelDrift]]) -> Iterator[Metric]:
         events = cat.QUALITY_EVENTS.counter()
+        reference_missing = cat.REFERENCE_MISSING_RATIO.gauge()
         for model, m in monitors:
+            for f in m.features:
+                rows = f.count + f.missing
+                reference_missing.add_metric([model, f.name], f.missing / rows if rows else 0.0)
             totals = m.quality.total
             for pos, f in enumerate(m.features):
                 for k, kind in enumerate(QUALITY_KINDS):
                     if totals[pos, k]:
                         events.add_metric([model, f.name, kind], float(totals[pos, k]))
         yield events
+        yield reference_missing
