@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 def profile_path(tmp_path: Path) -> Path:
     rng = np.random.default_rng(0)
     profile = Profile("churn", "7", 10_000, (
-        numeric_feature("age", rng.normal(40, 10, 10_000)),
+        numeric_feature("age", np.where(np.arange(10_000) < 100, np.nan, rng.normal(40, 10, 10_000))),
         categorical_feature("plan", rng.choice(["basic", "pro"], 10_000, p=[0.7, 0.3]).tolist()),
         numeric_feature("p", rng.random(10_000), role="output"),
     ))
@@ -74,7 +74,8 @@ async def test_pushed_records_drive_drift_and_quality_metrics(
                  kind="unseen_category") == 1
     assert value(m, "modelmon_data_quality_events_total", model="churn", feature="p", kind="above_max") == 1
     assert value(m, "modelmon_feature_missing_ratio", model="churn", feature="age") == pytest.approx(2 / 302)
-    assert value(m, "modelmon_reference_missing_ratio", model="churn", feature="age") == 0.0
+    assert value(m, "modelmon_reference_missing_ratio", model="churn", feature="age") == pytest.approx(0.01)
+    assert value(m, "modelmon_reference_missing_ratio", model="churn", feature="plan") == 0.0
     # Raw histograms in the reference bins, and the reference ratios beside them.
     assert value(m, "modelmon_feature_value_count", model="churn", feature="age") == 300
     assert value(m, "modelmon_feature_value_bucket", model="churn", feature="age", le="+Inf") == 300
