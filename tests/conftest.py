@@ -17,6 +17,26 @@ from modelmon.app import Listeners, Sidecar
 from modelmon.config import Config, load_config
 from prometheus_client import CollectorRegistry
 
+ENGINES = ("fast", "aiohttp")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "engines: run the module's sidecar tests against every proxy engine")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests in modules marked ``pytest.mark.engines`` that start a sidecar run once per
+    proxy engine (``proxy.engine``); elsewhere the configured default engine serves."""
+    if metafunc.definition.get_closest_marker("engines") and "engine" in metafunc.fixturenames:
+        metafunc.parametrize("engine", ENGINES, indirect=True)
+
+
+@pytest.fixture
+def engine(request: pytest.FixtureRequest) -> str | None:
+    """The proxy engine under test (None: the configured default)."""
+    return getattr(request, "param", None)
+
 
 def upstream_app() -> web.Application:
     """A model server with the odd behaviours a proxy must survive."""
@@ -137,6 +157,10 @@ class Running:
     session: aiohttp.ClientSession
 
     @property
+    def engine(self) -> str:
+        return self.sidecar.config.proxy.engine
+
+    @property
     def traffic_url(self) -> str:
         return f"http://127.0.0.1:{self.listeners.traffic_port}"
 
@@ -155,13 +179,14 @@ class Running:
 StartSidecar = Callable[..., Awaitable[Running]]
 
 
-def sidecar_config(upstream_url: str | None, **overrides: Any) -> Config:
+def sidecar_config(upstream_url: str | None, engine: str | None = None, **overrides: Any) -> Config:
     base: dict[str, Any] = {
         "server": {"host": "127.0.0.1", "traffic_port": 0, "admin_port": 0,
                    "shutdown_grace_seconds": 5},
         "upstream": {"url": upstream_url, "probe_interval_seconds": 0.2,
                      "read_timeout_seconds": 2, "connect_timeout_seconds": 1},
         "resources": {"interval_seconds": 0.2},
+        "proxy": {} if engine is None else {"engine": engine},
     }
     for section, values in overrides.items():
         if isinstance(values, dict) and isinstance(base.get(section), dict):
@@ -172,11 +197,11 @@ def sidecar_config(upstream_url: str | None, **overrides: Any) -> Config:
 
 
 @pytest.fixture
-async def start_sidecar() -> AsyncIterator[StartSidecar]:
+async def start_sidecar(engine: str | None) -> AsyncIterator[StartSidecar]:
     started: list[Running] = []
 
     async def go(upstream_url: str | None, **overrides: Any) -> Running:
-        sidecar = Sidecar(sidecar_config(upstream_url, **overrides), CollectorRegistry())
+        sidecar = Sidecar(sidecar_config(upstream_url, engine, **overrides), CollectorRegistry())
         await sidecar.start()
         listeners = Listeners(sidecar)
         await listeners.start()

@@ -13,6 +13,8 @@ from conftest import Running, StartSidecar
 from modelmon.proxy import HOP_BY_HOP, forwardable
 from multidict import CIMultiDict, CIMultiDictProxy
 
+pytestmark = pytest.mark.engines  # every test that starts a sidecar runs on both proxy engines
+
 
 @pytest.mark.parametrize("method", ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
 async def test_methods_path_query_headers_and_body_pass_through(proxied: Running, method: str) -> None:
@@ -310,6 +312,12 @@ async def test_keep_alive_pool_reuses_upstream_connections(proxied: Running) -> 
     for _ in range(20):
         async with proxied.session.get(proxied.traffic_url + "/status/200") as resp:
             await resp.read()
+    if proxied.engine == "fast":
+        assert proxied.listeners.fast is not None
+        pool = proxied.listeners.fast.pool
+        # One idle pooled connection serves all sequential requests.
+        assert len(pool.idle) == 1 and pool.count == 1
+        return
     assert proxied.sidecar.session is not None
     connector = proxied.sidecar.session.connector
     assert connector is not None

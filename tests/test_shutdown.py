@@ -7,16 +7,20 @@ import signal
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp.test_utils import TestServer
 from helpers import free_port, start_modelmon, stop, wait_http
 
+pytestmark = pytest.mark.engines  # both proxy engines
 
-async def test_sigterm_drains_in_flight_requests(upstream: TestServer, tmp_path: Path) -> None:
+
+async def test_sigterm_drains_in_flight_requests(upstream: TestServer, tmp_path: Path, engine: str) -> None:
     traffic, admin = free_port(), free_port()
     log = tmp_path / "sidecar.log"
     proc = start_modelmon("serve", "--upstream", str(upstream.make_url("")).rstrip("/"),
                           "--host", "127.0.0.1", "--traffic-port", str(traffic),
-                          "--admin-port", str(admin), log=log)
+                          "--admin-port", str(admin), log=log,
+                          env={"MODELMON_PROXY__ENGINE": engine})
     try:
         await asyncio.to_thread(wait_http, f"http://127.0.0.1:{admin}/healthz", 20, proc)
         async with aiohttp.ClientSession() as session:
@@ -47,12 +51,13 @@ async def test_sigterm_drains_in_flight_requests(upstream: TestServer, tmp_path:
         stop(proc)
 
 
-async def test_grace_period_bounds_shutdown(upstream: TestServer, tmp_path: Path) -> None:
+async def test_grace_period_bounds_shutdown(upstream: TestServer, tmp_path: Path, engine: str) -> None:
     traffic, admin = free_port(), free_port()
     proc = start_modelmon("serve", "--upstream", str(upstream.make_url("")).rstrip("/"),
                           "--host", "127.0.0.1", "--traffic-port", str(traffic),
                           "--admin-port", str(admin), log=tmp_path / "sidecar.log",
-                          env={"MODELMON_SERVER__SHUTDOWN_GRACE_SECONDS": "1.5"})
+                          env={"MODELMON_SERVER__SHUTDOWN_GRACE_SECONDS": "1.5",
+                               "MODELMON_PROXY__ENGINE": engine})
     try:
         await asyncio.to_thread(wait_http, f"http://127.0.0.1:{admin}/healthz", 20, proc)
         async with aiohttp.ClientSession() as session:

@@ -1,7 +1,8 @@
-"""Wiring: the Sidecar object owns the shared state; two aiohttp apps serve it.
+"""Wiring: the Sidecar object owns the shared state; the listeners serve it.
 
-- the traffic listener (proxy mode): a low-level aiohttp server whose only handler is the
-  proxy, so no router or middleware sits on the inference path;
+- the traffic listener (proxy mode), by ``proxy.engine``: ``fast``, the asyncio/llhttp proxy
+  of :mod:`modelmon.fastproxy`; or ``aiohttp``, a low-level aiohttp server whose only handler
+  is the proxy, so no router or middleware sits on the inference path;
 - the admin listener: ``/metrics``, ``/healthz``, ``/readyz``, ``/`` and the push API.
 """
 
@@ -25,6 +26,7 @@ from . import __version__
 from . import catalogue as cat
 from .analysis import Analysis, AnalysisCollector
 from .config import Config
+from .fastproxy import FastProxy
 from .health import HealthCollector, HealthState, every, probe_http, probe_tcp
 from .ingest import IngestEndpoints
 from .models import ModelCollector, ModelRegistry
@@ -169,6 +171,18 @@ class Sidecar:
                      self.config.analysis.max_body_bytes, up.preserve_host,
                      labels.header if labels.generate_ids else None)
 
+    def fast_proxy(self) -> FastProxy:
+        """The traffic listener of the fast engine (not listening until ``start``)."""
+        up = self.config.upstream
+        assert up.url is not None, "no upstream configured"
+        labels = self.config.labels
+        return FastProxy(up.url, self.routes, self.models, self.traffic, self.queue,
+                         self.config.analysis.max_body_bytes, up.preserve_host,
+                         labels.header if labels.generate_ids else None,
+                         max_connections=up.max_connections,
+                         connect_timeout=up.connect_timeout_seconds,
+                         read_timeout=up.read_timeout_seconds)
+
     def traffic_server(self) -> web.Server:
         loop = asyncio.get_running_loop()
         max_size = self.config.analysis.max_body_bytes
@@ -234,6 +248,7 @@ class Listeners:
     def __init__(self, sidecar: Sidecar) -> None:
         self._sidecar = sidecar
         self._runners: list[web.BaseRunner] = []
+        self.fast: FastProxy | None = None  # the traffic listener with proxy.engine: fast
         self.admin_port = 0
         self.traffic_port = 0
 
@@ -250,17 +265,26 @@ class Listeners:
         if config.upstream.url is None:
             log.info("receive-only mode: no upstream, no proxy listener")
             return
-        traffic = web.ServerRunner(self._sidecar.traffic_server(), shutdown_timeout=grace,
-                                   handle_signals=False)
-        await traffic.setup()
-        # Traffic first on the way down: stop accepting, drain in-flight requests.
-        self._runners.insert(0, traffic)
-        await web.TCPSite(traffic, host, config.server.traffic_port, backlog=1024).start()
-        self.traffic_port = traffic.addresses[0][1]
-        log.info("proxying http://%s:%d -> %s", host, self.traffic_port, config.upstream.url)
+        if config.proxy.engine == "fast":
+            self.fast = self._sidecar.fast_proxy()
+            await self.fast.start(host, config.server.traffic_port, backlog=1024)
+            self.traffic_port = self.fast.port
+        else:
+            traffic = web.ServerRunner(self._sidecar.traffic_server(), shutdown_timeout=grace,
+                                       handle_signals=False)
+            await traffic.setup()
+            # Traffic first on the way down: stop accepting, drain in-flight requests.
+            self._runners.insert(0, traffic)
+            await web.TCPSite(traffic, host, config.server.traffic_port, backlog=1024).start()
+            self.traffic_port = traffic.addresses[0][1]
+        log.info("proxying http://%s:%d -> %s (%s engine)", host, self.traffic_port,
+                 config.upstream.url, config.proxy.engine)
 
     async def stop(self) -> None:
         """Stop accepting, give in-flight requests the grace period, then close."""
+        if self.fast is not None:  # traffic first on the way down
+            await self.fast.stop(self._sidecar.config.server.shutdown_grace_seconds)
+            self.fast = None
         for runner in self._runners:
             await runner.cleanup()
         self._runners = []

@@ -107,11 +107,19 @@ class RouteConfig:
             _fail(f"{path}.model", f"invalid model name {self.model!r}")
 
 
+PROXY_ENGINES = ("fast", "aiohttp")
+
+
 @dataclass(frozen=True)
 class ProxyConfig:
     routes: tuple[RouteConfig, ...] = ()
+    # "fast": the built-in asyncio/llhttp proxy; "aiohttp": the proxy on aiohttp's server and
+    # client (same behaviour, several times the CPU per request).
+    engine: str = "aiohttp"
 
     def validate(self, path: str) -> None:
+        if self.engine not in PROXY_ENGINES:
+            _fail(f"{path}.engine", f"must be one of {', '.join(PROXY_ENGINES)}, got {self.engine!r}")
         for i, route in enumerate(self.routes):
             route.validate(f"{path}.routes[{i}]")
 

@@ -1,0 +1,1153 @@
+"""The fast proxy engine: an ``asyncio.Protocol`` HTTP/1.1 reverse proxy on llhttp (httptools).
+
+Same behaviour and metrics as :class:`modelmon.proxy.Proxy` (the aiohttp engine), at a fraction
+of the cost: no task, future or stream object per request. Every request and response runs
+through parser callbacks:
+
+- ``_ClientConn`` (one per client connection) parses requests with ``HttpRequestParser``;
+  pipelined requests are answered strictly in order, one at a time;
+- ``_Call`` (one per request) carries the request to the upstream and the response back,
+  streaming both bodies, and does the accounting when it is done;
+- ``_UpConn`` (one per upstream connection) parses responses with ``HttpResponseParser``;
+  ``_Pool`` keeps them alive between requests, bounded by ``upstream.max_connections``.
+
+Writes made while a read is processed are gathered and sent in one ``writelines`` at its
+end, so a small request or response goes out in one system call. Back-pressure: when one
+side's write buffer is over its high-water mark, reading from the other side pauses.
+A sweep (every second at most) applies the read timeout between reads and closes idle
+connections, instead of a timer per request.
+
+Monitoring fails open: route matching, labels, accounting and the analysis hand-off are
+guarded so that nothing they raise reaches the connection handling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import ssl
+import time
+from collections import deque
+from http import HTTPStatus
+from typing import cast
+from urllib.parse import unquote, urlsplit
+
+import httptools
+
+from .models import ModelRegistry
+from .pipeline import AnalysisQueue, Exchange
+from .proxy import CLIENT_CLOSED, HOP_BY_HOP, RequestIds, UpstreamError, log
+from .routes import OTHER_ROUTE, RouteMatch, RouteTable
+from .traffic import TrafficStats
+
+_logger = logging.getLogger("modelmon.proxy")
+perf = time.perf_counter
+
+_HOP = frozenset(h.encode() for h in HOP_BY_HOP)
+# Limits on what a client may send before its request is refused (aiohttp's line limits).
+MAX_REQUEST_TARGET = 8190  # -> 414
+MAX_FIELD_SIZE = 8190  # one header name + value -> 431
+MAX_HEADERS = 128  # -> 431
+MAX_HEAD_SIZE = 64 * 1024  # all header fields together -> 431
+# Request body buffered while no upstream connection is ready yet (beyond: pause the client).
+BODY_BUFFER = 256 * 1024
+# Idle keep-alive connections are closed after this long (aiohttp's server and client defaults).
+CLIENT_IDLE_SECONDS = 75.0
+UPSTREAM_IDLE_SECONDS = 15.0
+ROUTE_CACHE_SIZE = 4096
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_LAST_CHUNK = b"0\r\n\r\n"
+_CRLF = b"\r\n"
+_SEP = b": "
+_CLOSE = b"Connection: close\r\n"
+_KEEP_ALIVE = b"Connection: keep-alive\r\n"
+_CHUNKED = b"Transfer-Encoding: chunked\r\n"
+
+# reasons for not reading from a client (bits)
+_P_UPSTREAM = 1  # the upstream's write buffer is full
+_P_BUFFER = 2  # request body buffered while waiting for an upstream connection
+_P_PIPELINE = 4  # a pipelined request waits for the one before it
+_P_DONE = 8  # nothing more will be read (upgrade request, rejected request)
+
+# _Call phases
+_PARSED, _WAITING, _SENDING, _RESPONDING, _DONE = range(5)
+# response framing towards the client
+_NONE, _LENGTH, _CHUNKS, _TO_CLOSE = range(4)
+
+_status_lines: dict[tuple[int, bytes], bytes] = {}
+
+
+def _status_line(status: int, reason: bytes) -> bytes:
+    key = (status, reason)
+    line = _status_lines.get(key)
+    if line is None:
+        line = b"HTTP/1.1 %d %s\r\n" % (status, reason)
+        if len(_status_lines) < 512:
+            _status_lines[key] = line
+    return line
+
+
+def _simple_response(status: int, body: bytes, headers: bytes = b"", close: bool = False) -> bytes:
+    return (_status_line(status, HTTPStatus(status).phrase.encode())
+            + b"Content-Type: application/json; charset=utf-8\r\nContent-Length: %d\r\n" % len(body)
+            + headers + (_CLOSE if close else b"") + _CRLF + body)
+
+
+def error_response(err: UpstreamError, close: bool) -> bytes:
+    """The aiohttp engine's JSON error response, byte for byte in its body."""
+    body = json.dumps({"error": "upstream_unavailable", "reason": err.reason, "detail": str(err)})
+    return _simple_response(err.status, body.encode(),
+                            b"X-Modelmon-Error: " + err.reason.encode() + _CRLF, close)
+
+
+def _drop_named(parts: list[bytes], tokens: list[bytes]) -> list[bytes]:
+    """Remove the fields a Connection header names from a flat [name, ": ", value, CRLF] list."""
+    named = {t.strip().lower() for value in tokens for t in value.split(b",")}
+    named -= _HOP
+    if not named:
+        return parts
+    out: list[bytes] = []
+    for i in range(0, len(parts), 4):
+        if parts[i].lower() not in named:
+            out += parts[i:i + 4]
+    return out
+
+
+class _Reject(Exception):
+    """A request the proxy refuses before it reaches the upstream."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+
+
+class _HeadDone(Exception):
+    """Stops the response parser after the head of a response to HEAD (llhttp would wait for
+    the body its Content-Length announces)."""
+
+
+class FastProxy:
+    """The traffic listener of the fast engine."""
+
+    def __init__(
+        self,
+        upstream: str,
+        routes: RouteTable,
+        models: ModelRegistry,
+        stats: TrafficStats,
+        queue: AnalysisQueue,
+        max_analysis_bytes: int,
+        preserve_host: bool = True,
+        id_header: str | None = "X-Request-ID",
+        max_connections: int = 256,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 60.0,
+    ) -> None:
+        url = urlsplit(upstream)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(f"not an http(s) URL: {upstream!r}")
+        self.routes = routes
+        self.models = models
+        self.stats = stats
+        self.queue = queue
+        self.cap = max_analysis_bytes
+        self.preserve_host = preserve_host
+        self.id_header = id_header.encode() if id_header else None
+        self.id_lower = self.id_header.lower() if self.id_header else None
+        self.ids = RequestIds()
+        self.base = url.path.rstrip("/").encode()
+        default_port = 443 if url.scheme == "https" else 80
+        port = url.port or default_port
+        hostport = url.hostname if port == default_port else f"{url.hostname}:{port}"
+        if ":" in url.hostname:  # IPv6 literal
+            hostport = f"[{url.hostname}]" if port == default_port else f"[{url.hostname}]:{port}"
+        self.host_field = b"Host: " + hostport.encode("idna") + _CRLF
+        self.read_timeout = read_timeout
+        self.pool = _Pool(self, url.hostname, port,
+                          ssl.create_default_context() if url.scheme == "https" else None,
+                          max_connections, connect_timeout)
+        self.clients: set[_ClientConn] = set()
+        self.closing = False
+        self.address: tuple[str, int] = ("", 0)
+        self._route_cache: dict[bytes, RouteMatch] = {}
+        self._server: asyncio.AbstractServer | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._sweep_every = min(1.0, read_timeout / 4)
+        self._all_closed: asyncio.Event | None = None
+
+    # --- listening ---------------------------------------------------------------------------
+
+    async def start(self, host: str, port: int, backlog: int = 1024) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _ClientConn(self), host, port,
+                                                backlog=backlog)
+        sock = self._server.sockets[0]
+        self.address = cast(tuple[str, int], sock.getsockname()[:2])
+        self._sweeper = loop.call_later(self._sweep_every, self._sweep)
+
+    @property
+    def port(self) -> int:
+        return self.address[1]
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting, let in-flight requests finish within ``grace`` seconds, close idle
+        keep-alive connections, then cut what is left."""
+        self.closing = True
+        if self._server is not None:
+            self._server.close()
+        self._all_closed = asyncio.Event()
+        for client in list(self.clients):
+            if client.idle():
+                client.close()
+        if self.clients:
+            try:
+                await asyncio.wait_for(self._all_closed.wait(), grace)
+            except asyncio.TimeoutError:
+                log.warning("shutdown", "%d connection(s) still busy after the %.1fs grace period: "
+                            "closing them", len(self.clients), grace)
+        for client in list(self.clients):
+            if client.transport is not None:
+                client.transport.abort()
+        await asyncio.sleep(0)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        self.pool.close()
+        if self._server is not None:
+            with contextlib.suppress(asyncio.TimeoutError):  # connections are aborted already
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+            self._server = None
+
+    def client_gone(self, client: _ClientConn) -> None:
+        self.clients.discard(client)
+        if self.closing and not self.clients and self._all_closed is not None:
+            self._all_closed.set()
+
+    def _sweep(self) -> None:
+        """Read timeouts and idle connections, once every ``_sweep_every`` seconds."""
+        now = perf()
+        try:
+            self.pool.sweep(now, self.read_timeout)
+            limit = now - CLIENT_IDLE_SECONDS
+            for client in list(self.clients):
+                if client.idle() and client.idle_since < limit:
+                    client.close()
+        except Exception:  # pragma: no cover - fail open, keep sweeping
+            _logger.exception("proxy sweep failed")
+        if not self.closing:
+            self._sweeper = asyncio.get_running_loop().call_later(self._sweep_every, self._sweep)
+
+    # --- monitoring helpers (never raise) -----------------------------------------------------
+
+    def match(self, target: bytes) -> RouteMatch:
+        end = target.find(b"?")
+        raw = target if end < 0 else target[:end]
+        found = self._route_cache.get(raw)
+        if found is None:
+            if raw.startswith(b"/"):
+                path = raw.decode("latin-1")
+            elif raw == b"*":
+                path = "*"
+            else:  # absolute form: http://host/path
+                path = urlsplit(raw.decode("latin-1")).path or "/"
+            if "%" in path:
+                path = unquote(path)
+            found = self.routes.match(path)
+            if len(self._route_cache) >= ROUTE_CACHE_SIZE:
+                self._route_cache.clear()
+            self._route_cache[raw] = found
+        return found
+
+
+class _ClientConn(asyncio.Protocol):
+    """One client connection: parses requests, answers them in order."""
+
+    __slots__ = ("active", "closing", "head_size", "idle_since", "in_feed", "lost", "nheaders",
+                 "out", "parser", "parsing", "paused", "pending_reject", "srv", "transport",
+                 "waiting", "write_paused")
+
+    def __init__(self, srv: FastProxy) -> None:
+        self.srv = srv
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.parsing: _Call | None = None  # the request being received
+        self.active: _Call | None = None  # the request being answered
+        self.waiting: deque[_Call] = deque()  # pipelined requests waiting their turn
+        self.out: list[bytes] = []
+        self.in_feed = False
+        self.closing = False  # close once the active response is complete
+        self.lost = False
+        self.paused = 0
+        self.write_paused = False
+        self.idle_since = perf()
+        self.pending_reject: bytes | None = None
+        self.head_size = 0
+        self.nheaders = 0
+
+    # --- transport events ----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.srv.clients.add(self)
+        if self.srv.closing:
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self.paused & _P_DONE:
+            return
+        self.in_feed = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # An Upgrade (or CONNECT) request: its head is parsed and forwarded without the
+            # Upgrade field; the connection closes after the response.
+            self.closing = True
+            self.pause(_P_DONE)
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _Reject):
+                self.reject(cause.status, str(cause))
+            else:  # a bug of ours: do not leave the client hanging
+                _logger.error("proxy: request handling failed", exc_info=cause or exc)
+                self.reject(500, "internal error in the proxy")
+        except httptools.HttpParserError as exc:
+            self.reject(400, f"invalid HTTP request: {exc}")
+        finally:
+            self.in_feed = False
+        call = self.active
+        if call is not None and call.up is not None and call.up.out:
+            call.up.flush()
+        if self.out:
+            self.flush()
+
+    def eof_received(self) -> bool:
+        # A half-closed client may still wait for its answer.
+        if self.active is not None or self.waiting:
+            self.closing = True
+            return True
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.closing = True
+        call = self.active
+        if call is not None:
+            call.client_gone()
+        self.waiting.clear()
+        self.srv.client_gone(self)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        call = self.active
+        if call is not None and call.up is not None:
+            call.up.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        call = self.active
+        if call is not None and call.up is not None:
+            call.up.resume_reading()
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def pause(self, reason: int) -> None:
+        if not self.paused and self.transport is not None and not self.lost:
+            self.transport.pause_reading()
+        self.paused |= reason
+
+    def resume(self, reason: int) -> None:
+        if not self.paused & reason:
+            return
+        self.paused &= ~reason
+        if not self.paused and self.transport is not None and not self.lost:
+            self.transport.resume_reading()
+
+    def flush(self) -> None:
+        out = self.out
+        if out:
+            self.out = []
+            if not self.lost and self.transport is not None:
+                self.transport.writelines(out)
+
+    def idle(self) -> bool:
+        return self.active is None and not self.waiting
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def reject(self, status: int, detail: str) -> None:
+        """Refuse what the client sent and close the connection after the responses owed."""
+        self.pause(_P_DONE)
+        self.closing = True
+        self.pending_reject = _simple_response(status, json.dumps({"error": detail}).encode(),
+                                               close=True)
+        parsing = self.parsing
+        self.parsing = None
+        if parsing is not None:
+            if parsing in self.waiting:
+                self.waiting.remove(parsing)
+            elif parsing is self.active:  # its body broke off: it cannot complete
+                parsing.abandon(status)  # call_done() sends the rejection
+                return
+        if self.active is None and not self.waiting:
+            self.out.append(self.pending_reject)
+            self.pending_reject = None
+            self.flush()
+            self.close()
+
+    def call_done(self, call: _Call) -> None:
+        """``call``'s response is complete: close, or go on with the next request."""
+        self.active = None
+        if self.lost:
+            return
+        if self.closing or self.srv.closing:
+            if self.pending_reject is not None and not self.waiting:
+                self.out.append(self.pending_reject)
+                self.pending_reject = None
+            if not self.waiting or self.srv.closing:
+                self.flush()
+                self.close()
+                return
+        if self.waiting:
+            asyncio.get_running_loop().call_soon(self._next)
+        else:
+            self.idle_since = perf()
+
+    def _next(self) -> None:
+        if self.lost or self.active is not None or not self.waiting:
+            return
+        call = self.waiting.popleft()
+        if not self.waiting:
+            self.resume(_P_PIPELINE)
+        self.active = call
+        call.start()
+        if call.up is not None and call.up.out:
+            call.up.flush()
+        self.flush()
+
+    # --- parser callbacks -----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.parsing = _Call(self)
+        self.head_size = 0
+        self.nheaders = 0
+
+    def on_url(self, url: bytes) -> None:
+        call = self.parsing
+        assert call is not None
+        call.target += url
+        if len(call.target) > MAX_REQUEST_TARGET:
+            raise _Reject(414, "request target too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        call = self.parsing
+        assert call is not None
+        size = len(name) + len(value)
+        self.head_size += size
+        self.nheaders += 1
+        if size > MAX_FIELD_SIZE or self.head_size > MAX_HEAD_SIZE or self.nheaders > MAX_HEADERS:
+            raise _Reject(431, "request header fields too large")
+        lname = name.lower()
+        if lname in _HOP:
+            if lname == b"connection":
+                call.conn_tokens.append(value)
+            elif lname == b"transfer-encoding":
+                call.chunked = True
+            elif lname == b"expect":
+                call.expect = value.lower() == b"100-continue"
+            return
+        if lname == b"host":
+            call.has_host = True
+            if not self.srv.preserve_host:
+                return
+        elif lname == b"content-length":
+            call.length = value
+        elif lname == b"content-encoding":
+            call.encoding = value
+        elif lname == self.srv.id_lower:
+            call.request_id = value
+        call.parts += (name, _SEP, value, _CRLF)
+
+    def on_headers_complete(self) -> None:
+        call = self.parsing
+        assert call is not None
+        call.parsed(self.parser)
+        if self.active is None and not self.waiting:
+            self.active = call
+            call.start()
+        else:
+            self.waiting.append(call)
+            self.pause(_P_PIPELINE)
+
+    def on_body(self, data: bytes) -> None:
+        call = self.parsing
+        if call is not None:
+            call.request_body(data)
+
+    def on_message_complete(self) -> None:
+        call = self.parsing
+        self.parsing = None
+        if call is not None:
+            call.request_complete()
+
+
+class _Call:
+    """One request and its response."""
+
+    __slots__ = (
+        "analyse", "chunked", "client", "conn_tokens", "encoding", "expect", "extra_id",
+        "has_body", "has_host", "head", "http10", "is_head", "keep_alive", "length", "method",
+        "model", "parts", "pending", "pending_size", "phase", "req_copy", "req_copy_size",
+        "req_done", "request_id", "resp_copy", "resp_copy_size", "resp_encoding", "resp_eof",
+        "resp_mode",
+        "route", "status", "t0", "target", "up", "wait_mark", "waited",
+    )
+
+    def __init__(self, client: _ClientConn) -> None:
+        self.client = client
+        self.target = b""
+        self.parts: list[bytes] = []
+        self.conn_tokens: list[bytes] = []
+        self.chunked = False
+        self.expect = False
+        self.has_host = False
+        self.length: bytes | None = None
+        self.encoding = b""
+        self.request_id: bytes | None = None
+        self.extra_id: bytes | None = None  # a generated id, returned to the client
+        self.method = b""
+        self.http10 = False
+        self.is_head = False
+        self.keep_alive = True
+        self.has_body = False
+        self.phase = _PARSED
+        self.req_done = False
+        self.pending: list[bytes] = []  # framed body bytes not yet sent upstream
+        self.pending_size = 0
+        self.req_copy: list[bytes] | None = None
+        self.req_copy_size = 0
+        self.resp_copy: list[bytes] | None = None
+        self.resp_copy_size = 0
+        self.up: _UpConn | None = None
+        self.head = b""
+        self.status = CLIENT_CLOSED
+        self.resp_mode = _NONE
+        self.resp_eof = False
+        self.resp_encoding = b""
+        self.model = ""
+        self.route = OTHER_ROUTE
+        self.analyse = False
+        self.t0 = 0.0
+        self.waited = 0.0
+        self.wait_mark = 0.0
+
+    # --- the request ----------------------------------------------------------------------
+
+    def parsed(self, parser: httptools.HttpRequestParser) -> None:
+        """The request head is complete."""
+        self.method = parser.get_method()
+        self.is_head = self.method == b"HEAD"
+        self.http10 = parser.get_http_version() == "1.0"
+        self.keep_alive = parser.should_keep_alive()
+        if self.chunked:
+            self.has_body = True
+        elif self.length is not None:
+            try:
+                self.has_body = int(self.length) > 0
+            except ValueError:  # pragma: no cover - llhttp rejects invalid lengths
+                self.has_body = False
+        srv = self.client.srv
+        try:
+            match = srv.match(self.target)
+            self.model = srv.models.label(match.model)
+            self.route = match.route
+            self.analyse = match.inference
+        except Exception as exc:  # fail open
+            self.model, self.route, self.analyse = "default", OTHER_ROUTE, False
+            log.warning("route", "route matching failed: %s", exc)
+        if self.analyse and self.has_body:
+            self.req_copy = []
+        if self.conn_tokens:
+            self.parts = _drop_named(self.parts, self.conn_tokens)
+
+    def start(self) -> None:
+        """Our turn: send the request upstream."""
+        self.t0 = perf()
+        client = self.client
+        srv = client.srv
+        srv.stats.in_flight[(self.model,)] += 1  # a defaultdict: cannot fail
+        if self.expect and not self.req_done and not self.http10:
+            client.out.append(_CONTINUE)
+        target = self.target
+        if srv.base and target.startswith(b"/"):
+            target = srv.base + target
+        head = [self.method, b" ", target, b" HTTP/1.1\r\n", *self.parts]
+        if not self.has_host or not srv.preserve_host:
+            head.append(srv.host_field)
+        if self.chunked:
+            head.append(_CHUNKED)
+        if self.analyse and srv.id_header is not None and self.request_id is None:
+            self.request_id = self.extra_id = srv.ids.next().encode()
+            head += (srv.id_header, _SEP, self.extra_id, _CRLF)
+        head.append(_CRLF)
+        self.head = b"".join(head)
+        self.phase = _WAITING
+        self.wait_mark = perf()
+        srv.pool.acquire(self)
+
+    def request_body(self, data: bytes) -> None:
+        copy = self.req_copy
+        if copy is not None:
+            copy.append(data)
+            self.req_copy_size += len(data)
+            if self.req_copy_size > self.client.srv.cap:
+                self.req_copy = None
+        if self.phase == _DONE:
+            return  # answered already (an error): the rest of the body is discarded
+        if self.chunked:
+            self._send(b"%x\r\n" % len(data))
+            self._send(data)
+            self._send(_CRLF)
+        else:
+            self._send(data)
+
+    def request_complete(self) -> None:
+        self.req_done = True
+        if self.chunked and self.phase != _DONE:
+            self._send(_LAST_CHUNK)
+
+    def _send(self, data: bytes) -> None:
+        up = self.up
+        if up is not None:
+            if self.phase == _SENDING:
+                up.out.append(data)
+                if not self.client.in_feed:
+                    up.flush()
+            # _RESPONDING: the upstream answered before reading the whole body; drop the rest
+            return
+        self.pending.append(data)
+        self.pending_size += len(data)
+        if self.pending_size > BODY_BUFFER:
+            self.client.pause(_P_BUFFER)
+
+    def attach(self, up: _UpConn, reused: bool) -> None:
+        """An upstream connection is ready: send the head and whatever body arrived."""
+        self.up = up
+        self.phase = _SENDING
+        up.begin(self)
+        up.out.append(self.head)
+        if self.pending:
+            up.out += self.pending
+            self.pending = []
+            self.pending_size = 0
+        client = self.client
+        client.resume(_P_BUFFER)
+        if client.write_paused:
+            up.pause_reading()
+        if not client.in_feed:
+            up.flush()
+
+    # --- the response ---------------------------------------------------------------------
+
+    def response_head(self, up: _UpConn, status: int) -> None:
+        self.status = status
+        self.phase = _RESPONDING
+        client = self.client
+        parts = up.parts
+        if up.conn_tokens:
+            parts = _drop_named(parts, up.conn_tokens)
+        head = [_status_line(status, up.reason), *parts]
+        if self.is_head or status in (204, 304):
+            mode = _NONE
+            # No body follows, but Content-Length still describes the representation.
+            if self.is_head and up.length is not None:
+                head += (b"Content-Length", _SEP, up.length, _CRLF)
+        elif up.length is not None and not up.chunked:
+            mode = _LENGTH
+            head += (b"Content-Length", _SEP, up.length, _CRLF)
+        elif self.http10:
+            mode = _TO_CLOSE
+        else:
+            mode = _CHUNKS
+            head.append(_CHUNKED)
+        self.resp_mode = mode
+        self.resp_encoding = up.encoding
+        self.resp_eof = mode != _NONE and up.length is None and not up.chunked
+        if self.extra_id is not None and not up.has_id:
+            head += (self.client.srv.id_header or b"", _SEP, self.extra_id, _CRLF)
+        if not self.keep_alive or client.closing or client.srv.closing or mode == _TO_CLOSE:
+            client.closing = True
+            head.append(_CLOSE)
+        elif self.http10:
+            head.append(_KEEP_ALIVE)
+        head.append(_CRLF)
+        client.out.append(b"".join(head))
+        if self.analyse and self.has_body and 200 <= status < 300 and mode != _NONE:
+            self.resp_copy = []
+
+    def response_body(self, data: bytes) -> None:
+        copy = self.resp_copy
+        if copy is not None:
+            copy.append(data)
+            self.resp_copy_size += len(data)
+            if self.resp_copy_size > self.client.srv.cap:
+                self.resp_copy = None
+        mode = self.resp_mode
+        if mode == _CHUNKS:
+            self.client.out += (b"%x\r\n" % len(data), data, _CRLF)
+        elif mode != _NONE:
+            self.client.out.append(data)
+
+    def response_complete(self, reusable: bool) -> None:
+        client = self.client
+        if self.resp_mode == _CHUNKS:
+            client.out.append(_LAST_CHUNK)
+        client.flush()
+        up = self.up
+        self.up = None
+        if up is not None:
+            client.srv.pool.release(up, reusable and self.req_done)
+        self.finish(self.status, True)
+
+    # --- failures -------------------------------------------------------------------------
+
+    def fail(self, err: UpstreamError) -> None:
+        """No response yet: answer with the error ourselves."""
+        if self.phase == _DONE:
+            return
+        self._count(err, err.reason, "%s %s -> %d: %s", err.status)
+        up = self.up
+        self.up = None
+        client = self.client
+        if up is not None:
+            client.srv.pool.release(up, False)
+        if not client.lost:
+            close = not self.keep_alive or client.closing or client.srv.closing
+            if close:
+                client.closing = True
+            client.out.append(error_response(err, close))
+            client.flush()
+        self.finish(err.status, False)
+
+    def broke_off(self, err: UpstreamError) -> None:
+        """The response has started: cut the client connection so that the client sees a
+        truncated response rather than a short one that looks complete."""
+        if self.phase == _DONE:
+            return
+        self._count(err, "midstream", "%s %s: upstream broke off mid-response: %s")
+        up = self.up
+        self.up = None
+        client = self.client
+        if up is not None:
+            client.srv.pool.release(up, False)
+        client.closing = True
+        client.flush()
+        if client.transport is not None:
+            client.transport.abort()
+        self.finish(self.status, False)
+
+    def _count(self, err: UpstreamError, key: str, msg: str, *extra: int) -> None:
+        try:
+            self.client.srv.stats.upstream_errors[(self.model, err.reason)] += 1
+            path = self.target.split(b"?", 1)[0].decode("latin-1")
+            log.warning(key, msg, self.method.decode(), path, *extra, err)
+        except Exception:  # pragma: no cover - fail open
+            pass
+
+    def upstream_lost(self, exc: Exception | None) -> None:
+        if self.phase == _RESPONDING:
+            if exc is None and self.resp_eof:  # a close-delimited body ends with the connection
+                self.response_complete(False)
+            else:
+                self.broke_off(UpstreamError("reset", 502, _lost_detail(exc)))
+        elif self.phase == _SENDING:
+            self.fail(UpstreamError("reset", 502, _lost_detail(exc)))
+
+    def timed_out(self) -> None:
+        self.waited += perf() - self.wait_mark
+        err = UpstreamError("timeout", 504, "upstream did not answer in time")
+        if self.phase == _RESPONDING:
+            self.broke_off(err)
+        else:
+            self.fail(err)
+
+    def abandon(self, status: int) -> None:
+        """The request turned out unparseable mid-body: drop the exchange."""
+        if self.phase == _DONE:
+            return
+        up = self.up
+        self.up = None
+        client = self.client
+        if up is not None:
+            client.srv.pool.release(up, False)
+        if self.phase == _RESPONDING:  # too late to answer: cut
+            client.pending_reject = None
+            if client.transport is not None:
+                client.transport.abort()
+            status = self.status
+        self.finish(status, False)
+
+    def client_gone(self) -> None:
+        """The client hung up before its response was complete (counted as 499)."""
+        if self.phase == _DONE:
+            return
+        up = self.up
+        self.up = None
+        if up is not None:
+            self.client.srv.pool.release(up, False)
+        self.finish(CLIENT_CLOSED, False)
+
+    # --- accounting -----------------------------------------------------------------------
+
+    def finish(self, status: int, complete: bool) -> None:
+        if self.phase == _DONE:
+            return
+        phase = self.phase
+        self.phase = _DONE
+        client = self.client
+        srv = client.srv
+        if phase == _WAITING:
+            self.waited += perf() - self.wait_mark
+        client.resume(_P_UPSTREAM | _P_BUFFER)
+        if complete and self.analyse and self.has_body:
+            self._hand_off(srv)
+        try:
+            model = self.model
+            srv.stats.in_flight[(model,)] -= 1
+            elapsed = perf() - self.t0
+            srv.stats.finished(model, self.route, status, elapsed, elapsed - self.waited)
+        except Exception as exc:  # pragma: no cover - fail open
+            log.warning("accounting", "request accounting failed: %s", exc)
+        client.call_done(self)
+
+    def _hand_off(self, srv: FastProxy) -> None:
+        """Queue the exchange for analysis; never raises into the request path."""
+        status = self.status
+        if not 200 <= status < 300:
+            return  # an error response carries no prediction
+        try:
+            srv.models.saw_prediction(self.model)
+            req, resp = self.req_copy, self.resp_copy
+            if req is None or resp is None:
+                srv.queue.drop("body_too_large", 1,
+                               f"model={self.model}: body over analysis.max_body_bytes")
+                return
+            srv.queue.offer(Exchange(
+                self.model, self.route, status, b"".join(req), b"".join(resp),
+                self.encoding.decode("latin-1"), self.up_encoding(),
+                self.request_id.decode("latin-1") if self.request_id is not None else None))
+        except Exception as exc:  # fail open
+            log.warning("handoff", "analysis hand-off failed: %s", exc)
+
+    def up_encoding(self) -> str:
+        return self.resp_encoding.decode("latin-1") if self.resp_encoding else ""
+
+
+def _lost_detail(exc: Exception | None) -> str:
+    if exc is None:
+        return "upstream connection failed: the upstream closed the connection"
+    return f"upstream connection failed: {type(exc).__name__}: {exc}"
+
+
+class _UpConn(asyncio.Protocol):
+    """One keep-alive connection to the upstream, carrying one call at a time."""
+
+    __slots__ = ("call", "chunked", "conn_tokens", "encoding", "has_id", "idle_since",
+                 "informational", "last_io", "length", "out", "parser", "parts", "pool",
+                 "read_paused", "reason", "served", "transport")
+
+    def __init__(self, pool: _Pool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.call: _Call | None = None
+        self.out: list[bytes] = []
+        self.read_paused = False
+        self.last_io = 0.0
+        self.idle_since = 0.0
+        self.served = 0  # calls this connection carried
+        self._reset()
+
+    def _reset(self) -> None:
+        self.reason = b""
+        self.parts: list[bytes] = []
+        self.conn_tokens: list[bytes] = []
+        self.length: bytes | None = None
+        self.chunked = False
+        self.encoding = b""
+        self.has_id = False
+        self.informational = False
+
+    def begin(self, call: _Call) -> None:
+        self.call = call
+        self.served += 1
+        self.last_io = perf()
+
+    def flush(self) -> None:
+        out = self.out
+        if out:
+            self.out = []
+            self.last_io = perf()
+            if self.transport is not None:
+                self.transport.writelines(out)
+
+    def pause_reading(self) -> None:
+        if not self.read_paused and self.transport is not None:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.read_paused and self.transport is not None:
+            self.read_paused = False
+            self.last_io = perf()  # time spent paused is not the upstream's silence
+            self.transport.resume_reading()
+
+    # --- transport events -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        call = self.call
+        if call is None:  # nothing was asked: a broken upstream; do not reuse
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        now = perf()
+        call.waited += now - call.wait_mark
+        self.last_io = now
+        client = call.client
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            if isinstance(exc.__context__, _HeadDone):
+                call.response_complete(False)
+            else:
+                _logger.error("proxy: response handling failed", exc_info=exc.__context__ or exc)
+                self._invalid(call, f"response handling failed: {exc.__context__ or exc}")
+        except httptools.HttpParserError as exc:
+            self._invalid(call, f"invalid response from the upstream: {exc}")
+        if self.call is call:
+            call.wait_mark = perf()
+        if client.out:
+            client.flush()
+
+    def _invalid(self, call: _Call, detail: str) -> None:
+        err = UpstreamError("reset", 502, detail)
+        if call.phase == _RESPONDING:
+            call.broke_off(err)
+        else:
+            call.fail(err)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.pool.lost(self)
+        call = self.call
+        self.call = None
+        if call is not None and call.up is self:
+            call.upstream_lost(exc)
+            call.client.flush()
+
+    def pause_writing(self) -> None:
+        call = self.call
+        if call is not None:
+            call.client.pause(_P_UPSTREAM)
+
+    def resume_writing(self) -> None:
+        call = self.call
+        if call is not None:
+            call.client.resume(_P_UPSTREAM)
+
+    # --- parser callbacks -----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._reset()
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lname = name.lower()
+        if lname in _HOP:
+            if lname == b"connection":
+                self.conn_tokens.append(value)
+            elif lname == b"transfer-encoding":
+                self.chunked = True
+            return
+        if lname == b"content-length":
+            self.length = value
+            return
+        if lname == b"content-encoding":
+            self.encoding = value
+        elif lname == self.pool.srv.id_lower:
+            self.has_id = True
+        self.parts += (name, _SEP, value, _CRLF)
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if status < 200:  # 1xx: informational, not passed on
+            self.informational = True
+            return
+        call = self.call
+        if call is None:
+            return
+        call.response_head(self, status)
+        if call.is_head:
+            raise _HeadDone
+
+    def on_body(self, data: bytes) -> None:
+        call = self.call
+        if call is not None:
+            call.response_body(data)
+
+    def on_message_complete(self) -> None:
+        if self.informational:
+            return
+        call = self.call
+        if call is not None:
+            call.response_complete(self.parser.should_keep_alive())
+
+
+class _Pool:
+    """Keep-alive connections to the upstream, at most ``limit`` open (or opening) at once;
+    calls beyond wait in line for one."""
+
+    def __init__(self, srv: FastProxy, host: str, port: int, ssl_context: ssl.SSLContext | None,
+                 limit: int, connect_timeout: float) -> None:
+        self.srv = srv
+        self.host = host
+        self.port = port
+        self.ssl = ssl_context
+        self.limit = limit
+        self.connect_timeout = connect_timeout
+        self.idle: list[_UpConn] = []  # LIFO: the warmest connection first
+        self.busy: set[_UpConn] = set()
+        self.count = 0  # open or opening
+        self.waiters: deque[_Call] = deque()
+        self.closed = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def acquire(self, call: _Call) -> None:
+        idle = self.idle
+        while idle:
+            up = idle.pop()
+            if up.transport is not None and not up.transport.is_closing():
+                self.busy.add(up)
+                call.attach(up, True)
+                return
+        if self.count < self.limit:
+            self._connect(call)
+        else:
+            self.waiters.append(call)
+
+    def _connect(self, call: _Call) -> None:
+        self.count += 1
+        task = asyncio.get_running_loop().create_task(self._open(call))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _open(self, call: _Call) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            _, up = await asyncio.wait_for(
+                loop.create_connection(lambda: _UpConn(self), self.host, self.port, ssl=self.ssl),
+                self.connect_timeout)
+        except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
+            self.count -= 1
+            if isinstance(exc, asyncio.TimeoutError):
+                err = UpstreamError("timeout", 504, "upstream did not answer in time")
+            else:
+                err = UpstreamError("connect", 502, f"cannot connect to upstream: {exc}")
+            if call.phase == _WAITING:
+                call.fail(err)
+            self._serve_waiter()
+            return
+        except asyncio.CancelledError:
+            self.count -= 1
+            raise
+        if self.closed:
+            if up.transport is not None:
+                up.transport.close()
+            return
+        if call.phase == _WAITING:
+            self.busy.add(up)
+            call.attach(up, False)
+            if up.out:
+                up.flush()
+            call.client.flush()
+        else:  # the call is gone (client hung up): keep the connection for the next one
+            self.busy.add(up)
+            self.release(up, True)
+
+    def _serve_waiter(self) -> None:
+        """A slot came free: open a connection for the first call still waiting."""
+        while self.waiters and self.count < self.limit and not self.closed:
+            call = self.waiters.popleft()
+            if call.phase == _WAITING:
+                self._connect(call)
+                return
+
+    def release(self, up: _UpConn, reusable: bool) -> None:
+        self.busy.discard(up)
+        up.call = None
+        up.out = []
+        transport = up.transport
+        if not reusable or self.closed or transport is None or transport.is_closing():
+            if transport is not None:
+                if reusable:
+                    transport.close()
+                else:
+                    transport.abort()
+            return
+        up.resume_reading()
+        while self.waiters:
+            call = self.waiters.popleft()
+            if call.phase == _WAITING:
+                self.busy.add(up)
+                call.attach(up, True)
+                if up.out:
+                    up.flush()
+                call.client.flush()
+                return
+        up.idle_since = perf()
+        self.idle.append(up)
+
+    def lost(self, up: _UpConn) -> None:
+        """An upstream connection closed (by either side)."""
+        self.count -= 1
+        self.busy.discard(up)
+        if up in self.idle:
+            self.idle.remove(up)
+        self._serve_waiter()
+
+    def sweep(self, now: float, read_timeout: float) -> None:
+        for up in list(self.busy):
+            if up.read_paused:
+                up.last_io = now
+            elif now - up.last_io > read_timeout and up.call is not None:
+                up.call.timed_out()
+        if self.idle:
+            limit = now - UPSTREAM_IDLE_SECONDS
+            for up in [u for u in self.idle if u.idle_since < limit]:
+                self.idle.remove(up)
+                if up.transport is not None:
+                    up.transport.close()
+
+    def close(self) -> None:
+        self.closed = True
+        for up in [*self.idle, *self.busy]:
+            if up.transport is not None:
+                up.transport.abort()
+        self.idle.clear()
+        for task in self._tasks:
+            task.cancel()
+        for call in self.waiters:
+            if call.phase == _WAITING:
+                call.fail(UpstreamError("connect", 502, "the proxy is shutting down"))
+        self.waiters.clear()
