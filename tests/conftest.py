@@ -219,3 +219,115 @@ async def start_sidecar(engine: str | None) -> AsyncIterator[StartSidecar]:
 @pytest.fixture
 async def proxied(upstream: TestServer, start_sidecar: StartSidecar) -> Running:
     return await start_sidecar(str(upstream.make_url("")))
+
+
+# --- raw HTTP on both sides, for what aiohttp's client and server will not produce -------------
+
+RAW_RESPONSES: dict[str, list[bytes | float | None]] = {
+    # path -> byte strings to write (a float: sleep that long); the connection closes after
+    "/close-delimited": [b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nfirst,", 0.05,
+                         b"second", None],
+    "/early-hints": [b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+                     b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"],
+    "/conn-named": [b"HTTP/1.1 200 OK\r\nConnection: X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\n"
+                    b"X-Kept: 2\r\nContent-Length: 2\r\n\r\nok"],
+    "/reason": [b"HTTP/1.1 200 Fine Thanks\r\nContent-Length: 2\r\n\r\nok"],
+    "/early-answer": [b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\n"
+                      b"too big!", None],
+    "/garbage": [b"this is not HTTP\r\n\r\n", None],
+    "/head-chunked": [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Head: yes\r\n\r\n"],  # to HEAD
+}
+
+
+class RawUpstream:
+    """A bare keep-alive HTTP/1.1 server answering RAW_RESPONSES by path (``None``: close now,
+    without reading the request body). Records every request head it reads."""
+
+    def __init__(self) -> None:
+        self.heads: list[bytes] = []
+        self.paths: list[list[str]] = []  # per connection, the paths it served
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        served: list[str] = []
+        self.paths.append(served)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                self.heads.append(head)
+                path = head.split(b" ", 2)[1].decode()
+                served.append(path)
+                steps = RAW_RESPONSES.get(path, [b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"])
+                if None not in steps:
+                    length = 0
+                    for line in head.split(b"\r\n"):
+                        if line.lower().startswith(b"content-length:"):
+                            length = int(line.split(b":")[1])
+                    await reader.readexactly(length)
+                for step in steps:
+                    if step is None:
+                        writer.close()
+                        return
+                    if isinstance(step, float):
+                        await asyncio.sleep(step)
+                    else:
+                        writer.write(step)
+                        await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+async def raw_upstream() -> AsyncIterator[RawUpstream]:
+    server = RawUpstream()
+    await server.start()
+    yield server
+    await server.close()
+
+
+@dataclass
+class RawResponse:
+    status: int
+    reason: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers if k.lower() == name.lower()), None)
+
+
+async def read_response(reader: asyncio.StreamReader, head_request: bool = False) -> RawResponse:
+    """Read one HTTP/1.x response (Content-Length, chunked or close-delimited)."""
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+    lines = head.split("\r\n")
+    _, status, reason = [*lines[0].split(" ", 2), ""][:3]
+    headers = [(k, v.strip()) for k, v in (ln.split(":", 1) for ln in lines[1:] if ln)]
+    r = RawResponse(int(status), reason, headers, b"")
+    if head_request or r.status in (204, 304) or 100 <= r.status < 200:
+        return r
+    if (r.header("Transfer-Encoding") or "").lower() == "chunked":
+        body = bytearray()
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            if size == 0:
+                await reader.readuntil(b"\r\n")
+                break
+            body += await reader.readexactly(size)
+            await reader.readexactly(2)
+        r.body = bytes(body)
+    elif r.header("Content-Length") is not None:
+        r.body = await reader.readexactly(int(r.header("Content-Length") or 0))
+    else:
+        r.body = await reader.read()
+    return r

@@ -6,10 +6,13 @@ import asyncio
 import gzip
 import json
 import os
+import re
+import socket
+import time
 
 import aiohttp
 import pytest
-from conftest import Running, StartSidecar
+from conftest import RawUpstream, Running, StartSidecar, read_response
 from modelmon.proxy import HOP_BY_HOP, forwardable
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -363,3 +366,262 @@ async def test_bodyless_inference_call_is_not_counted_as_dropped(
     await running.drain()
     assert running.sample("modelmon_analysis_dropped_records_total", {"reason": "body_too_large"}) is None
     assert running.sample("modelmon_requests_total", {"model": "m", "route": "probe", "code": "200"}) == 1
+
+
+# --- raw HTTP: what aiohttp's client cannot send or check ---------------------------------------
+
+
+async def raw_connect(running: Running) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", running.listeners.traffic_port)
+
+
+async def test_pipelined_requests_are_answered_in_order(proxied: Running) -> None:
+    reader, writer = await raw_connect(proxied)
+    body = b"pipelined body"
+    writer.write(
+        b"GET /slow?delay=0.2 HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"POST /echo/2 HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+        b"GET /status/204 HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /chunked?n=3&size=4 HTTP/1.1\r\nHost: x\r\n\r\n" % (len(body), body))
+    first = await read_response(reader)
+    second = await read_response(reader)
+    third = await read_response(reader)
+    fourth = await read_response(reader)
+    writer.close()
+    assert (first.status, json.loads(first.body)) == (200, {"slept": True})
+    seen = json.loads(second.body)
+    assert second.status == 200 and seen["path_qs"] == "/echo/2" and bytes.fromhex(seen["body_hex"]) == body
+    assert third.status == 204 and third.header("X-Code") == "204"
+    assert fourth.status == 200 and fourth.body == b"AAAABBBBCCCC"
+
+
+async def test_expect_100_continue_is_answered_by_the_proxy(proxied: Running) -> None:
+    reader, writer = await raw_connect(proxied)
+    writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+    interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
+    assert interim.startswith(b"HTTP/1.1 100 Continue")
+    writer.write(b"hello")
+    response = await read_response(reader)
+    writer.close()
+    seen = json.loads(response.body)
+    assert response.status == 200 and bytes.fromhex(seen["body_hex"]) == b"hello"
+    assert "expect" not in {k.lower() for k, _ in seen["headers"]}  # answered here, not forwarded
+
+
+async def test_http10_client_gets_a_close_delimited_stream(proxied: Running) -> None:
+    reader, writer = await raw_connect(proxied)
+    writer.write(b"GET /chunked?n=3&size=5 HTTP/1.0\r\n\r\n")
+    response = await asyncio.wait_for(read_response(reader), 5)
+    writer.close()
+    assert response.status == 200 and response.body == b"AAAAABBBBBCCCCC"
+    assert response.header("Transfer-Encoding") is None  # HTTP/1.0 has no chunked coding
+
+
+async def test_head_of_a_chunked_resource_ends_at_the_head(raw_upstream: RawUpstream,
+                                                            start_sidecar: StartSidecar) -> None:
+    running = await start_sidecar(await raw_upstream.start())
+    reader, writer = await raw_connect(running)
+    writer.write(b"HEAD /head-chunked HTTP/1.1\r\nHost: x\r\n\r\nGET /reason HTTP/1.1\r\nHost: x\r\n\r\n")
+    head = await asyncio.wait_for(read_response(reader, head_request=True), 5)
+    after = await asyncio.wait_for(read_response(reader), 5)
+    writer.close()
+    assert head.status == 200 and head.header("X-Head") == "yes"
+    assert (after.status, after.body) == (200, b"ok")  # no body was waited for; the connection stays usable
+
+
+async def test_chunked_request_body_on_an_inference_route_is_analysed(proxied: Running) -> None:
+    payload = json.dumps({"instances": [[1], [2], [3]]}).encode()
+
+    async def gen():  # type: ignore[no-untyped-def]
+        yield payload[:10]
+        yield payload[10:]
+
+    async with proxied.session.post(proxied.traffic_url + "/v1/models/m:predict", data=gen()) as resp:
+        assert resp.status == 200
+        assert await resp.json() == {"predictions": [1, 1, 1]}
+    await proxied.drain()
+    assert proxied.sample("modelmon_analysis_records_total", {"model": "m", "source": "proxy"}) == 3
+
+
+async def test_generated_request_id_on_inference_routes_only(proxied: Running) -> None:
+    async with proxied.session.post(proxied.traffic_url + "/v1/models/m:predict",
+                                    json={"instances": [[1]]}) as resp:
+        first = resp.headers.get("X-Request-ID")
+    async with proxied.session.post(proxied.traffic_url + "/v1/models/m:predict",
+                                    json={"instances": [[1]]}) as resp:
+        second = resp.headers.get("X-Request-ID")
+    assert first is not None and second is not None and first != second
+    assert re.fullmatch(r"[0-9a-f]{32}", first) and re.fullmatch(r"[0-9a-f]{32}", second)
+    async with proxied.session.post(proxied.traffic_url + "/v1/models/m:predict", json={"instances": [[1]]},
+                                    headers={"X-Request-ID": "client-id-1"}) as resp:
+        assert resp.status == 200
+        assert resp.headers.get("X-Request-ID") is None  # the client's own id is not echoed
+    async with proxied.session.get(proxied.traffic_url + "/status/200") as resp:
+        assert "X-Request-ID" not in resp.headers
+
+
+async def test_upstream_base_path_and_host_rewrite(upstream, start_sidecar: StartSidecar) -> None:  # type: ignore[no-untyped-def]
+    base = str(upstream.make_url("/echo/base")).rstrip("/")
+    running = await start_sidecar(base, upstream={"preserve_host": False})
+    async with running.session.get(running.traffic_url + "/a?b=1", headers={"Host": "client.example"}) as resp:
+        seen = await resp.json()
+    assert seen["path_qs"] == "/echo/base/a?b=1"
+    headers = {k.lower(): v for k, v in seen["headers"]}
+    assert headers["host"] == f"127.0.0.1:{upstream.port}"
+
+
+async def test_host_header_preserved_by_default(proxied: Running) -> None:
+    async with proxied.session.get(proxied.traffic_url + "/echo", headers={"Host": "client.example"}) as resp:
+        seen = await resp.json()
+    assert {k.lower(): v for k, v in seen["headers"]}["host"] == "client.example"
+
+
+async def test_upstream_connections_are_bounded(upstream, start_sidecar: StartSidecar) -> None:  # type: ignore[no-untyped-def]
+    running = await start_sidecar(str(upstream.make_url("")), upstream={"max_connections": 2})
+    start = time.perf_counter()
+
+    async def call() -> int:
+        async with aiohttp.ClientSession() as s, s.get(running.traffic_url + "/slow?delay=0.3") as resp:
+            await resp.read()
+            return resp.status
+
+    assert await asyncio.gather(*(call() for _ in range(6))) == [200] * 6
+    assert time.perf_counter() - start >= 0.85  # three waves of two
+    if running.engine == "fast":
+        assert running.listeners.fast is not None and running.listeners.fast.pool.count <= 2
+
+
+async def test_client_hanging_up_before_the_response_is_counted_as_499(proxied: Running) -> None:
+    _reader, writer = await raw_connect(proxied)
+    writer.write(b"GET /slow?delay=0.3 HTTP/1.1\r\nHost: x\r\n\r\n")
+    await writer.drain()
+    await asyncio.sleep(0.1)
+    writer.close()
+    labels = {"model": "default", "route": "other", "code": "499"}
+    for _ in range(40):
+        await asyncio.sleep(0.05)
+        if proxied.sample("modelmon_requests_total", labels):
+            break
+    assert proxied.sample("modelmon_requests_total", labels) == 1
+    assert proxied.sample("modelmon_requests_in_flight", {"model": "default"}) == 0
+    async with proxied.session.get(proxied.traffic_url + "/status/200") as resp:
+        assert resp.status == 200
+
+
+async def test_response_reason_and_connection_named_fields(raw_upstream: RawUpstream,
+                                                           start_sidecar: StartSidecar) -> None:
+    running = await start_sidecar(await raw_upstream.start())
+    async with running.session.get(running.traffic_url + "/reason") as resp:
+        assert (resp.status, resp.reason, await resp.read()) == (200, "Fine Thanks", b"ok")
+    async with running.session.get(running.traffic_url + "/conn-named") as resp:
+        assert await resp.read() == b"ok"
+        assert resp.headers.get("X-Kept") == "2"
+        assert "X-Hop" not in resp.headers and "Keep-Alive" not in resp.headers
+
+
+async def test_close_delimited_response_streams_through(raw_upstream: RawUpstream,
+                                                        start_sidecar: StartSidecar) -> None:
+    running = await start_sidecar(await raw_upstream.start())
+    for _ in range(2):  # the upstream connection is not reused; the client's is
+        async with running.session.get(running.traffic_url + "/close-delimited") as resp:
+            assert resp.status == 200
+            assert await resp.read() == b"first,second"
+    assert running.sample("modelmon_upstream_errors_total", {"model": "default", "reason": "reset"}) is None
+    assert all(served.count("/close-delimited") <= 1 for served in raw_upstream.paths)
+
+
+async def test_upstream_answering_before_reading_the_body(raw_upstream: RawUpstream,
+                                                          start_sidecar: StartSidecar) -> None:
+    running = await start_sidecar(await raw_upstream.start())
+    reader, writer = await raw_connect(running)
+    writer.write(b"POST /early-answer HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000)
+    response = await asyncio.wait_for(read_response(reader), 5)
+    assert (response.status, response.body) == (413, b"too big!")
+    writer.write(b"x" * 99000 + b"GET /reason HTTP/1.1\r\nHost: x\r\n\r\n")  # the rest, then another
+    after = await asyncio.wait_for(read_response(reader), 5)
+    writer.close()
+    assert (after.status, after.body) == (200, b"ok")
+
+
+async def test_garbage_from_the_upstream_is_a_502(raw_upstream: RawUpstream, start_sidecar: StartSidecar) -> None:
+    running = await start_sidecar(await raw_upstream.start())
+    async with running.session.get(running.traffic_url + "/garbage") as resp:
+        assert resp.status == 502
+        assert (await resp.json())["reason"] == "reset"
+    assert running.sample("modelmon_upstream_errors_total", {"model": "default", "reason": "reset"}) == 1
+
+
+# --- the fast engine's own bounds -----------------------------------------------------------
+
+
+def fast_only(running: Running) -> None:
+    if running.engine != "fast":
+        pytest.skip("fast engine internals (aiohttp answers these with its own status codes)")
+
+
+async def test_slow_reader_pauses_the_upstream_instead_of_buffering(proxied: Running) -> None:
+    fast_only(proxied)
+    assert proxied.listeners.fast is not None
+    size = 32 * 1024 * 1024
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    sock.connect(("127.0.0.1", proxied.listeners.traffic_port))
+    sock.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(b"GET /binary?size=%d HTTP/1.1\r\nHost: x\r\n\r\n" % size)
+    for _ in range(200):  # read nothing until the sidecar stops reading the upstream
+        await asyncio.sleep(0.05)
+        (client,) = proxied.listeners.fast.clients
+        call = client.active
+        if client.write_paused and call is not None and call.up is not None and call.up.read_paused:
+            break
+    else:
+        pytest.fail("the upstream was never paused for a client that reads nothing")
+    await asyncio.sleep(0.3)
+    assert client.transport is not None
+    buffered = client.transport.get_write_buffer_size()
+    assert buffered < 1024 * 1024, f"{buffered} bytes buffered for a client that reads nothing"
+    response = await asyncio.wait_for(read_response(reader), 30)
+    writer.close()
+    assert len(response.body) == size and response.body[:251] == bytes(range(251))
+
+
+async def test_oversized_request_heads_are_refused(proxied: Running) -> None:
+    fast_only(proxied)
+    for request, status in (
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 9000 + b"\r\n\r\n", 431),
+        (b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(200)) + b"\r\n", 431),
+        (b"NOT HTTP AT ALL\r\n\r\n", 400),
+    ):
+        reader, writer = await raw_connect(proxied)
+        writer.write(request)
+        response = await asyncio.wait_for(read_response(reader), 5)
+        assert response.status == status
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # and the connection is closed
+        writer.close()
+    async with proxied.session.get(proxied.traffic_url + "/status/200") as resp:
+        assert resp.status == 200
+
+
+async def test_informational_responses_are_not_passed_on(raw_upstream: RawUpstream,
+                                                         start_sidecar: StartSidecar) -> None:
+    running = await start_sidecar(await raw_upstream.start())
+    fast_only(running)
+    reader, writer = await raw_connect(running)
+    writer.write(b"GET /early-hints HTTP/1.1\r\nHost: x\r\n\r\n")
+    response = await asyncio.wait_for(read_response(reader), 5)
+    writer.close()
+    assert (response.status, response.body) == (200, b"ok")
+
+
+async def test_idle_client_connections_are_closed_on_shutdown(proxied: Running) -> None:
+    fast_only(proxied)
+    reader, writer = await raw_connect(proxied)
+    writer.write(b"GET /status/200 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (await read_response(reader)).status == 200
+    start = time.perf_counter()
+    await proxied.listeners.stop()
+    assert time.perf_counter() - start < 1  # nothing in flight: no grace period to wait out
+    assert await asyncio.wait_for(reader.read(), 2) == b""
+    writer.close()

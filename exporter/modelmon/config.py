@@ -115,7 +115,7 @@ class ProxyConfig:
     routes: tuple[RouteConfig, ...] = ()
     # "fast": the built-in asyncio/llhttp proxy; "aiohttp": the proxy on aiohttp's server and
     # client (same behaviour, several times the CPU per request).
-    engine: str = "aiohttp"
+    engine: str = "fast"
 
     def validate(self, path: str) -> None:
         if self.engine not in PROXY_ENGINES:

@@ -267,7 +267,7 @@ class _ClientConn(asyncio.Protocol):
 
     __slots__ = ("active", "closing", "head_size", "idle_since", "in_feed", "lost", "nheaders",
                  "out", "parser", "parsing", "paused", "pending_reject", "srv", "transport",
-                 "waiting", "write_paused")
+                 "version", "waiting", "write_paused")
 
     def __init__(self, srv: FastProxy) -> None:
         self.srv = srv
@@ -286,6 +286,7 @@ class _ClientConn(asyncio.Protocol):
         self.pending_reject: bytes | None = None
         self.head_size = 0
         self.nheaders = 0
+        self.version: str | None = None  # HTTP version of the connection's first request
 
     # --- transport events ----------------------------------------------------------------------
 
@@ -324,11 +325,7 @@ class _ClientConn(asyncio.Protocol):
             self.flush()
 
     def eof_received(self) -> bool:
-        # A half-closed client may still wait for its answer.
-        if self.active is not None or self.waiting:
-            self.closing = True
-            return True
-        return False
+        return False  # a client that closes its side has hung up (nginx: 499)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -370,7 +367,7 @@ class _ClientConn(asyncio.Protocol):
         if out:
             self.out = []
             if not self.lost and self.transport is not None:
-                self.transport.writelines(out)
+                self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def idle(self) -> bool:
         return self.active is None and not self.waiting
@@ -551,7 +548,10 @@ class _Call:
         """The request head is complete."""
         self.method = parser.get_method()
         self.is_head = self.method == b"HEAD"
-        self.http10 = parser.get_http_version() == "1.0"
+        client = self.client
+        if client.version is None:  # formatted by httptools on each call: ask once per connection
+            client.version = parser.get_http_version()
+        self.http10 = client.version == "1.0"
         self.keep_alive = parser.should_keep_alive()
         if self.chunked:
             self.has_body = True
@@ -560,7 +560,7 @@ class _Call:
                 self.has_body = int(self.length) > 0
             except ValueError:  # pragma: no cover - llhttp rejects invalid lengths
                 self.has_body = False
-        srv = self.client.srv
+        srv = client.srv
         try:
             match = srv.match(self.target)
             self.model = srv.models.label(match.model)
@@ -893,7 +893,7 @@ class _UpConn(asyncio.Protocol):
             self.out = []
             self.last_io = perf()
             if self.transport is not None:
-                self.transport.writelines(out)
+                self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def pause_reading(self) -> None:
         if not self.read_paused and self.transport is not None:

@@ -6,6 +6,7 @@ Run it from the repository root::
     .venv/bin/python tests/bench/bench_proxy.py --quick    # short run, under a minute
     .venv/bin/python tests/bench/bench_proxy.py --json figures.json
     .venv/bin/python tests/bench/bench_proxy.py --baseline # also a bare aiohttp proxy (+40%)
+    .venv/bin/python tests/bench/bench_proxy.py --engine aiohttp  # the sidecar's aiohttp engine
 
 Not a pytest test (pytest only collects ``test_*.py``). Needs ``wrk`` on PATH
 (Debian: ``apt-get install wrk``) and the venv's ``modelmon`` command.
@@ -18,7 +19,8 @@ process:
   0.04 CPU-seconds per 1000 requests, so whatever is measured through the sidecar is the
   sidecar's cost;
 - **sidecar**: ``modelmon serve --upstream http://127.0.0.1:<port> ... --log-level warning``
-  with the built-in defaults;
+  with the built-in defaults, and the proxy engine ``--engine`` chooses (``proxy.engine``,
+  default ``fast``);
 - **load generator** (this file, ``--role loadgen``): open loop at a fixed rate over 16
   persistent keep-alive connections, raw asyncio protocol on uvloop. Request *i* is due at
   ``t0 + i / rate`` whether or not earlier ones were answered (a request due while all
@@ -457,12 +459,14 @@ def free_ports(n: int) -> list[int]:
 class Child:
     """A server child process whose output goes to a log file (shown if it fails)."""
 
-    def __init__(self, name: str, argv: list[str], logdir: Path) -> None:
+    def __init__(self, name: str, argv: list[str], logdir: Path,
+                 env: dict[str, str] | None = None) -> None:
         self.name = name
         self.log_path = logdir / f"{name}.log"
         self._log = self.log_path.open("wb")
         self.popen = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL)
+                                      stdin=subprocess.DEVNULL,
+                                      env={**os.environ, **env} if env else None)
         self.ps = psutil.Process(self.popen.pid)
 
     def check_alive(self) -> None:
@@ -636,6 +640,7 @@ class TargetFigures:
 class Figures:
     mode: str
     plan: dict[str, Any]
+    engine: str = "fast"  # the sidecar's proxy.engine
     direct_p50_ms: float = math.nan
     direct_p99_ms: float = math.nan
     sidecar_p50_ms: float = math.nan
@@ -720,9 +725,10 @@ def find_tools() -> tuple[str, Path]:
     return wrk, modelmon
 
 
-def run_benchmark(plan: Plan, mode: str, logdir: Path, baseline: bool) -> Figures:
+def run_benchmark(plan: Plan, mode: str, logdir: Path, baseline: bool,
+                  engine: str = "fast") -> Figures:
     wrk, modelmon = find_tools()
-    figs = Figures(mode=mode, plan=asdict(plan))
+    figs = Figures(mode=mode, plan=asdict(plan), engine=engine)
     failures = figs.correctness_failures
     up_port, traffic_port, admin_port, base_port = free_ports(4)
     lua = logdir / "post.lua"
@@ -736,7 +742,7 @@ def run_benchmark(plan: Plan, mode: str, logdir: Path, baseline: bool) -> Figure
         sidecar = Child("sidecar", [
             str(modelmon), "serve", "--upstream", f"http://{HOST}:{up_port}", "--host", HOST,
             "--traffic-port", str(traffic_port), "--admin-port", str(admin_port),
-            "--log-level", "warning"], logdir)
+            "--log-level", "warning"], logdir, env={"MODELMON_PROXY__ENGINE": engine})
         children.append(sidecar)
         wait_for("sidecar", lambda: not_ready(admin_port, "/readyz"), sidecar)
         wait_for("sidecar traffic port", lambda: port_closed(traffic_port), sidecar)
@@ -755,7 +761,8 @@ def run_benchmark(plan: Plan, mode: str, logdir: Path, baseline: bool) -> Figure
         rss_samples = [figs.sidecar_rss_start_mb]
         sent_via_sidecar = 0
         print(f"[bench] upstream :{up_port}  sidecar :{traffic_port} (admin :{admin_port})"
-              + (f"  baseline :{base_port}" if baseline else "") + f"  mode={mode}", flush=True)
+              + (f"  baseline :{base_port}" if baseline else "") + f"  mode={mode} engine={engine}",
+              flush=True)
 
         def fixed_rate(target: str, seconds: float) -> LoadResult:
             result = run_loadgen(procs[target][1], target, plan.rate, seconds,
@@ -909,7 +916,7 @@ def render(f: Figures) -> str:
 
     lines = [
         "",
-        f"modelmon proxy benchmark ({f.mode}; loopback, {os.cpu_count()} CPUs; medians of "
+        f"modelmon proxy benchmark ({f.mode}; {f.engine} engine; loopback, {os.cpu_count()} CPUs; medians of "
         f"{f.plan['latency_rounds']} fixed-rate and {f.plan['wrk_rounds']} wrk rounds)",
         "",
         f"{'':30s}{cols}",
@@ -982,6 +989,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="Benchmark of the modelmon proxy against a fast upstream (see module docstring).")
     p.add_argument("--quick", action="store_true", help="short run (under a minute)")
     p.add_argument("--json", metavar="FILE", help="also write the figures to FILE as JSON")
+    p.add_argument("--engine", choices=["fast", "aiohttp"], default="fast",
+                   help="the sidecar's proxy engine (proxy.engine; default fast)")
     p.add_argument("--baseline", action="store_true",
                    help="also measure a bare aiohttp proxy, to tell aiohttp's cost from modelmon's")
     # internal: the child processes are this same file in another role
@@ -1020,7 +1029,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench_proxy.") as tmp:
         try:
-            figs = run_benchmark(plan, mode, Path(tmp), args.baseline)
+            figs = run_benchmark(plan, mode, Path(tmp), args.baseline, args.engine)
         except BenchError as exc:
             print(f"bench_proxy: {exc}", file=sys.stderr)
             return 1
