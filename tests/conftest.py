@@ -223,7 +223,7 @@ async def proxied(upstream: TestServer, start_sidecar: StartSidecar) -> Running:
 
 # --- raw HTTP on both sides, for what aiohttp's client and server will not produce -------------
 
-RAW_RESPONSES: dict[str, list[bytes | float | None]] = {
+RAW_RESPONSES: dict[str, list[bytes | float | str | None]] = {
     # path -> byte strings to write (a float: sleep that long); the connection closes after
     "/close-delimited": [b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nfirst,", 0.05,
                          b"second", None],
@@ -235,6 +235,9 @@ RAW_RESPONSES: dict[str, list[bytes | float | None]] = {
     "/early-answer": [b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\n"
                       b"too big!", None],
     "/garbage": [b"this is not HTTP\r\n\r\n", None],
+    # answers, then drops the next request on the same connection unanswered (an idle timeout
+    # racing with the request); "drop" is handled in RawUpstream._serve
+    "/then-drop": [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", "drop"],
     "/head-chunked": [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Head: yes\r\n\r\n"],  # to HEAD
 }
 
@@ -260,12 +263,15 @@ class RawUpstream:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         served: list[str] = []
         self.paths.append(served)
+        drop = False
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 self.heads.append(head)
                 path = head.split(b" ", 2)[1].decode()
                 served.append(path)
+                if drop:
+                    return
                 steps = RAW_RESPONSES.get(path, [b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"])
                 if None not in steps:
                     length = 0
@@ -277,9 +283,11 @@ class RawUpstream:
                     if step is None:
                         writer.close()
                         return
-                    if isinstance(step, float):
+                    if step == "drop":
+                        drop = True
+                    elif isinstance(step, float):
                         await asyncio.sleep(step)
-                    else:
+                    elif isinstance(step, bytes):
                         writer.write(step)
                         await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):

@@ -543,6 +543,22 @@ async def test_upstream_answering_before_reading_the_body(raw_upstream: RawUpstr
     assert (after.status, after.body) == (200, b"ok")
 
 
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_request_on_a_pooled_connection_the_upstream_just_closed_is_sent_again(
+    raw_upstream: RawUpstream, start_sidecar: StartSidecar, method: str
+) -> None:
+    running = await start_sidecar(await raw_upstream.start())
+    if running.engine == "aiohttp":
+        pytest.skip("the aiohttp engine answers 502 (its client does not send it again)")
+    async with running.session.get(running.traffic_url + "/then-drop") as resp:
+        assert (resp.status, await resp.read()) == (200, b"ok")
+    async with running.session.request(method, running.traffic_url + "/reason", data=b"x" * 1000) as resp:
+        assert (resp.status, await resp.read()) == (200, b"ok")
+    assert running.sample("modelmon_upstream_errors_total", {"model": "default", "reason": "reset"}) is None
+    served = [paths for paths in raw_upstream.paths if "/then-drop" in paths or "/reason" in paths]
+    assert served == [["/then-drop", "/reason"], ["/reason"]]  # dropped there, answered on a new one
+
+
 async def test_garbage_from_the_upstream_is_a_502(raw_upstream: RawUpstream, start_sidecar: StartSidecar) -> None:
     running = await start_sidecar(await raw_upstream.start())
     async with running.session.get(running.traffic_url + "/garbage") as resp:

@@ -55,7 +55,10 @@ MAX_HEAD_SIZE = 64 * 1024  # all header fields together -> 431
 BODY_BUFFER = 256 * 1024
 # Idle keep-alive connections are closed after this long (aiohttp's server and client defaults).
 CLIENT_IDLE_SECONDS = 75.0
-UPSTREAM_IDLE_SECONDS = 15.0
+UPSTREAM_IDLE_SECONDS = 4.0  # below common keep-alive timeouts of model servers (uvicorn: 5 s)
+# A request whose reused upstream connection turns out closed before any byte of the answer is
+# sent again once on another connection, if it is small enough to have been kept (Go's rule).
+REPLAY_LIMIT = 64 * 1024
 ROUTE_CACHE_SIZE = 4096
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -498,10 +501,10 @@ class _Call:
     __slots__ = (
         "analyse", "chunked", "client", "conn_tokens", "encoding", "expect", "extra_id",
         "has_body", "has_host", "head", "http10", "is_head", "keep_alive", "length", "method",
-        "model", "parts", "pending", "pending_size", "phase", "req_copy", "req_copy_size",
-        "req_done", "request_id", "resp_copy", "resp_copy_size", "resp_encoding", "resp_eof",
-        "resp_mode",
-        "route", "status", "t0", "target", "up", "wait_mark", "waited",
+        "model", "parts", "pending", "pending_size", "phase", "replay", "replay_size",
+        "req_copy", "req_copy_size", "req_done", "request_id", "resp_copy", "resp_copy_size",
+        "resp_encoding", "resp_eof", "resp_mode", "retried", "route", "status", "t0", "target",
+        "up", "wait_mark", "waited",
     )
 
     def __init__(self, client: _ClientConn) -> None:
@@ -525,6 +528,9 @@ class _Call:
         self.req_done = False
         self.pending: list[bytes] = []  # framed body bytes not yet sent upstream
         self.pending_size = 0
+        self.replay: list[bytes] | None = None  # all sent so far on a reused connection
+        self.replay_size = 0
+        self.retried = False
         self.req_copy: list[bytes] | None = None
         self.req_copy_size = 0
         self.resp_copy: list[bytes] | None = None
@@ -625,6 +631,12 @@ class _Call:
         if up is not None:
             if self.phase == _SENDING:
                 up.out.append(data)
+                replay = self.replay
+                if replay is not None:
+                    replay.append(data)
+                    self.replay_size += len(data)
+                    if self.replay_size > REPLAY_LIMIT:
+                        self.replay = None
                 if not self.client.in_feed:
                     up.flush()
             # _RESPONDING: the upstream answered before reading the whole body; drop the rest
@@ -640,6 +652,10 @@ class _Call:
         self.phase = _SENDING
         up.begin(self)
         up.out.append(self.head)
+        size = len(self.head) + self.pending_size
+        if reused and not self.retried and size <= REPLAY_LIMIT:
+            self.replay = [self.head, *self.pending]
+            self.replay_size = size
         if self.pending:
             up.out += self.pending
             self.pending = []
@@ -656,6 +672,7 @@ class _Call:
     def response_head(self, up: _UpConn, status: int) -> None:
         self.status = status
         self.phase = _RESPONDING
+        self.replay = None
         client = self.client
         parts = up.parts
         if up.conn_tokens:
@@ -758,7 +775,18 @@ class _Call:
         except Exception:  # pragma: no cover - fail open
             pass
 
-    def upstream_lost(self, exc: Exception | None) -> None:
+    def upstream_lost(self, exc: Exception | None, nothing_received: bool) -> None:
+        if (self.phase == _SENDING and nothing_received and self.replay is not None
+                and not self.client.lost):
+            # Most likely the upstream closed the idle connection as we reused it: again, once.
+            self.retried = True
+            self.up = None
+            self.phase = _WAITING
+            self.pending, self.pending_size = self.replay, self.replay_size
+            self.replay = None
+            self.client.srv.pool.acquire(self)
+            return
+        self.replay = None
         if self.phase == _RESPONDING:
             if exc is None and self.resp_eof:  # a close-delimited body ends with the connection
                 self.response_complete(False)
@@ -858,7 +886,7 @@ class _UpConn(asyncio.Protocol):
 
     __slots__ = ("call", "chunked", "conn_tokens", "encoding", "has_id", "idle_since",
                  "informational", "last_io", "length", "out", "parser", "parts", "pool",
-                 "read_paused", "reason", "served", "transport")
+                 "read_paused", "reason", "received", "served", "transport")
 
     def __init__(self, pool: _Pool) -> None:
         self.pool = pool
@@ -870,6 +898,7 @@ class _UpConn(asyncio.Protocol):
         self.last_io = 0.0
         self.idle_since = 0.0
         self.served = 0  # calls this connection carried
+        self.received = 0  # bytes received for the current call
         self._reset()
 
     def _reset(self) -> None:
@@ -885,6 +914,7 @@ class _UpConn(asyncio.Protocol):
     def begin(self, call: _Call) -> None:
         self.call = call
         self.served += 1
+        self.received = 0
         self.last_io = perf()
 
     def flush(self) -> None:
@@ -920,6 +950,7 @@ class _UpConn(asyncio.Protocol):
         now = perf()
         call.waited += now - call.wait_mark
         self.last_io = now
+        self.received += len(data)
         client = call.client
         try:
             self.parser.feed_data(data)
@@ -951,7 +982,7 @@ class _UpConn(asyncio.Protocol):
         call = self.call
         self.call = None
         if call is not None and call.up is self:
-            call.upstream_lost(exc)
+            call.upstream_lost(exc, self.received == 0)
             call.client.flush()
 
     def pause_writing(self) -> None:
