@@ -395,6 +395,18 @@ async def test_pipelined_requests_are_answered_in_order(proxied: Running) -> Non
     assert fourth.status == 200 and fourth.body == b"AAAABBBBCCCC"
 
 
+async def test_connection_close_ends_the_connection_after_its_response(proxied: Running) -> None:
+    if proxied.engine == "aiohttp":
+        pytest.skip("aiohttp refuses the whole connection with a 400 (data after Connection: close)")
+    reader, writer = await raw_connect(proxied)
+    writer.write(b"GET /status/200 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                 b"GET /status/201 HTTP/1.1\r\nHost: x\r\n\r\n")
+    response = await asyncio.wait_for(read_response(reader), 5)
+    assert response.status == 200 and (response.header("Connection") or "").lower() == "close"
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # closed; the request after is not answered
+    writer.close()
+
+
 async def test_expect_100_continue_is_answered_by_the_proxy(proxied: Running) -> None:
     reader, writer = await raw_connect(proxied)
     writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")

@@ -404,6 +404,9 @@ class _ClientConn(asyncio.Protocol):
         self.active = None
         if self.lost:
             return
+        if not call.keep_alive:  # the client asked to close after this one: nothing more
+            self.waiting.clear()
+            self.pending_reject = None
         if self.closing or self.srv.closing:
             if self.pending_reject is not None and not self.waiting:
                 self.out.append(self.pending_reject)
