@@ -23,13 +23,16 @@ ENGINES = ("fast", "aiohttp")
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "engines: run the module's sidecar tests against every proxy engine")
+    config.addinivalue_line(
+        "markers", "only_engine(name): this test is about one engine's own behaviour")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Tests in modules marked ``pytest.mark.engines`` that start a sidecar run once per
     proxy engine (``proxy.engine``); elsewhere the configured default engine serves."""
     if metafunc.definition.get_closest_marker("engines") and "engine" in metafunc.fixturenames:
-        metafunc.parametrize("engine", ENGINES, indirect=True)
+        only = metafunc.definition.get_closest_marker("only_engine")
+        metafunc.parametrize("engine", only.args if only else ENGINES, indirect=True)
 
 
 @pytest.fixture
