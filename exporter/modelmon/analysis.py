@@ -71,11 +71,11 @@ class Analysis:
         drift = None
         if profile is not None:
             from .drift.engine import ModelDrift
-            from .drift.service import cap_categories, settings_from
+            from .drift.service import cap_categories
 
             limits = self.config.limits
             drift = ModelDrift(model.name, cap_categories(profile, limits.max_categories),
-                               settings_from(self.config.drift), limits.max_features, self._clock)
+                               self.config.drift, limits.max_features, self._clock)
             if drift.dropped_features:
                 log.warning("model %s: monitoring the first %d of %d profile features "
                             "(limits.max_features)", model.name, len(drift.features),

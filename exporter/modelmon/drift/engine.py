@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from ..config import DriftConfig
 from ..profile import CategoricalFeature, Feature, NumericFeature, Profile
 from . import stats
 from .columns import QUALITY_KINDS, Batch, Q, category_codes, numeric_values
@@ -32,15 +33,9 @@ DISTANCE_METHODS = ("psi", "jensen_shannon", "hellinger", "wasserstein")
 METHODS = TEST_METHODS + DISTANCE_METHODS
 
 
-@dataclass(frozen=True)
-class DriftSettings:
-    window_seconds: float = 3600.0
-    sub_windows: int = 12
-    min_samples: int = 100
-    numeric_method: str = "auto"
-    numeric_threshold: float = 0.005
-    categorical_method: str = "auto"
-    categorical_threshold: float = 0.005
+# The engine reads the ``drift`` section of the configuration as it is (one definition of
+# its keys and defaults); the name says what the engine uses it for.
+DriftSettings = DriftConfig
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,9 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from .. import catalogue as cat
-from ..config import DriftConfig
 from ..profile import OTHER, CategoricalFeature, NumericFeature, Profile
 from .columns import QUALITY_KINDS
-from .engine import DriftSettings, ModelDrift
+from .engine import ModelDrift
 
 log = logging.getLogger("modelmon.drift")
 
@@ -31,12 +30,6 @@ def cap_categories(profile: Profile, max_categories: int) -> Profile:
                         counts=(*kept, sum(f.counts) - sum(kept)))
         features.append(f)
     return replace(profile, features=tuple(features))
-
-
-def settings_from(config: DriftConfig) -> DriftSettings:
-    return DriftSettings(config.window_seconds, config.sub_windows, config.min_samples,
-                         config.numeric_method, config.numeric_threshold, config.categorical_method,
-                         config.categorical_threshold)
 
 
 class DriftCollector(Collector):
