@@ -179,6 +179,9 @@ class Analysis:
             self.model(prediction[0]).performance.joined(prediction, label, self._clock())
         return outcome
 
+    def count_invalid_labels(self, count: int) -> None:
+        self.label_stats.received[("invalid",)] += count
+
     def expire(self) -> None:
         self.buffer.expire()
 

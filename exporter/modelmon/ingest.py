@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol
 
 import orjson
@@ -123,6 +123,22 @@ def parse_batch(body: bytes, ndjson: bool, key: str = "records"
 class Labels(Protocol):
     def receive_label(self, key: str, label: Any) -> str: ...
 
+    def count_invalid_labels(self, count: int) -> None: ...
+
+
+def valid_items(items: list[Any], errors: list[dict[str, Any]],
+                validate: Callable[[Any], str | None]) -> Iterator[Any]:
+    """The items that parsed and validate; the others are added to ``errors`` with their index."""
+    failed = {e["index"] for e in errors}
+    for index, item in enumerate(items):
+        if index in failed:
+            continue
+        reason = validate(item)
+        if reason is not None:
+            errors.append({"index": index, "error": reason})
+            continue
+        yield item
+
 
 class IngestEndpoints:
     """``POST /v1/records`` and ``POST /v1/labels`` on the admin port."""
@@ -171,19 +187,12 @@ class IngestEndpoints:
 
     async def _labels_batch(self, request: web.Request) -> web.Response:
         items, _, errors = await self._read_batch(request, "labels")
-        failed = {e["index"] for e in errors}
         outcomes: dict[str, int] = {"joined": 0, "unmatched": 0, "duplicate": 0}
-        for index, item in enumerate(items):
-            if index in failed:
-                continue
-            reason = validate_label(item)
-            if reason is not None:
-                errors.append({"index": index, "error": reason})
-                continue
+        for item in valid_items(items, errors, validate_label):
             outcome = self._labels.receive_label(str(item["id"]), item["label"])
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
         if errors:
-            self._invalid_labels(len(errors))
+            self._labels.count_invalid_labels(len(errors))
         errors.sort(key=lambda e: e["index"])
         accepted = sum(outcomes.values())
         result: dict[str, Any] = {**outcomes, "rejected": len(errors), "errors": errors[:MAX_ERRORS_REPORTED]}
@@ -192,23 +201,11 @@ class IngestEndpoints:
             return web.json_response(result, status=400)
         return web.json_response(result, status=202)
 
-    def _invalid_labels(self, count: int) -> None:
-        receive = getattr(self._labels, "label_stats", None)
-        if receive is not None:
-            receive.received[("invalid",)] += count
-
     async def _records(self, request: web.Request) -> web.Response:
         records, batch_model, errors = await self._read_batch(request, "records")
         default = batch_model or request.query.get("model")
         by_model: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        failed = {e["index"] for e in errors}
-        for index, record in enumerate(records):
-            if index in failed:
-                continue
-            reason = validate_record(record)
-            if reason is not None:
-                errors.append({"index": index, "error": reason})
-                continue
+        for record in valid_items(records, errors, validate_record):
             by_model[self._models.label(record.get("model") or default)].append(record)
         accepted = sum(len(v) for v in by_model.values())
         if errors:
