@@ -1,9 +1,9 @@
 """The analysis pipeline: a bounded queue between the request path and the analysers.
 
 The proxy and the push API only ever call :meth:`AnalysisQueue.offer`, which never blocks:
-when the queue is full the item is dropped and counted. A single worker task drains the
-queue in micro-batches and hands items to the analysers; an analyser that raises is counted
-and logged, and the worker carries on.
+when the queue is full the item is dropped and counted. The queue is drained in micro-batches
+by callbacks on the event loop, which hand items to the analysers; an analyser that raises is
+counted and logged, and the drain carries on.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import json
 import logging
 import time
 import zlib
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -92,25 +93,37 @@ class PipelineStats:
 
 
 class AnalysisQueue:
+    """A bounded FIFO drained on the event loop between I/O callbacks.
+
+    A deque and one scheduled callback instead of ``asyncio.Queue`` and a task: handing an item
+    over costs an append and, when the queue was empty, one ``call_soon`` — no future to resolve
+    and no task to wake per item, which at 1000 requests/s is a fifth of the sidecar's CPU.
+    """
+
     def __init__(self, maxsize: int, stats: PipelineStats, max_body_bytes: int) -> None:
-        self._queue: asyncio.Queue[Item] = asyncio.Queue(maxsize)
+        self._items: deque[Item] = deque()
+        self._maxsize = maxsize
         self.stats = stats
         self._limit = max_body_bytes
+        self._analysers: Sequence[Analyser] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drain_handle: asyncio.Handle | None = None
 
     @property
     def capacity(self) -> int:
-        return self._queue.maxsize
+        return self._maxsize
 
     def depth(self) -> int:
-        return self._queue.qsize()
+        return len(self._items)
 
     def offer(self, item: Item, records: int = 1) -> bool:
         """Enqueue without waiting; on a full queue drop the item, count it and return False."""
-        try:
-            self._queue.put_nowait(item)
-        except asyncio.QueueFull:
+        if len(self._items) >= self._maxsize:
             self.drop("queue_full", records, "analysis queue full")
             return False
+        self._items.append(item)
+        if self._drain_handle is None and self._loop is not None:
+            self._drain_handle = self._loop.call_soon(self._drain)
         return True
 
     def drop(self, reason: str, records: int, detail: str) -> None:
@@ -118,20 +131,34 @@ class AnalysisQueue:
         log.warning(reason, "record(s) not analysed: %s: %s", reason, detail)
 
     async def run_worker(self, analysers: Sequence[Analyser]) -> None:
-        """Drain the queue forever (cancel to stop)."""
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < MAX_BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            for item in batch:
-                self._analyse(item, analysers)
-            # Give the proxy a turn between micro-batches.
-            await asyncio.sleep(0)
+        """Analyse queued items until cancelled."""
+        self._analysers = analysers
+        self._loop = asyncio.get_running_loop()
+        if self._items:
+            self._drain_handle = self._loop.call_soon(self._drain)
+        try:
+            await self._loop.create_future()  # resolved never: the drain callbacks do the work
+        finally:
+            if self._drain_handle is not None:
+                self._drain_handle.cancel()
+            self._drain_handle = self._loop = self._analysers = None
+
+    def _drain(self) -> None:
+        # At most MAX_BATCH items per turn, so a burst never holds up the proxy for long.
+        self._drain_handle = None
+        analysers = self._analysers
+        if analysers is None:
+            return
+        items = self._items
+        for _ in range(min(len(items), MAX_BATCH)):
+            self._analyse(items.popleft(), analysers)
+        if items and self._loop is not None:
+            self._drain_handle = self._loop.call_soon(self._drain)
 
     async def join(self, timeout: float) -> None:
         """Wait until the queue is empty (for shutdown and tests)."""
         deadline = time.monotonic() + timeout
-        while not self._queue.empty() and time.monotonic() < deadline:
+        while self._items and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
 
     def _analyse(self, item: Item, analysers: Sequence[Analyser]) -> None:
