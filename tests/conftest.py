@@ -177,6 +177,8 @@ class Running:
     async def drain(self) -> None:
         await self.sidecar.queue.join(timeout=5)
         await asyncio.sleep(0.01)
+        for monitor in self.sidecar.analysis.drift_models.values():
+            monitor.flush()  # as a scrape or the drift schedule would
 
 
 StartSidecar = Callable[..., Awaitable[Running]]

@@ -6,8 +6,10 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from modelmon.drift.columns import QUALITY_KINDS, Batch
-from modelmon.drift.engine import DriftSettings, ModelDrift
+from modelmon.drift.engine import FLUSH_ROWS, DriftSettings, ModelDrift
 from modelmon.drift.window import SlidingCounts
 from modelmon.profile import Profile, categorical_feature, numeric_feature
 
@@ -149,3 +151,59 @@ def test_ingest_of_matrices_is_vectorised_and_exact() -> None:
                                minlength=len(f.counts))
         np.testing.assert_array_equal(m.cumulative_bins(i), expected)
     np.testing.assert_allclose(m.value_sums, x.sum(axis=0))
+
+
+# --- queued rows: add() + flush() bins exactly what observe() of each batch would ------------
+
+_value = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True, width=64), st.integers(-10, 10), st.booleans(),
+    st.none(), st.sampled_from(["red", "green", "blue", "purple", ""]), st.just([1.0, 2.0]))
+
+
+@st.composite
+def batches(draw: st.DrawFn) -> Batch:
+    rows = draw(st.integers(0, 6))
+    batch = Batch(rows)
+    for name in ("x", "colour", "score", "unknown"):
+        kind = draw(st.sampled_from(["list", "array", "absent", "missing"]))
+        if kind == "missing" or rows == 0:
+            continue
+        if kind == "absent":
+            batch.absent[name] = rows
+            continue
+        present = draw(st.integers(0, rows))
+        if kind == "array":
+            batch.columns[name] = np.asarray(draw(st.lists(st.floats(-5, 5), min_size=present,
+                                                           max_size=present)))
+        else:
+            batch.columns[name] = draw(st.lists(_value, min_size=present, max_size=present))
+        if rows - present:
+            batch.absent[name] = rows - present
+    return batch
+
+
+@given(st.lists(batches(), max_size=12))
+@settings(max_examples=150, deadline=None)
+def test_queued_batches_bin_exactly_like_batch_by_batch(items: list[Batch]) -> None:
+    one_by_one = ModelDrift("m", make_profile(), DriftSettings(), 100, Clock())
+    queued = ModelDrift("m", make_profile(), DriftSettings(), 100, Clock())
+    for batch in items:
+        one_by_one.observe(batch)
+        queued.add(batch)
+    queued.flush()
+    np.testing.assert_array_equal(queued.bins.total, one_by_one.bins.total)
+    np.testing.assert_array_equal(queued.quality.total, one_by_one.quality.total)
+    np.testing.assert_array_equal(queued.rows.total, one_by_one.rows.total)
+    np.testing.assert_allclose(queued.value_sums, one_by_one.value_sums)
+
+
+def test_rows_are_binned_once_enough_are_queued_or_when_scored() -> None:
+    m = ModelDrift("m", make_profile(), DriftSettings(), 100, Clock())
+    for _ in range(FLUSH_ROWS - 1):
+        m.add(Batch(1, columns={"x": [0.5]}))
+    assert m.rows.total.sum() == 0  # still queued
+    m.add(Batch(1, columns={"x": [0.5]}))
+    assert m.rows.total[m.position["x"]] == FLUSH_ROWS
+    m.add(Batch(1, columns={"x": [0.5]}))
+    m.compute()  # scoring sees every row added before it
+    assert m.rows.total[m.position["x"]] == FLUSH_ROWS + 1

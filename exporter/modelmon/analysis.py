@@ -118,7 +118,7 @@ class Analysis:
         if m.drift is not None:
             batch = m.mapper.batch(ex, outputs)
             errors = batch.schema_errors
-            m.drift.observe(batch)
+            m.drift.add(batch)
         for reason, count in errors.items():
             self.payload_errors[(decoded.model, reason)] += count
         self._hold_predictions(decoded, m, ex, outputs)

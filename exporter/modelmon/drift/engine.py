@@ -1,8 +1,11 @@
 """The streaming drift and data-quality engine for one model.
 
-``observe`` runs in the analysis worker for every micro-batch: it classifies values, bins them
-into the reference bins (one ``searchsorted`` per feature and one ``bincount`` for the batch)
-and adds the counts to a sliding window and to cumulative totals. ``compute`` runs on a
+``add`` runs in the analysis worker for every request and only queues its rows; once
+``FLUSH_ROWS`` rows are waiting (or before scoring or a scrape reads the counts) ``observe``
+takes them all at once: it classifies values, bins them into the reference bins (one
+``searchsorted`` per feature and one ``bincount`` for the batch) and adds the counts to a
+sliding window and to cumulative totals. NumPy's cost is per call, not per value, so this turns
+~200 us per single-row request (16 features) into a few us. ``compute`` runs on a
 schedule, off the request path, and scores every feature against the reference at once.
 
 Default verdict ("auto"): for numeric features, a binned chi-square test of homogeneity
@@ -25,12 +28,15 @@ from numpy.typing import NDArray
 from ..config import DriftConfig
 from ..profile import CategoricalFeature, Feature, NumericFeature, Profile
 from . import stats
-from .columns import QUALITY_KINDS, Batch, Q, category_codes, numeric_values
+from .columns import QUALITY_KINDS, Batch, Q, category_codes, merge_batches, numeric_values
 from .window import SlidingCounts
 
 TEST_METHODS = ("auto", "chi2", "ks")
 DISTANCE_METHODS = ("psi", "jensen_shannon", "hellinger", "wasserstein")
 METHODS = TEST_METHODS + DISTANCE_METHODS
+# Rows queued before they are binned: large enough to amortise NumPy's per-call overhead, small
+# enough that one flush (~1 ms for 16 features) does not hold up the proxy noticeably.
+FLUSH_ROWS = 256
 
 
 # The engine reads the ``drift`` section of the configuration as it is (one definition of
@@ -117,6 +123,8 @@ class ModelDrift:
         self._scale = np.array([f.std if f.std > 0 else 1.0 for f in self.numeric.features
                                 if isinstance(f, NumericFeature)])
         self.snapshot: ModelDriftSnapshot | None = None
+        self._pending: list[Batch] = []
+        self._pending_rows = 0
 
     def _wasserstein_points(self) -> NDArray[np.float64]:
         """A representative value per bin: midpoints, with the open outer bins closed at the
@@ -135,6 +143,21 @@ class ModelDrift:
         return points
 
     # --- ingest (analysis worker) -------------------------------------------------------------
+
+    def add(self, batch: Batch) -> None:
+        """Queue a batch's rows; they are binned together once FLUSH_ROWS are waiting."""
+        if not batch.rows and not batch.columns:
+            return
+        self._pending.append(batch)
+        self._pending_rows += batch.rows
+        if self._pending_rows >= FLUSH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Bin the queued rows now (before scoring, and before a scrape reads the counts)."""
+        if self._pending:
+            pending, self._pending, self._pending_rows = self._pending, [], 0
+            self.observe(merge_batches(pending))
 
     def observe(self, batch: Batch) -> None:
         quality = np.zeros((len(self.features), len(QUALITY_KINDS)))
@@ -186,6 +209,7 @@ class ModelDrift:
 
     def compute(self) -> ModelDriftSnapshot:
         start = time.perf_counter()
+        self.flush()
         window = np.append(self.bins.window(), 0.0)  # trailing zero: the padding sentinel
         quality = self.quality.window()
         rows = self.rows.window()

@@ -42,6 +42,8 @@ class DriftCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         monitors = list(self._monitors.items())
+        for _, monitor in monitors:
+            monitor.flush()  # rows still queued for binning count in this scrape
         yield from self._profiles(monitors)
         yield from self._histograms(monitors)
         yield from self._windowed(monitors)
