@@ -102,17 +102,18 @@ def records_extracted(records: Sequence[dict[str, Any]]) -> Extracted:
 
 
 def _argmax(vector: Any, class_names: Sequence[str] | None) -> tuple[Any, float | None]:
+    # Plain Python: probability vectors are short, and NumPy's per-call cost would dominate.
     if not isinstance(vector, list) or not vector:
         return None, None
     try:
-        values = np.asarray(vector, dtype=np.float64)
+        values = [float(v) for v in vector]
     except (TypeError, ValueError, OverflowError):
         return None, None
-    if values.ndim != 1 or not np.isfinite(values).all():
+    if not all(math.isfinite(v) for v in values):
         return None, None
-    best = int(values.argmax())
+    best = max(range(len(values)), key=values.__getitem__)  # the first of equal maxima
     label: Any = class_names[best] if class_names and best < len(class_names) else best
-    return label, float(values[best])
+    return label, values[best]
 
 
 class FeatureMapper:

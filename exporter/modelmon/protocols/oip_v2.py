@@ -26,7 +26,7 @@ def extract(request: Any, response: Any) -> Extracted:
         if values.shape[1] == 1:
             out.inputs[name or f"input_{i}"] = values[:, 0]
         else:  # a [n, k] tensor holds k features side by side
-            positional.extend(values[:, j] for j in range(values.shape[1]))
+            positional.extend(values.T)  # one view per column
     if positional:
         out.positional = positional
     out.request_id = request_id(request.get("id"))
