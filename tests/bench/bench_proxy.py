@@ -7,6 +7,7 @@ Run it from the repository root::
     .venv/bin/python tests/bench/bench_proxy.py --json figures.json
     .venv/bin/python tests/bench/bench_proxy.py --baseline # also a bare aiohttp proxy (+40%)
     .venv/bin/python tests/bench/bench_proxy.py --engine aiohttp  # the sidecar's aiohttp engine
+    .venv/bin/python tests/bench/bench_proxy.py --profile   # also drift on all 16 request features
 
 Not a pytest test (pytest only collects ``test_*.py``). Needs ``wrk`` on PATH
 (Debian: ``apt-get install wrk``) and the venv's ``modelmon`` command.
@@ -44,7 +45,10 @@ What it measures:
    match the number of requests sent (within the requests wrk leaves in flight when it stops).
 
 The request body is a ~300-byte KServe V2 inference request, so the sidecar also decodes and
-analyses every exchange (``modelmon_analysis_records_total`` is reported too).
+analyses every exchange (``modelmon_analysis_records_total`` is reported too). With ``--profile``
+the sidecar gets a reference profile for the model's 16 inputs and its output (built from
+synthetic data in the run's temporary directory), so every request is also checked for drift
+and data quality: what a monitored production model costs, beyond the issue's default set-up.
 
 Prints a table with PASS/MISS per target (added p50 <= 0.3 ms and added p99 <= 1 ms at
 1000 rps, <= 0.2 CPU-seconds per 1000 requests, RSS <= 60 MB). Misses do not change the exit
@@ -641,6 +645,7 @@ class Figures:
     mode: str
     plan: dict[str, Any]
     engine: str = "fast"  # the sidecar's proxy.engine
+    profile: bool = False  # drift on the request's 16 features (--profile)
     direct_p50_ms: float = math.nan
     direct_p99_ms: float = math.nan
     sidecar_p50_ms: float = math.nan
@@ -725,10 +730,25 @@ def find_tools() -> tuple[str, Path]:
     return wrk, modelmon
 
 
+def write_profile_config(logdir: Path) -> Path:
+    """A config giving the bench model a reference profile of its 16 inputs and its output."""
+    import numpy as np
+    from modelmon.profile import Profile, numeric_feature
+
+    rng = np.random.default_rng(0)
+    features = tuple(numeric_feature(f"f{i}", rng.normal(0, 3, 10_000)) for i in range(16))
+    features += (numeric_feature("predict", rng.random(10_000), role="output"),)
+    profile = logdir / "profile.json"
+    Profile("bench", "1", 10_000, features).save(profile)
+    config = logdir / "modelmon.yaml"
+    config.write_text(json.dumps({"models": [{"name": "bench", "profile": str(profile)}]}))
+    return config
+
+
 def run_benchmark(plan: Plan, mode: str, logdir: Path, baseline: bool,
-                  engine: str = "fast") -> Figures:
+                  engine: str = "fast", profile: bool = False) -> Figures:
     wrk, modelmon = find_tools()
-    figs = Figures(mode=mode, plan=asdict(plan), engine=engine)
+    figs = Figures(mode=mode, plan=asdict(plan), engine=engine, profile=profile)
     failures = figs.correctness_failures
     up_port, traffic_port, admin_port, base_port = free_ports(4)
     lua = logdir / "post.lua"
@@ -742,7 +762,9 @@ def run_benchmark(plan: Plan, mode: str, logdir: Path, baseline: bool,
         sidecar = Child("sidecar", [
             str(modelmon), "serve", "--upstream", f"http://{HOST}:{up_port}", "--host", HOST,
             "--traffic-port", str(traffic_port), "--admin-port", str(admin_port),
-            "--log-level", "warning"], logdir, env={"MODELMON_PROXY__ENGINE": engine})
+            "--log-level", "warning",
+            *(["--config", str(write_profile_config(logdir))] if profile else [])],
+            logdir, env={"MODELMON_PROXY__ENGINE": engine})
         children.append(sidecar)
         wait_for("sidecar", lambda: not_ready(admin_port, "/readyz"), sidecar)
         wait_for("sidecar traffic port", lambda: port_closed(traffic_port), sidecar)
@@ -761,7 +783,8 @@ def run_benchmark(plan: Plan, mode: str, logdir: Path, baseline: bool,
         rss_samples = [figs.sidecar_rss_start_mb]
         sent_via_sidecar = 0
         print(f"[bench] upstream :{up_port}  sidecar :{traffic_port} (admin :{admin_port})"
-              + (f"  baseline :{base_port}" if baseline else "") + f"  mode={mode} engine={engine}",
+              + (f"  baseline :{base_port}" if baseline else "") + f"  mode={mode} engine={engine}"
+              + ("  profile=16 features" if profile else ""),
               flush=True)
 
         def fixed_rate(target: str, seconds: float) -> LoadResult:
@@ -916,7 +939,8 @@ def render(f: Figures) -> str:
 
     lines = [
         "",
-        f"modelmon proxy benchmark ({f.mode}; {f.engine} engine; loopback, {os.cpu_count()} CPUs; medians of "
+        f"modelmon proxy benchmark ({f.mode}; {f.engine} engine{'; drift on 16 features' if f.profile else ''}; "
+        f"loopback, {os.cpu_count()} CPUs; medians of "
         f"{f.plan['latency_rounds']} fixed-rate and {f.plan['wrk_rounds']} wrk rounds)",
         "",
         f"{'':30s}{cols}",
@@ -991,6 +1015,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--json", metavar="FILE", help="also write the figures to FILE as JSON")
     p.add_argument("--engine", choices=["fast", "aiohttp"], default="fast",
                    help="the sidecar's proxy engine (proxy.engine; default fast)")
+    p.add_argument("--profile", action="store_true",
+                   help="give the sidecar a reference profile: drift on all 16 request features")
     p.add_argument("--baseline", action="store_true",
                    help="also measure a bare aiohttp proxy, to tell aiohttp's cost from modelmon's")
     # internal: the child processes are this same file in another role
@@ -1029,7 +1055,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench_proxy.") as tmp:
         try:
-            figs = run_benchmark(plan, mode, Path(tmp), args.baseline, args.engine)
+            figs = run_benchmark(plan, mode, Path(tmp), args.baseline, args.engine, args.profile)
         except BenchError as exc:
             print(f"bench_proxy: {exc}", file=sys.stderr)
             return 1
