@@ -609,3 +609,54 @@ def test_fuzz_response_never_fails_a_valid_request(protocol: str, data: st.DataO
     assert ex.rows == alone.rows == 2
     assert mismatch(plain(ex.inputs), plain(alone.inputs)) is None
     assert mismatch(plain(ex.positional), plain(alone.positional)) is None
+
+
+# --- float tensors sent flat take a path without NumPy; it must agree with the NumPy path ------
+
+def _extracted_json(ex: Any) -> str:
+    return json.dumps(plain({"rows": ex.rows, "inputs": ex.inputs, "positional": ex.positional,
+                              "outputs": ex.outputs, "errors": ex.errors}), sort_keys=True)
+
+
+@st.composite
+def float_tensor(draw: st.DrawFn, rows: int, name: str) -> dict[str, Any]:
+    shape = [rows, *draw(st.lists(st.integers(1, 4), max_size=2))]
+    data = draw(st.lists(st.floats(width=64), min_size=math.prod(shape), max_size=math.prod(shape)))
+    return {"name": name, "shape": shape, "datatype": draw(st.sampled_from(["FP16", "FP32", "FP64"])),
+            "data": data}
+
+
+@given(st.integers(1, 3).flatmap(lambda rows: st.tuples(
+    st.lists(st.sampled_from(["a", "b", "c"]), min_size=1, max_size=3, unique=True).flatmap(
+        lambda names: st.tuples(*(float_tensor(rows, n) for n in names))),
+    float_tensor(rows, "out"))))
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_flat_float_tensors_extract_as_the_numpy_path_does(tensors: Any) -> None:
+    import modelmon.protocols.base as base
+
+    inputs, output = tensors
+    request, response = {"inputs": list(inputs)}, {"outputs": [output]}
+    assert base.plain_float_tensor(inputs[0]) is not None  # the fast path is taken
+    fast = _extracted_json(Extractor("oip_v2").extract("", request, response))
+    original = base.plain_float_tensor
+    base.plain_float_tensor = lambda t: None  # type: ignore[assignment]
+    try:
+        via_numpy = _extracted_json(Extractor("oip_v2").extract("", request, response))
+    finally:
+        base.plain_float_tensor = original
+    assert fast == via_numpy
+
+
+@pytest.mark.parametrize("tensor", [
+    {"shape": [1, 2], "datatype": "FP32", "data": [1, 2.0]},  # a JSON integer among the floats
+    {"shape": [1, 2], "datatype": "INT64", "data": [1.0, 2.0]},
+    {"shape": [1, 2], "datatype": "FP32", "data": [[1.0, 2.0]]},  # nested
+    {"shape": [2], "datatype": "FP32", "data": [1.0]},  # wrong size
+    {"shape": [0, 2], "datatype": "FP32", "data": []},
+    {"shape": [], "datatype": "FP32", "data": [1.0]},
+    {"shape": [True, 1], "datatype": "FP32", "data": [1.0]},
+])
+def test_other_tensors_take_the_numpy_path(tensor: dict[str, Any]) -> None:
+    from modelmon.protocols.base import plain_float_tensor
+
+    assert plain_float_tensor(tensor) is None

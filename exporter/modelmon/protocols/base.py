@@ -152,6 +152,55 @@ def tensor(t: Any, where: str = "tensor") -> tuple[str | None, NDArray[Any]]:
     return (name if isinstance(name, str) else None), shaped
 
 
+_FLOAT_DATATYPES = frozenset(("FP16", "FP32", "FP64"))
+
+
+def plain_float_tensor(t: Any) -> tuple[str | None, int, int, list[float]] | None:
+    """``(name, rows, values per row, data)`` for a float tensor sent the common way — flat
+    ``data`` of JSON floats filling a ``[rows, ...]`` shape — else None. Such a tensor needs no
+    NumPy: for single-row requests NumPy's per-call cost was most of the analysis."""
+    if not isinstance(t, dict) or t.get("datatype") not in _FLOAT_DATATYPES:
+        return None
+    shape, data = t.get("shape"), t.get("data")
+    if not isinstance(shape, list) or not shape or not isinstance(data, list):
+        return None
+    size = 1
+    for s in shape:
+        if type(s) is not int or s <= 0:
+            return None
+        size *= s
+    if len(data) != size or size > MAX_TENSOR_ELEMENTS:
+        return None
+    for v in data:
+        if type(v) is not float:
+            return None
+    name = t.get("name")
+    return (name if isinstance(name, str) else None), shape[0], size // shape[0], data
+
+
+def tensor_columns(t: Any, where: str) -> tuple[str | None, int, list[Column]]:
+    """An input tensor -> (name, rows, one column per position): ``[n]`` and ``[n, 1]`` give one
+    column, ``[n, k]`` k columns (a 2-D tensor holds k features side by side)."""
+    plain = plain_float_tensor(t)
+    if plain is not None:
+        name, rows, width, data = plain
+        return name, rows, [data] if width == 1 else [data[j::width] for j in range(width)]
+    name, arr = tensor(t, where)
+    rows = rows_of(arr)
+    values = arr.reshape(rows, math.prod(arr.shape[1:])) if arr.ndim else arr.reshape(1, 1)
+    return name, rows, list(values.T)  # one view per column
+
+
+def tensor_rows(t: Any, where: str) -> tuple[str | None, int, Column]:
+    """An output tensor -> (name, rows, its values per row): see :func:`per_row`."""
+    plain = plain_float_tensor(t)
+    if plain is not None:
+        name, rows, width, data = plain
+        return name, rows, data if width == 1 else [data[r * width:(r + 1) * width] for r in range(rows)]
+    name, arr = tensor(t, where)
+    return name, rows_of(arr), per_row(arr)
+
+
 def rows_of(array: NDArray[Any]) -> int:
     return int(array.shape[0]) if array.ndim else 1
 

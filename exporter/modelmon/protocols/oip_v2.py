@@ -3,10 +3,9 @@ with ``shape``, ``datatype`` and flat or nested ``data``; request ``id``; respon
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from .base import Extracted, PayloadError, per_row, request_id, rows_of, tensor
+from .base import Extracted, PayloadError, request_id, tensor_columns, tensor_rows
 
 
 def extract(request: Any, response: Any) -> Extracted:
@@ -15,18 +14,17 @@ def extract(request: Any, response: Any) -> Extracted:
     inputs = request.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise PayloadError("no_inputs", "expected a non-empty 'inputs' list of tensors")
-    tensors = [tensor(t, f"inputs[{i}]") for i, t in enumerate(inputs)]
-    rows = rows_of(tensors[0][1])
-    if any(rows_of(arr) != rows for _, arr in tensors):
+    tensors = [tensor_columns(t, f"inputs[{i}]") for i, t in enumerate(inputs)]
+    rows = tensors[0][1]
+    if any(n != rows for _, n, _ in tensors):
         raise PayloadError("tensor_batch_mismatch", "input tensors differ in batch size")
     out = Extracted(rows)
     positional: list[Any] = []
-    for i, (name, arr) in enumerate(tensors):
-        values = arr.reshape(rows, math.prod(arr.shape[1:])) if arr.ndim else arr.reshape(1, 1)
-        if values.shape[1] == 1:
-            out.inputs[name or f"input_{i}"] = values[:, 0]
+    for i, (name, _, columns) in enumerate(tensors):
+        if len(columns) == 1:
+            out.inputs[name or f"input_{i}"] = columns[0]
         else:  # a [n, k] tensor holds k features side by side
-            positional.extend(values.T)  # one view per column
+            positional.extend(columns)
     if positional:
         out.positional = positional
     out.request_id = request_id(request.get("id"))
@@ -43,11 +41,11 @@ def outputs_into(outputs: Any, out: Extracted) -> None:
         return
     for i, t in enumerate(outputs):
         try:
-            name, arr = tensor(t, f"outputs[{i}]")
+            name, rows, values = tensor_rows(t, f"outputs[{i}]")
         except PayloadError as exc:
             out.error(exc.reason)
             continue
-        if rows_of(arr) != out.rows:
+        if rows != out.rows:
             out.error("prediction_count_mismatch")
             continue
-        out.outputs[name or f"output_{i}"] = per_row(arr)
+        out.outputs[name or f"output_{i}"] = values
