@@ -29,6 +29,7 @@ test: $(BIN)/.installed system-deps
 bench: $(BIN)/.installed system-deps
 	$(BIN)/python tests/bench/bench_proxy.py $(ARGS)
 	$(BIN)/python tests/bench/bench_drift.py $(ARGS)
+	$(BIN)/python tests/bench/bench_join_buffer.py $(ARGS)
 
 # The drift benchmark with the Evidently comparison, in a venv of its own (Evidently pulls in
 # scikit-learn, statsmodels, plotly, ...).

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
+import random
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -11,7 +16,16 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestServer
 from conftest import Running, StartSidecar
-from modelmon.performance import JoinBuffer, ModelPerformance, Prediction
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from modelmon.performance import (
+    JoinBuffer,
+    LabelStats,
+    ModelPerformance,
+    PerformanceCollector,
+    Prediction,
+    _HashIndex,
+)
 
 
 class Clock:
@@ -33,7 +47,7 @@ def test_label_after_prediction_joins_once() -> None:
     outcome, found = buf.add_label("a", 1)
     assert outcome == "joined" and found is not None and found[1] == 1
     assert buf.add_label("a", 1) == ("duplicate", None)
-    assert not buf.predictions and not buf.labels
+    assert buf.pending_predictions == 0 and not buf.labels
 
 
 def test_label_before_prediction_waits_for_it() -> None:
@@ -43,7 +57,7 @@ def test_label_before_prediction_waits_for_it() -> None:
     clock.now += 30
     waiting = buf.add_prediction(["b"], prediction(clock.now))
     assert waiting is not None and waiting[0] == "cat"
-    assert not buf.labels and not buf.predictions
+    assert not buf.labels and buf.pending_predictions == 0
 
 
 def test_expiry_after_ttl_on_both_sides() -> None:
@@ -54,9 +68,10 @@ def test_expiry_after_ttl_on_both_sides() -> None:
     clock.now += 61
     buf.add_prediction(["new"], prediction(clock.now))
     buf.expire()
-    assert list(buf.predictions) == ["new"] and not buf.labels
+    assert buf.pending_predictions == 1 and not buf.labels
     assert buf.expired[("prediction",)] == 1 and buf.expired[("label",)] == 1
     assert buf.add_label("old", 1) == ("unmatched", None)  # its prediction expired
+    assert buf.add_label("new", 1)[0] == "joined"
 
 
 def test_out_of_order_labels() -> None:
@@ -73,7 +88,7 @@ def test_shared_entry_under_two_keys_joins_once() -> None:
     clock = Clock()
     buf = JoinBuffer(100, 3600, clock)
     buf.add_prediction(["header-id", "payload-id"], prediction(clock.now))
-    assert len(buf.predictions) == 1 and len(buf.aliases) == 1
+    assert buf.pending_predictions == 1  # stored once
     assert buf.add_label("payload-id", 1)[0] == "joined"
     assert buf.add_label("header-id", 1) == ("duplicate", None)
     buf.add_prediction(["h2", "p2"], prediction(clock.now))
@@ -87,10 +102,338 @@ def test_memory_bound_under_a_flood_of_unmatched_ids() -> None:
     for i in range(50_000):
         buf.add_label(f"nobody-{i}", 1)
         buf.add_prediction([f"never-labelled-{i}"], prediction(clock.now))
-    assert len(buf.labels) == 1000 and len(buf.predictions) == 1000
+    assert len(buf.labels) == 1000 and buf.pending_predictions == 1000
     assert buf.evicted[("label",)] == 49_000 and buf.evicted[("prediction",)] == 49_000
     # The newest survive: a label for a recent prediction still joins.
     assert buf.add_label("never-labelled-49999", 1)[0] == "joined"
+
+
+# --- the compact join buffer: slot reuse, its hash index, and its contract against references ---
+
+
+def test_eviction_takes_the_oldest_held_whatever_its_slot() -> None:
+    clock = Clock()
+    buf = JoinBuffer(3, 3600, clock)
+    for k in "abc":
+        buf.add_prediction([k], prediction(clock.now, k))
+    assert buf.add_label("b", 1)[0] == "joined"  # frees a slot in the middle
+    buf.add_prediction(["d"], prediction(clock.now, "d"))  # takes b's slot: room, nothing evicted
+    assert buf.evicted[("prediction",)] == 0 and buf.pending_predictions == 3
+    for k in "efg":  # evict a, c, then d: in arrival order, whatever slot each sits in
+        buf.add_prediction([k], prediction(clock.now, k))
+    assert buf.evicted[("prediction",)] == 3 and buf.pending_predictions == 3
+    outcomes = [buf.add_label(k, 1) for k in "acdefg"]
+    assert [o for o, _ in outcomes] == ["unmatched"] * 3 + ["joined"] * 3
+    assert [p[1] for _, p in outcomes if p is not None] == ["e", "f", "g"]
+
+
+def test_aliases_go_with_their_evicted_prediction() -> None:
+    clock = Clock()
+    buf = JoinBuffer(2, 3600, clock)
+    for i in (1, 2, 3):  # the third evicts h1/p1
+        buf.add_prediction([f"h{i}", f"p{i}"], prediction(clock.now, i))
+    assert buf.add_label("p1", 1) == ("unmatched", None)
+    assert buf.add_label("h1", 1) == ("unmatched", None)
+    assert buf.pending_labels == 2 and buf.pending_predictions == 2
+    assert buf.add_label("p2", 1)[0] == "joined"
+    buf.add_prediction(["h4", "p4"], prediction(clock.now, 4))  # reuses h2's slot
+    assert buf.add_label("h2", 1) == ("duplicate", None)  # the join is remembered, not the slot
+    found = buf.add_label("p4", 1)[1]
+    assert found is not None and found[1] == 4
+
+
+def test_expiry_follows_arrival_order_not_slots() -> None:
+    clock = Clock()
+    start = clock.now
+    buf = JoinBuffer(4, 60, clock)
+    for i, k in enumerate("abcd"):
+        buf.add_prediction([k], prediction(start + i, k))
+    buf.add_label("a", 1)
+    buf.add_label("b", 1)
+    for i, k in enumerate("ef"):  # into the freed slots of a and b, after c and d in age
+        buf.add_prediction([k], prediction(start + 10 + i, k))
+    clock.now = start + 65  # c (t+2) and d (t+3) are past the TTL, e and f not
+    buf.expire()
+    assert buf.expired[("prediction",)] == 2 and buf.pending_predictions == 2
+    assert [buf.add_label(k, 1)[0] for k in "cdef"] == ["unmatched", "unmatched", "joined", "joined"]
+
+
+def test_more_than_two_keys_hold_one_prediction() -> None:
+    clock = Clock()
+    buf = JoinBuffer(2, 3600, clock)
+    buf.add_prediction(["h", "p", "x"], prediction(clock.now, 7))
+    assert buf.pending_predictions == 1
+    found = buf.add_label("x", 1)[1]
+    assert found is not None and found[1] == 7
+    assert buf.add_label("h", 1) == buf.add_label("p", 1) == ("duplicate", None)
+    buf.add_prediction(["h2", "p2", "x2"], prediction(clock.now, 8))
+    for i in range(2):
+        buf.add_prediction([f"n{i}"], prediction(clock.now, i))  # evicts h2/p2/x2
+    assert [buf.add_label(k, 1)[0] for k in ("x2", "p2", "h2")] == ["unmatched"] * 3
+
+
+@pytest.mark.parametrize("value", [0.25, -0.0, math.inf, 1, 10**30, True, False, "cat", None, [1, 2],
+                                   np.float64(0.5)])
+def test_predicted_values_come_back_as_given(value: object) -> None:
+    clock = Clock()
+    buf = JoinBuffer(10, 3600, clock)
+    held: Prediction = ("m", value, clock.now + 0.125, ("eu",))
+    buf.add_prediction(["k"], held)
+    outcome, found = buf.add_label("k", 1)
+    assert outcome == "joined" and found == held
+    assert found is not None and type(found[1]) is type(value)
+    if isinstance(value, float):
+        assert math.copysign(1, found[1]) == math.copysign(1, value)
+    buf.add_prediction(["n"], ("m", math.nan, clock.now, ()))
+    nan = buf.add_label("n", 1)[1]
+    assert nan is not None and math.isnan(nan[1])
+
+
+def test_hash_index_matches_a_dict_through_collisions_and_growth() -> None:
+    rng = random.Random(7)
+    # Hashes sharing their low bits pile up in long runs, wrapping at the table's end.
+    pool = [(rng.getrandbits(40) << 20 | rng.choice([3, 5, 6, 7, 1023])) * rng.choice([1, -1]) for _ in range(60)]
+    pool = [h for h in pool if h != -1]  # hash() is never -1
+    index, model = _HashIndex(), dict[int, int]()
+    for step in range(5000):
+        h, value = rng.choice(pool), rng.randrange(50) - rng.choice([0, 60])
+        op = rng.random()
+        if op < 0.45:
+            assert index.put(h, value) == model.get(h, -1)
+            model[h] = value
+        elif op < 0.8:  # mostly the value it maps to, sometimes another: then it stays
+            owner = model.get(h, value) if rng.random() < 0.7 else value
+            index.discard(h, owner)
+            if model.get(h) == owner:
+                del model[h]
+        else:
+            owner = rng.randrange(50)
+            index.claim(h, -2 - value % 10, owner)
+            if h not in model or model[h] < 0 or model[h] == owner:
+                model[h] = -2 - value % 10
+        assert [index.get(k) for k in pool] == [model.get(k, -1) for k in pool], step
+        assert len(index) == len(model)
+
+
+class ModelBuffer:
+    """The join buffer's contract in plain dicts, written for clarity: a key belongs to the newest
+    prediction held under it, or else to the join it took part in while that join is among the
+    last max_entries."""
+
+    def __init__(self, max_entries: int, ttl: float, clock: Clock) -> None:
+        self.max_entries, self.ttl, self.clock = max_entries, ttl, clock
+        self.held: OrderedDict[int, tuple[tuple[str, ...], Prediction]] = OrderedDict()  # oldest first
+        self.owner: dict[str, tuple[str, int]] = {}  # key -> ("held", id) or ("joined", join id)
+        self.joins: OrderedDict[int, tuple[str, ...]] = OrderedDict()
+        self.labels: OrderedDict[str, tuple[object, float]] = OrderedDict()
+        self.expired: Counter[tuple[str, ...]] = Counter()
+        self.evicted: Counter[tuple[str, ...]] = Counter()
+        self.ids = itertools.count()
+
+    def _drop(self, entry: int) -> None:
+        keys, _ = self.held.pop(entry)
+        for k in keys:
+            if self.owner.get(k) == ("held", entry):
+                del self.owner[k]
+
+    def _join(self, keys: tuple[str, ...], entry: int | None) -> None:
+        if len(self.joins) == self.max_entries:
+            old, old_keys = self.joins.popitem(last=False)
+            for k in old_keys:
+                if self.owner.get(k) == ("joined", old):
+                    del self.owner[k]
+        join = next(self.ids)
+        self.joins[join] = keys
+        for k in keys:  # a key another prediction is held under stays that prediction's
+            owner = self.owner.get(k)
+            if owner is None or owner[0] == "joined" or owner == ("held", entry):
+                self.owner[k] = ("joined", join)
+
+    def expire(self) -> None:
+        deadline = self.clock() - self.ttl
+        while self.held and next(iter(self.held.values()))[1][2] < deadline:
+            self._drop(next(iter(self.held)))
+            self.expired[("prediction",)] += 1
+        while self.labels and next(iter(self.labels.values()))[1] < deadline:
+            self.labels.popitem(last=False)
+            self.expired[("label",)] += 1
+
+    def add_prediction(self, keys: list[str], prediction: Prediction) -> object:
+        for key in keys:
+            label = self.labels.pop(key, None)
+            if label is not None:
+                self._join(tuple(keys), None)
+                return label
+        if not keys:
+            return None
+        previous = self.owner.get(keys[0])
+        entry = next(self.ids)
+        self.held[entry] = (tuple(keys), prediction)
+        for k in keys:
+            self.owner[k] = ("held", entry)
+        if previous is not None and previous[0] == "held" and self.held[previous[1]][0][0] == keys[0]:
+            self._drop(previous[1])  # held again under the same first key: replaced
+        elif len(self.held) > self.max_entries:
+            self._drop(next(iter(self.held)))
+            self.evicted[("prediction",)] += 1
+        return None
+
+    def add_label(self, key: str, label: object) -> tuple[str, Prediction | None]:
+        owner = self.owner.get(key)
+        if owner is not None and owner[0] == "held":
+            keys, found = self.held.pop(owner[1])
+            self._join(keys, owner[1])
+            return "joined", found
+        if owner is not None:
+            return "duplicate", None
+        if key in self.labels:
+            self.labels.move_to_end(key)
+        elif len(self.labels) >= self.max_entries:
+            self.labels.popitem(last=False)
+            self.evicted[("label",)] += 1
+        self.labels[key] = (label, self.clock())
+        return "unmatched", None
+
+
+class OrderedDictJoinBuffer:
+    """The join buffer before it was made compact (its code verbatim, counters as Counters): the
+    reference where the two agree, one key a prediction, held at most once."""
+
+    def __init__(self, max_entries: int, ttl: float, clock: Clock) -> None:
+        self.max_entries = max_entries
+        self.ttl = ttl
+        self._clock = clock
+        self.predictions: OrderedDict[str, Prediction] = OrderedDict()
+        self.aliases: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self.labels: OrderedDict[str, tuple[object, float]] = OrderedDict()
+        self._joined: OrderedDict[str, None] = OrderedDict()
+        self.expired: Counter[tuple[str, ...]] = Counter()
+        self.evicted: Counter[tuple[str, ...]] = Counter()
+
+    def expire(self) -> None:
+        deadline = self._clock() - self.ttl
+        while self.predictions and next(iter(self.predictions.values()))[2] < deadline:
+            self.predictions.popitem(last=False)
+            self.expired[("prediction",)] += 1
+        while self.aliases and next(iter(self.aliases.values()))[1] < deadline:
+            self.aliases.popitem(last=False)
+        while self.labels and next(iter(self.labels.values()))[1] < deadline:
+            self.labels.popitem(last=False)
+            self.expired[("label",)] += 1
+
+    def _bounded_put(self, store: OrderedDict[str, Any], kind: str | None, key: str, value: Any) -> None:
+        if key in store:
+            store.move_to_end(key)
+        elif len(store) >= self.max_entries:
+            store.popitem(last=False)
+            if kind is not None:
+                self.evicted[(kind,)] += 1
+        store[key] = value
+
+    def add_prediction(self, keys: list[str], prediction: Prediction) -> object:
+        for key in keys:
+            label = self.labels.pop(key, None)
+            if label is not None:
+                self._remember_join(key)
+                return label
+        if keys:
+            self._bounded_put(self.predictions, "prediction", keys[0], prediction)
+            for key in keys[1:]:
+                self._bounded_put(self.aliases, None, key, (keys[0], prediction[2]))
+        return None
+
+    def add_label(self, key: str, label: object) -> tuple[str, Prediction | None]:
+        alias = self.aliases.pop(key, None)
+        first = alias[0] if alias is not None else key
+        found = self.predictions.pop(first, None)
+        if found is not None:
+            self._remember_join(first)
+            return "joined", found
+        if first in self._joined:
+            return "duplicate", None
+        self._bounded_put(self.labels, "label", key, (label, self._clock()))
+        return "unmatched", None
+
+    def _remember_join(self, key: str) -> None:
+        self._joined[key] = None
+        if len(self._joined) > self.max_entries:
+            self._joined.popitem(last=False)
+
+
+VALUES = st.sampled_from([0.5, -0.0, 1.25, 0, 1, 7, True, False, "cat", "dog", None])
+STEPS = st.one_of(
+    st.tuples(st.just("predict"), st.lists(st.integers(0, 7), min_size=0, max_size=3), VALUES),
+    st.tuples(st.just("label"), st.integers(0, 7), VALUES),
+    st.tuples(st.just("tick"), st.sampled_from([1.0, 7.0, 40.0])),
+    st.tuples(st.just("expire")),
+)
+
+
+def same(got: object, want: object, n: int, step: tuple[Any, ...]) -> None:
+    assert repr(got) == repr(want), (n, step)  # repr: 1 and True, 0.0 and -0.0 differ
+
+
+def run_against(reference: Any, buf: JoinBuffer, clock: Clock, steps: list[tuple[Any, ...]],
+                keys_of: Callable[[int, list[int]], list[str]], label_key: Callable[[int, int], str]) -> None:
+    used: set[str] = set()
+    for n, step in enumerate(steps):
+        if step[0] == "predict":
+            keys = keys_of(n, step[1])
+            used.update(keys)
+            held: Prediction = ("m", step[2], clock.now, ())
+            same(buf.add_prediction(keys, held), reference.add_prediction(keys, held), n, step)
+        elif step[0] == "label":
+            key = label_key(n, step[1])
+            used.add(key)
+            same(buf.add_label(key, step[2]), reference.add_label(key, step[2]), n, step)
+        elif step[0] == "tick":
+            clock.now += step[1]
+        else:
+            buf.expire()
+            reference.expire()
+        held_by_reference = reference.held if isinstance(reference, ModelBuffer) else reference.predictions
+        assert buf.pending_predictions == len(held_by_reference), (n, step)
+        assert buf.pending_labels == len(reference.labels)
+    for kind in ("prediction", "label"):
+        assert buf.evicted[(kind,)] == reference.evicted[(kind,)]
+        assert buf.expired[(kind,)] == reference.expired[(kind,)]
+    for key in sorted(used):  # what each key answers to at the end: held, joined or forgotten
+        same(buf.add_label(key, 0), reference.add_label(key, 0), len(steps), ("label", key))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from([1, 2, 3, 5]), st.sampled_from([10.0, 60.0]), st.lists(STEPS, max_size=80))
+def test_join_buffer_matches_the_ordereddict_one_for_single_keys(max_entries: int, ttl: float,
+                                                                 steps: list[tuple[Any, ...]]) -> None:
+    """With one key a prediction, each key held at most once (labels for any key, before or
+    after its prediction, repeated or never matched), the outcomes, the returned predictions,
+    the sizes and the counters are those of the OrderedDict buffer the compact one replaced."""
+    clock = Clock()
+    run_against(OrderedDictJoinBuffer(max_entries, ttl, clock), JoinBuffer(max_entries, ttl, clock), clock,
+                steps, lambda n, _: [f"k{n}"], lambda n, i: f"k{n + i - 6}")  # the last few or the next
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from([1, 2, 3, 5]), st.sampled_from([10.0, 60.0]), st.lists(STEPS, max_size=80))
+def test_join_buffer_matches_its_model_for_any_keys(max_entries: int, ttl: float,
+                                                    steps: list[tuple[Any, ...]]) -> None:
+    """Up to three keys a prediction from a pool of eight, reused, repeated, shared between
+    predictions and joins: the compact buffer behaves as the plain-dict model."""
+    clock = Clock()
+    run_against(ModelBuffer(max_entries, ttl, clock), JoinBuffer(max_entries, ttl, clock), clock,
+                steps, lambda _, ks: [f"k{i}" for i in ks], lambda _, i: f"k{i}")
+
+
+def test_performance_collector_reports_the_buffer_sizes() -> None:
+    clock = Clock()
+    buf = JoinBuffer(10, 3600, clock)
+    buf.add_prediction(["a", "b"], prediction(clock.now))
+    buf.add_prediction(["c"], prediction(clock.now))
+    buf.add_label("early", 1)
+    collector = PerformanceCollector(dict, buf, LabelStats())
+    entries = {s.labels["kind"]: s.value for m in collector.collect() for s in m.samples
+               if s.name == "modelmon_join_buffer_entries"}
+    assert entries == {"prediction": 2, "label": 1}
 
 
 def reference_classification(actual: list[str], predicted: list[str]) -> dict[str, object]:

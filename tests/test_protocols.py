@@ -655,6 +655,7 @@ def test_flat_float_tensors_extract_as_the_numpy_path_does(tensors: Any) -> None
     {"shape": [0, 2], "datatype": "FP32", "data": []},
     {"shape": [], "datatype": "FP32", "data": [1.0]},
     {"shape": [True, 1], "datatype": "FP32", "data": [1.0]},
+    {"shape": [1], "datatype": ["FP32"], "data": [1.0]},  # found by the fuzz test: unhashable
 ])
 def test_other_tensors_take_the_numpy_path(tensor: dict[str, Any]) -> None:
     from modelmon.protocols.base import plain_float_tensor

@@ -321,7 +321,7 @@ class LabelsConfig:
     header: str = "X-Request-ID"
     generate_ids: bool = True
     ttl_seconds: float = 86400.0  # how long a prediction waits for its label (and vice versa)
-    # Predictions held (and, separately, early labels held): ~300 bytes each.
+    # Predictions held (~150 bytes each) and, separately, early labels held (~300 bytes each).
     max_entries: int = 20_000
     window_seconds: float = 3600.0  # sliding window of the performance gauges
     sub_windows: int = 12

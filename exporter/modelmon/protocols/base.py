@@ -159,9 +159,11 @@ def plain_float_tensor(t: Any) -> tuple[str | None, int, int, list[float]] | Non
     """``(name, rows, values per row, data)`` for a float tensor sent the common way — flat
     ``data`` of JSON floats filling a ``[rows, ...]`` shape — else None. Such a tensor needs no
     NumPy: for single-row requests NumPy's per-call cost was most of the analysis."""
-    if not isinstance(t, dict) or t.get("datatype") not in _FLOAT_DATATYPES:
+    if not isinstance(t, dict):
         return None
-    shape, data = t.get("shape"), t.get("data")
+    shape, data, datatype = t.get("shape"), t.get("data"), t.get("datatype")
+    if not isinstance(datatype, str) or datatype not in _FLOAT_DATATYPES:
+        return None
     if not isinstance(shape, list) or not shape or not isinstance(data, list):
         return None
     size = 1
