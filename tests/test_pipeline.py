@@ -105,3 +105,20 @@ async def test_after_the_worker_stops_items_wait_in_the_bounded_queue() -> None:
     await asyncio.sleep(0.01)
     assert recorder.seen == [] and queue.depth() == 3
     assert queue.stats.dropped[("queue_full",)] == 1
+
+
+async def test_drain_now_analyses_queued_items_in_the_callers_turn() -> None:
+    queue = AnalysisQueue(10, PipelineStats(), 1 << 20)
+    recorder = Recorder()
+    async with running(queue, recorder):
+        queue.offer(exchange(0))
+        queue.offer(exchange(1))
+        assert recorder.seen == []  # scheduled for the loop's next turn...
+        queue.drain_now()
+        assert recorder.seen == ["0", "1"]  # ...or done at once
+        queue.drain_now()  # nothing queued: nothing happens
+        await asyncio.sleep(0.01)
+        assert recorder.seen == ["0", "1"]
+    queue.offer(exchange(2))
+    queue.drain_now()  # the worker is stopped: the item waits
+    assert recorder.seen == ["0", "1"] and queue.depth() == 1

@@ -844,8 +844,6 @@ class _Call:
         if phase == _WAITING:
             self.waited += perf() - self.wait_mark
         client.resume(_P_UPSTREAM | _P_BUFFER)
-        if complete and self.analyse and self.has_body:
-            self._hand_off(srv)
         try:
             model = self.model
             srv.stats.in_flight[(model,)] -= 1
@@ -854,6 +852,11 @@ class _Call:
         except Exception as exc:  # pragma: no cover - fail open
             log.warning("accounting", "request accounting failed: %s", exc)
         client.call_done(self)
+        if complete and self.analyse and self.has_body:
+            # The response is out and accounted for: analyse it now, in this turn of the loop,
+            # rather than waking the loop once more for it.
+            self._hand_off(srv)
+            srv.queue.drain_now()
 
     def _hand_off(self, srv: FastProxy) -> None:
         """Queue the exchange for analysis; never raises into the request path."""
