@@ -853,10 +853,7 @@ class _Call:
             log.warning("accounting", "request accounting failed: %s", exc)
         client.call_done(self)
         if complete and self.analyse and self.has_body:
-            # The response is out and accounted for: analyse it now, in this turn of the loop,
-            # rather than waking the loop once more for it.
             self._hand_off(srv)
-            srv.queue.drain_now()
 
     def _hand_off(self, srv: FastProxy) -> None:
         """Queue the exchange for analysis; never raises into the request path."""
