@@ -118,6 +118,7 @@ class Sidecar:
                 every(self.config.health.interval_seconds, self.probe_dependencies, "dependency probes")))
         self._tasks.append(asyncio.create_task(
             every(self.config.resources.interval_seconds, self.read_resources, "resource readings")))
+        self._tasks.append(asyncio.create_task(every(HEAP_TRIM_SECONDS, self.trim_heap, "heap trim")))
         if self.analysis.drift_models:
             self._tasks.append(asyncio.create_task(
                 every(self.config.drift.interval_seconds, self.compute_drift, "drift computation")))
@@ -155,6 +156,9 @@ class Sidecar:
         for monitor in list(self.analysis.drift_models.values()):
             monitor.compute()
         self.analysis.expire()
+
+    async def trim_heap(self) -> None:
+        release_free_heap()
 
     async def read_resources(self) -> None:
         self.resources.snapshot = await asyncio.to_thread(self.resource_reader.read)
@@ -290,9 +294,14 @@ class Listeners:
         self._runners = []
 
 
+# How often the C heap's free pages are handed back to the OS (a millisecond or two each time).
+HEAP_TRIM_SECONDS = 30.0
+
+
 def release_free_heap() -> None:
     """Hand the C heap's free pages back to the OS (glibc only): start-up (imports, config,
-    profiles) leaves a couple of MB of freed memory that would otherwise stay resident."""
+    profiles) and bursts of traffic leave MBs of freed memory that would otherwise stay
+    resident, counted against the pod's memory."""
     try:
         import ctypes
 
