@@ -35,32 +35,6 @@ class Batch:
     schema_errors: dict[str, int] = field(default_factory=dict)  # counted by the caller
 
 
-def merge_batches(batches: Sequence[Batch]) -> Batch:
-    """One batch holding the rows of several, column by column (schema errors are counted by
-    the caller when each batch is made, so they are not carried over)."""
-    if len(batches) == 1:
-        return batches[0]
-    merged = Batch(sum(b.rows for b in batches))
-    parts: dict[str, list[Column]] = {}
-    for b in batches:
-        for name, column in b.columns.items():
-            parts.setdefault(name, []).append(column)
-        for name, count in b.absent.items():
-            merged.absent[name] = merged.absent.get(name, 0) + count
-    for name, columns in parts.items():
-        merged.columns[name] = _concatenate(columns)
-    return merged
-
-
-def _concatenate(columns: list[Column]) -> Column:
-    if all(isinstance(c, np.ndarray) and c.dtype.kind in "biuf" for c in columns):
-        return np.concatenate(columns)
-    out: list[Any] = []
-    for c in columns:
-        out.extend(c.tolist() if isinstance(c, np.ndarray) else c)
-    return out
-
-
 def numeric_values(values: Column) -> tuple[NDArray[np.float64], int, int]:
     """(float64 array with NaN for unusable entries, nulls, wrong types). A numeric feature takes
     JSON numbers (and booleans as 1/0); strings, lists and objects are wrong types. Fast path: one

@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -28,7 +29,7 @@ from numpy.typing import NDArray
 from ..config import DriftConfig
 from ..profile import CategoricalFeature, Feature, NumericFeature, Profile
 from . import stats
-from .columns import QUALITY_KINDS, Batch, Q, category_codes, merge_batches, numeric_values
+from .columns import QUALITY_KINDS, Batch, Q, category_codes, numeric_values
 from .window import SlidingCounts
 
 TEST_METHODS = ("auto", "chi2", "ks")
@@ -123,7 +124,8 @@ class ModelDrift:
         self._scale = np.array([f.std if f.std > 0 else 1.0 for f in self.numeric.features
                                 if isinstance(f, NumericFeature)])
         self.snapshot: ModelDriftSnapshot | None = None
-        self._pending: list[Batch] = []
+        self._pending_columns: dict[str, list[Any]] = {}
+        self._pending_absent: dict[str, int] = {}
         self._pending_rows = 0
 
     def _wasserstein_points(self) -> NDArray[np.float64]:
@@ -145,19 +147,29 @@ class ModelDrift:
     # --- ingest (analysis worker) -------------------------------------------------------------
 
     def add(self, batch: Batch) -> None:
-        """Queue a batch's rows; they are binned together once FLUSH_ROWS are waiting."""
-        if not batch.rows and not batch.columns:
+        """Queue a batch's rows, column by column; they are binned together once FLUSH_ROWS
+        are waiting. A batch that large on its own is binned at once."""
+        if batch.rows >= FLUSH_ROWS:
+            self.observe(batch)
             return
-        self._pending.append(batch)
+        columns, absent = self._pending_columns, self._pending_absent
+        for name, values in batch.columns.items():
+            column = columns.get(name)
+            if column is None:
+                column = columns[name] = []
+            column.extend(values.tolist() if isinstance(values, np.ndarray) else values)
+        for name, count in batch.absent.items():
+            absent[name] = absent.get(name, 0) + count
         self._pending_rows += batch.rows
         if self._pending_rows >= FLUSH_ROWS:
             self.flush()
 
     def flush(self) -> None:
         """Bin the queued rows now (before scoring, and before a scrape reads the counts)."""
-        if self._pending:
-            pending, self._pending, self._pending_rows = self._pending, [], 0
-            self.observe(merge_batches(pending))
+        if self._pending_columns or self._pending_absent:
+            batch = Batch(self._pending_rows, dict(self._pending_columns), self._pending_absent)
+            self._pending_columns, self._pending_absent, self._pending_rows = {}, {}, 0
+            self.observe(batch)
 
     def observe(self, batch: Batch) -> None:
         quality = np.zeros((len(self.features), len(QUALITY_KINDS)))
