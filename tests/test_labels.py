@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestServer
 from conftest import Running, StartSidecar
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from join_buffer_reference import OrderedDictJoinBuffer
 from modelmon.performance import (
     JoinBuffer,
     LabelStats,
@@ -293,71 +294,6 @@ class ModelBuffer:
             self.evicted[("label",)] += 1
         self.labels[key] = (label, self.clock())
         return "unmatched", None
-
-
-class OrderedDictJoinBuffer:
-    """The join buffer before it was made compact (its code verbatim, counters as Counters): the
-    reference where the two agree, one key a prediction, held at most once."""
-
-    def __init__(self, max_entries: int, ttl: float, clock: Clock) -> None:
-        self.max_entries = max_entries
-        self.ttl = ttl
-        self._clock = clock
-        self.predictions: OrderedDict[str, Prediction] = OrderedDict()
-        self.aliases: OrderedDict[str, tuple[str, float]] = OrderedDict()
-        self.labels: OrderedDict[str, tuple[object, float]] = OrderedDict()
-        self._joined: OrderedDict[str, None] = OrderedDict()
-        self.expired: Counter[tuple[str, ...]] = Counter()
-        self.evicted: Counter[tuple[str, ...]] = Counter()
-
-    def expire(self) -> None:
-        deadline = self._clock() - self.ttl
-        while self.predictions and next(iter(self.predictions.values()))[2] < deadline:
-            self.predictions.popitem(last=False)
-            self.expired[("prediction",)] += 1
-        while self.aliases and next(iter(self.aliases.values()))[1] < deadline:
-            self.aliases.popitem(last=False)
-        while self.labels and next(iter(self.labels.values()))[1] < deadline:
-            self.labels.popitem(last=False)
-            self.expired[("label",)] += 1
-
-    def _bounded_put(self, store: OrderedDict[str, Any], kind: str | None, key: str, value: Any) -> None:
-        if key in store:
-            store.move_to_end(key)
-        elif len(store) >= self.max_entries:
-            store.popitem(last=False)
-            if kind is not None:
-                self.evicted[(kind,)] += 1
-        store[key] = value
-
-    def add_prediction(self, keys: list[str], prediction: Prediction) -> object:
-        for key in keys:
-            label = self.labels.pop(key, None)
-            if label is not None:
-                self._remember_join(key)
-                return label
-        if keys:
-            self._bounded_put(self.predictions, "prediction", keys[0], prediction)
-            for key in keys[1:]:
-                self._bounded_put(self.aliases, None, key, (keys[0], prediction[2]))
-        return None
-
-    def add_label(self, key: str, label: object) -> tuple[str, Prediction | None]:
-        alias = self.aliases.pop(key, None)
-        first = alias[0] if alias is not None else key
-        found = self.predictions.pop(first, None)
-        if found is not None:
-            self._remember_join(first)
-            return "joined", found
-        if first in self._joined:
-            return "duplicate", None
-        self._bounded_put(self.labels, "label", key, (label, self._clock()))
-        return "unmatched", None
-
-    def _remember_join(self, key: str) -> None:
-        self._joined[key] = None
-        if len(self._joined) > self.max_entries:
-            self._joined.popitem(last=False)
 
 
 VALUES = st.sampled_from([0.5, -0.0, 1.25, 0, 1, 7, True, False, "cat", "dog", None])
