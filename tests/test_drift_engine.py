@@ -207,3 +207,12 @@ def test_rows_are_binned_once_enough_are_queued_or_when_scored() -> None:
     m.add(Batch(1, columns={"x": [0.5]}))
     m.compute()  # scoring sees every row added before it
     assert m.rows.total[m.position["x"]] == FLUSH_ROWS + 1
+
+
+def test_rows_without_features_do_not_keep_the_queue_flushing() -> None:
+    m = ModelDrift("m", make_profile(), DriftSettings(), 100, Clock())
+    for _ in range(FLUSH_ROWS):
+        m.add(Batch(1))  # a request whose payload had no feature the profile knows
+    m.add(Batch(1, columns={"x": [0.5]}))
+    assert m.rows.total.sum() == 0  # queued, not flushed at once by the featureless rows
+

@@ -36,7 +36,7 @@ TEST_METHODS = ("auto", "chi2", "ks")
 DISTANCE_METHODS = ("psi", "jensen_shannon", "hellinger", "wasserstein")
 METHODS = TEST_METHODS + DISTANCE_METHODS
 # Rows queued before they are binned: large enough to amortise NumPy's per-call overhead, small
-# enough that one flush (~1 ms for 16 features) does not hold up the proxy noticeably.
+# enough that one flush (~0.6 ms for 16 features) does not hold up the proxy noticeably.
 FLUSH_ROWS = 256
 
 
@@ -166,10 +166,10 @@ class ModelDrift:
 
     def flush(self) -> None:
         """Bin the queued rows now (before scoring, and before a scrape reads the counts)."""
-        if self._pending_columns or self._pending_absent:
-            batch = Batch(self._pending_rows, dict(self._pending_columns), self._pending_absent)
-            self._pending_columns, self._pending_absent, self._pending_rows = {}, {}, 0
-            self.observe(batch)
+        columns, absent, rows = self._pending_columns, self._pending_absent, self._pending_rows
+        self._pending_columns, self._pending_absent, self._pending_rows = {}, {}, 0
+        if columns or absent:  # rows with no feature at all leave nothing to bin
+            self.observe(Batch(rows, dict(columns), absent))
 
     def observe(self, batch: Batch) -> None:
         quality = np.zeros((len(self.features), len(QUALITY_KINDS)))
