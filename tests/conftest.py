@@ -253,6 +253,7 @@ class RawUpstream:
 
     def __init__(self) -> None:
         self.heads: list[bytes] = []
+        self.bodies: list[bytes] = []  # the bodies read (requests it answered after reading)
         self.paths: list[list[str]] = []  # per connection, the paths it served
         self._server: asyncio.AbstractServer | None = None
 
@@ -283,7 +284,7 @@ class RawUpstream:
                     for line in head.split(b"\r\n"):
                         if line.lower().startswith(b"content-length:"):
                             length = int(line.split(b":")[1])
-                    await reader.readexactly(length)
+                    self.bodies.append(await reader.readexactly(length))
                 for step in steps:
                     if step is None:
                         writer.close()

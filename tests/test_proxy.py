@@ -555,18 +555,35 @@ async def test_upstream_answering_before_reading_the_body(raw_upstream: RawUpstr
 
 
 @pytest.mark.only_engine("fast")  # aiohttp's client answers 502 here: it does not send it again
-@pytest.mark.parametrize("method", ["GET", "POST"])
-async def test_request_on_a_pooled_connection_the_upstream_just_closed_is_sent_again(
-    raw_upstream: RawUpstream, start_sidecar: StartSidecar, method: str
+@pytest.mark.parametrize(("method", "headers", "resent"), [
+    ("GET", {}, True),
+    ("PUT", {}, True),  # idempotent (RFC 9110 section 9.2.2)
+    ("POST", {"Idempotency-Key": "k1"}, True),
+    ("POST", {}, False),  # may have reached the model: never sent twice
+    ("PATCH", {}, False),
+])
+async def test_request_on_a_pooled_connection_the_upstream_just_closed(
+    raw_upstream: RawUpstream, start_sidecar: StartSidecar, method: str, headers: dict[str, str],
+    resent: bool,
 ) -> None:
     running = await start_sidecar(await raw_upstream.start())
     async with running.session.get(running.traffic_url + "/then-drop") as resp:
         assert (resp.status, await resp.read()) == (200, b"ok")
-    async with running.session.request(method, running.traffic_url + "/reason", data=b"x" * 1000) as resp:
-        assert (resp.status, await resp.read()) == (200, b"ok")
-    assert running.sample("modelmon_upstream_errors_total", {"model": "default", "reason": "reset"}) is None
+    async with running.session.request(method, running.traffic_url + "/reason", data=b"x" * 1000,
+                                       headers=headers) as resp:
+        status, body = resp.status, await resp.read()
     served = [paths for paths in raw_upstream.paths if "/then-drop" in paths or "/reason" in paths]
-    assert served == [["/then-drop", "/reason"], ["/reason"]]  # dropped there, answered on a new one
+    heads = [h for h in raw_upstream.heads if h.startswith(method.encode() + b" /reason ")]
+    if resent:
+        assert (status, body) == (200, b"ok")
+        assert running.sample("modelmon_upstream_errors_total", {"model": "default", "reason": "reset"}) is None
+        assert served == [["/then-drop", "/reason"], ["/reason"]]  # dropped there, answered on a new one
+        assert len(heads) == 2 and heads[0] == heads[1]  # byte for byte, the head once per attempt
+        assert raw_upstream.bodies[-1] == b"x" * 1000  # not a second head
+    else:
+        assert status == 502 and json.loads(body)["reason"] == "reset"
+        assert running.sample("modelmon_upstream_errors_total", {"model": "default", "reason": "reset"}) == 1
+        assert served == [["/then-drop", "/reason"]] and len(heads) == 1
 
 
 async def test_garbage_from_the_upstream_is_a_502(raw_upstream: RawUpstream, start_sidecar: StartSidecar) -> None:

@@ -51,14 +51,21 @@ MAX_REQUEST_TARGET = 8190  # -> 414
 MAX_FIELD_SIZE = 8190  # one header name + value -> 431
 MAX_HEADERS = 128  # -> 431
 MAX_HEAD_SIZE = 64 * 1024  # all header fields together -> 431
+# Every byte of a request head (request line, fields, line ends), counted as it arrives rather
+# than when a field completes, so that a field that never ends cannot be buffered without bound.
+MAX_HEAD_BYTES = MAX_REQUEST_TARGET + MAX_HEAD_SIZE + 8 * 1024  # -> 431
 # Request body buffered while no upstream connection is ready yet (beyond: pause the client).
 BODY_BUFFER = 256 * 1024
 # Idle keep-alive connections are closed after this long (aiohttp's server and client defaults).
 CLIENT_IDLE_SECONDS = 75.0
 UPSTREAM_IDLE_SECONDS = 4.0  # below common keep-alive timeouts of model servers (uvicorn: 5 s)
 # A request whose reused upstream connection turns out closed before any byte of the answer is
-# sent again once on another connection, if it is small enough to have been kept (Go's rule).
+# sent again once on another connection when that is safe (Go's Transport rule): nothing of it
+# was written yet, or its method is idempotent (RFC 9110 section 9.2.2) or it carries an
+# Idempotency-Key; and its body is small enough to have been kept.
 REPLAY_LIMIT = 64 * 1024
+IDEMPOTENT_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+IDEMPOTENCY_KEYS = frozenset({b"idempotency-key", b"x-idempotency-key"})
 ROUTE_CACHE_SIZE = 4096
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -119,6 +126,19 @@ def _drop_named(parts: list[bytes], tokens: list[bytes]) -> list[bytes]:
     return out
 
 
+def _codings(value: bytes) -> list[bytes]:
+    """The transfer codings of a Transfer-Encoding field value other than chunked, lowercased
+    (RFC 9112 section 6.1: the proxy re-frames the body; every other coding stays on it)."""
+    return [c for c in (t.strip().lower() for t in value.split(b",")) if c and c != b"chunked"]
+
+
+def _transfer_encoding(codings: list[bytes], chunked: bool = True) -> bytes:
+    """The Transfer-Encoding field for a body with ``codings`` applied, re-framed by us."""
+    if not codings:
+        return _CHUNKED if chunked else b""
+    return b"Transfer-Encoding: " + b", ".join([*codings, b"chunked"] if chunked else codings) + _CRLF
+
+
 class _Reject(Exception):
     """A request the proxy refuses before it reaches the upstream."""
 
@@ -130,6 +150,10 @@ class _Reject(Exception):
 class _HeadDone(Exception):
     """Stops the response parser after the head of a response to HEAD (llhttp would wait for
     the body its Content-Length announces)."""
+
+
+class _Stray(Exception):
+    """Stops the response parser at a message that follows the complete response."""
 
 
 class FastProxy:
@@ -459,7 +483,8 @@ class _ClientConn(asyncio.Protocol):
             if lname == b"connection":
                 call.conn_tokens.append(value)
             elif lname == b"transfer-encoding":
-                call.chunked = True
+                call.chunked = True  # llhttp refuses a request whose last coding is not chunked
+                call.te_codings += _codings(value)
             elif lname == b"expect":
                 call.expect = value.lower() == b"100-continue"
             return
@@ -473,6 +498,8 @@ class _ClientConn(asyncio.Protocol):
             call.encoding = value
         elif lname == self.srv.id_lower:
             call.request_id = value
+        elif lname in IDEMPOTENCY_KEYS:
+            call.replayable = True
         call.parts += (name, _SEP, value, _CRLF)
 
     def on_headers_complete(self) -> None:
@@ -505,9 +532,9 @@ class _Call:
         "analyse", "chunked", "client", "conn_tokens", "encoding", "expect", "extra_id",
         "has_body", "has_host", "head", "http10", "is_head", "keep_alive", "length", "method",
         "model", "parts", "pending", "pending_size", "phase", "replay", "replay_size",
-        "req_copy", "req_copy_size", "req_done", "request_id", "resp_copy", "resp_copy_size",
-        "resp_encoding", "resp_eof", "resp_mode", "retried", "route", "status", "t0", "target",
-        "up", "wait_mark", "waited",
+        "replayable", "req_copy", "req_copy_size", "req_done", "request_id", "resp_copy",
+        "resp_copy_size", "resp_encoding", "resp_eof", "resp_mode", "retried", "route", "status",
+        "t0", "target", "te_codings", "up", "wait_mark", "waited",
     )
 
     def __init__(self, client: _ClientConn) -> None:
@@ -516,6 +543,7 @@ class _Call:
         self.parts: list[bytes] = []
         self.conn_tokens: list[bytes] = []
         self.chunked = False
+        self.te_codings: list[bytes] = []  # transfer codings other than chunked (gzip, ...)
         self.expect = False
         self.has_host = False
         self.length: bytes | None = None
@@ -531,8 +559,9 @@ class _Call:
         self.req_done = False
         self.pending: list[bytes] = []  # framed body bytes not yet sent upstream
         self.pending_size = 0
-        self.replay: list[bytes] | None = None  # all sent so far on a reused connection
+        self.replay: list[bytes] | None = None  # the body sent so far on a reused connection
         self.replay_size = 0
+        self.replayable = False  # safe to send twice: idempotent method or Idempotency-Key
         self.retried = False
         self.req_copy: list[bytes] | None = None
         self.req_copy_size = 0
@@ -557,6 +586,8 @@ class _Call:
         """The request head is complete."""
         self.method = parser.get_method()
         self.is_head = self.method == b"HEAD"
+        if self.method in IDEMPOTENT_METHODS:
+            self.replayable = True
         client = self.client
         if client.version is None:  # formatted by httptools on each call: ask once per connection
             client.version = parser.get_http_version()
@@ -598,7 +629,7 @@ class _Call:
         if not self.has_host or not srv.preserve_host:
             head.append(srv.host_field)
         if self.chunked:
-            head.append(_CHUNKED)
+            head.append(_transfer_encoding(self.te_codings))
         if self.analyse and srv.id_header is not None and self.request_id is None:
             self.request_id = self.extra_id = srv.ids.next().encode()
             head += (srv.id_header, _SEP, self.extra_id, _CRLF)
@@ -655,10 +686,11 @@ class _Call:
         self.phase = _SENDING
         up.begin(self)
         up.out.append(self.head)
-        size = len(self.head) + self.pending_size
-        if reused and not self.retried and size <= REPLAY_LIMIT:
-            self.replay = [self.head, *self.pending]
-            self.replay_size = size
+        # What would be sent again on another connection: the body so far (the head is
+        # rebuilt from self.head), kept only while it is small.
+        if reused and not self.retried and self.pending_size <= REPLAY_LIMIT:
+            self.replay = list(self.pending)
+            self.replay_size = self.pending_size
         if self.pending:
             up.out += self.pending
             self.pending = []
@@ -683,20 +715,27 @@ class _Call:
         head = [_status_line(status, up.reason), *parts]
         if self.is_head or status in (204, 304):
             mode = _NONE
-            # No body follows, but Content-Length still describes the representation.
-            if self.is_head and up.length is not None:
+            # No body follows, but Content-Length still describes the representation (RFC 9110
+            # section 8.6) -- except on a 204, which must not carry one.
+            if up.length is not None and status != 204:
                 head += (b"Content-Length", _SEP, up.length, _CRLF)
-        elif up.length is not None and not up.chunked:
+            if up.transfer_encoded and self.is_head:  # the framing a GET would get from us
+                head.append(_transfer_encoding(up.te_codings, not self.http10))
+        elif up.length is not None and not up.transfer_encoded:
             mode = _LENGTH
             head += (b"Content-Length", _SEP, up.length, _CRLF)
         elif self.http10:
             mode = _TO_CLOSE
+            if up.te_codings:  # the codings stay on the body; only chunked is undone
+                head.append(_transfer_encoding(up.te_codings, False))
         else:
             mode = _CHUNKS
-            head.append(_CHUNKED)
+            head.append(_transfer_encoding(up.te_codings))
         self.resp_mode = mode
         self.resp_encoding = up.encoding
-        self.resp_eof = mode != _NONE and up.length is None and not up.chunked
+        # llhttp reads a body until the connection closes when neither a length nor chunked
+        # framing delimits it (also: a last transfer coding other than chunked).
+        self.resp_eof = mode != _NONE and not up.chunked and (up.length is None or up.transfer_encoded)
         if self.extra_id is not None and not up.has_id:
             head += (self.client.srv.id_header or b"", _SEP, self.extra_id, _CRLF)
         if not self.keep_alive or client.closing or client.srv.closing or mode == _TO_CLOSE:
@@ -730,7 +769,7 @@ class _Call:
         up = self.up
         self.up = None
         if up is not None:
-            client.srv.pool.release(up, reusable and self.req_done)
+            up.call_done(reusable and self.req_done)
         self.finish(self.status, True)
 
     # --- failures -------------------------------------------------------------------------
@@ -778,10 +817,12 @@ class _Call:
         except Exception:  # pragma: no cover - fail open
             pass
 
-    def upstream_lost(self, exc: Exception | None, nothing_received: bool) -> None:
+    def upstream_lost(self, exc: Exception | None, nothing_received: bool, nothing_sent: bool) -> None:
         if (self.phase == _SENDING and nothing_received and self.replay is not None
-                and not self.client.lost):
-            # Most likely the upstream closed the idle connection as we reused it: again, once.
+                and not self.client.lost and (nothing_sent or self.replayable)):
+            # Most likely the upstream closed the idle connection as we reused it: again, once,
+            # byte for byte. A request that may have reached the upstream and is not safe to
+            # repeat is answered 502 instead (below): the model may have acted on it.
             self.retried = True
             self.up = None
             self.phase = _WAITING
@@ -887,9 +928,10 @@ def _lost_detail(exc: Exception | None) -> str:
 class _UpConn(asyncio.Protocol):
     """One keep-alive connection to the upstream, carrying one call at a time."""
 
-    __slots__ = ("call", "chunked", "conn_tokens", "encoding", "has_id", "idle_since",
-                 "informational", "last_io", "length", "out", "parser", "parts", "pool",
-                 "read_paused", "reason", "received", "served", "transport")
+    __slots__ = ("call", "chunked", "conn_tokens", "done", "encoding", "has_id", "idle_since",
+                 "in_feed", "informational", "last_io", "length", "out", "parser", "parts", "pool",
+                 "read_paused", "reason", "received", "sent", "served", "stray", "te_codings",
+                 "transfer_encoded", "transport")
 
     def __init__(self, pool: _Pool) -> None:
         self.pool = pool
@@ -902,6 +944,13 @@ class _UpConn(asyncio.Protocol):
         self.idle_since = 0.0
         self.served = 0  # calls this connection carried
         self.received = 0  # bytes received for the current call
+        self.sent = 0  # bytes handed to the transport for the current call
+        self.in_feed = False
+        # Set when the current call's response completed during a read: whether the connection
+        # may be reused. The pool gets it back only after the read, so that bytes following the
+        # response in the same read are seen as stray (self.stray) and not as the next response.
+        self.done: bool | None = None
+        self.stray = False
         self._reset()
 
     def _reset(self) -> None:
@@ -909,7 +958,9 @@ class _UpConn(asyncio.Protocol):
         self.parts: list[bytes] = []
         self.conn_tokens: list[bytes] = []
         self.length: bytes | None = None
-        self.chunked = False
+        self.chunked = False  # the last transfer coding is chunked
+        self.transfer_encoded = False  # a Transfer-Encoding field was sent
+        self.te_codings: list[bytes] = []
         self.encoding = b""
         self.has_id = False
         self.informational = False
@@ -918,6 +969,7 @@ class _UpConn(asyncio.Protocol):
         self.call = call
         self.served += 1
         self.received = 0
+        self.sent = 0
         self.last_io = perf()
 
     def flush(self) -> None:
@@ -926,7 +978,9 @@ class _UpConn(asyncio.Protocol):
             self.out = []
             self.last_io = perf()
             if self.transport is not None:
-                self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+                data = out[0] if len(out) == 1 else b"".join(out)
+                self.sent += len(data)
+                self.transport.write(data)
 
     def pause_reading(self) -> None:
         if not self.read_paused and self.transport is not None:
@@ -947,28 +1001,57 @@ class _UpConn(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         call = self.call
         if call is None:  # nothing was asked: a broken upstream; do not reuse
-            if self.transport is not None:
-                self.transport.abort()
+            self._stray_bytes()
             return
         now = perf()
         call.waited += now - call.wait_mark
         self.last_io = now
         self.received += len(data)
         client = call.client
+        self.in_feed = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
-            if isinstance(exc.__context__, _HeadDone):
+            cause = exc.__context__
+            if isinstance(cause, _HeadDone):
                 call.response_complete(False)
-            else:
-                _logger.error("proxy: response handling failed", exc_info=exc.__context__ or exc)
-                self._invalid(call, f"response handling failed: {exc.__context__ or exc}")
+            elif not isinstance(cause, _Stray):
+                _logger.error("proxy: response handling failed", exc_info=cause or exc)
+                self._invalid(call, f"response handling failed: {cause or exc}")
         except httptools.HttpParserError as exc:
-            self._invalid(call, f"invalid response from the upstream: {exc}")
-        if self.call is call:
+            if self.done is not None:  # not HTTP, after a complete response
+                self.stray = True
+            else:
+                self._invalid(call, f"invalid response from the upstream: {exc}")
+        finally:
+            self.in_feed = False
+        done = self.done
+        if done is not None:  # the response is complete: only now may the next call use us
+            self.done = None
+            if self.stray:
+                self._stray_bytes()
+            self.pool.release(self, done and not self.stray)
+        elif self.call is call:
             call.wait_mark = perf()
         if client.out:
             client.flush()
+
+    def _stray_bytes(self) -> None:
+        """Bytes arrived outside a response we wait for (an upstream that answered twice, or
+        sent garbage): they could be taken for the next call's response, so the connection is
+        never used again."""
+        self.stray = True
+        log.warning("stray", "upstream sent bytes outside a response: connection closed")
+        if self.transport is not None:
+            self.transport.abort()
+
+    def call_done(self, reusable: bool) -> None:
+        """The call is finished with this connection (its response is complete)."""
+        self.call = None
+        if self.in_feed:
+            self.done = reusable  # released by data_received once the read is processed
+        else:
+            self.pool.release(self, reusable)
 
     def _invalid(self, call: _Call, detail: str) -> None:
         err = UpstreamError("reset", 502, detail)
@@ -985,7 +1068,7 @@ class _UpConn(asyncio.Protocol):
         call = self.call
         self.call = None
         if call is not None and call.up is self:
-            call.upstream_lost(exc, self.received == 0)
+            call.upstream_lost(exc, self.received == 0, self.sent == 0)
             call.client.flush()
 
     def pause_writing(self) -> None:
@@ -1001,6 +1084,9 @@ class _UpConn(asyncio.Protocol):
     # --- parser callbacks -----------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if self.call is None:  # a second response after the one we waited for
+            self.stray = True
+            raise _Stray
         self._reset()
 
     def on_status(self, reason: bytes) -> None:
@@ -1012,7 +1098,9 @@ class _UpConn(asyncio.Protocol):
             if lname == b"connection":
                 self.conn_tokens.append(value)
             elif lname == b"transfer-encoding":
-                self.chunked = True
+                self.transfer_encoded = True
+                self.chunked = value.rstrip().lower().endswith(b"chunked")
+                self.te_codings += _codings(value)
             return
         if lname == b"content-length":
             self.length = value
