@@ -244,6 +244,20 @@ RAW_RESPONSES: dict[str, list[bytes | float | str | None]] = {
     # racing with the request); "drop" is handled in RawUpstream._serve
     "/then-drop": [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", "drop"],
     "/head-chunked": [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Head: yes\r\n\r\n"],  # to HEAD
+    # framing corner cases, each compared as received directly and through the proxy
+    "/framing/304-length": [b"HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\nContent-Length: 1234\r\n\r\n"],
+    "/framing/304": [b"HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\nCache-Control: max-age=5\r\n\r\n"],
+    "/framing/204": [b"HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n"],
+    "/framing/empty": [b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"],
+    "/framing/cookies": [b"HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nX-Empty:\r\n"
+                         b"Content-Length: 3\r\n\r\nabc"],
+    "/framing/partial": [b"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-3/10\r\n"
+                         b"Content-Length: 4\r\n\r\n0123"],
+    "/framing/redirect": [b"HTTP/1.1 301 Moved Permanently\r\nLocation: /there\r\nContent-Length: 5\r\n\r\nmoved"],
+    "/framing/gzip-chunked": [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+                              b"5\r\n\x1f\x8b\x08\x00\x00\r\n0\r\n\r\n"],
+    "/framing/chunked": [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"],
+    "/framing/no-reason": [b"HTTP/1.1 200 \r\nContent-Length: 2\r\n\r\nok"],
 }
 
 
@@ -330,7 +344,7 @@ async def read_response(reader: asyncio.StreamReader, head_request: bool = False
     r = RawResponse(int(status), reason, headers, b"")
     if head_request or r.status in (204, 304) or 100 <= r.status < 200:
         return r
-    if (r.header("Transfer-Encoding") or "").lower() == "chunked":
+    if (r.header("Transfer-Encoding") or "").lower().rstrip().endswith("chunked"):
         body = bytearray()
         while True:
             size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
