@@ -30,6 +30,8 @@ bench: $(BIN)/.installed system-deps
 	$(BIN)/python tests/bench/bench_proxy.py $(ARGS)
 	$(BIN)/python tests/bench/bench_drift.py $(ARGS)
 	$(BIN)/python tests/bench/bench_join_buffer.py $(ARGS)
+	$(BIN)/python tests/bench/bench_scrape.py $(ARGS)
+	$(BIN)/python tests/bench/bench_slowloris.py $(ARGS)
 
 # The drift benchmark with the Evidently comparison, in a venv of its own (Evidently pulls in
 # scikit-learn, statsmodels, plotly, ...).

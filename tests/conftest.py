@@ -186,8 +186,9 @@ StartSidecar = Callable[..., Awaitable[Running]]
 
 def sidecar_config(upstream_url: str | None, engine: str | None = None, **overrides: Any) -> Config:
     base: dict[str, Any] = {
+        # metrics_share_seconds 0: a scrape right after a change sees it (concurrent ones share)
         "server": {"host": "127.0.0.1", "traffic_port": 0, "admin_port": 0,
-                   "shutdown_grace_seconds": 5},
+                   "shutdown_grace_seconds": 5, "metrics_share_seconds": 0},
         "upstream": {"url": upstream_url, "probe_interval_seconds": 0.2,
                      "read_timeout_seconds": 2, "connect_timeout_seconds": 1},
         "resources": {"interval_seconds": 0.2},

@@ -69,6 +69,11 @@ def test_env_can_set_lists_and_null(tmp_path: Path) -> None:
     ("server: {log_level: loud}", "server.log_level"),
     ("- a list", "top level must be a mapping"),
     ("server: [1]", "server: must be a mapping"),
+    ("auth: {token_file: ''}", "auth.token_file: must be a file path"),
+    ("auth: {token_file: /t, protect: [writes, reads]}", "auth.protect[1]: must be one of writes, metrics, health"),
+    ("auth: {token_file: /t, protect: [metrics]}", "auth.protect: must include writes"),
+    ("auth: {protect: [writes, metrics]}", "auth.protect: protecting writes, metrics needs auth.token_file"),
+    ("auth: {protect: writes}", "auth.protect: must be a list"),
 ])
 def test_errors_name_the_bad_key(tmp_path: Path, text: str, key: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -79,6 +84,19 @@ def test_errors_name_the_bad_key(tmp_path: Path, text: str, key: str) -> None:
 def test_bad_env_override_is_named() -> None:
     with pytest.raises(ConfigError, match=r"server\.admin_port: must be an integer"):
         load_config(env={"MODELMON_SERVER__ADMIN_PORT": "nine"})
+
+
+def test_auth_is_off_by_default_and_set_by_env_or_flag(tmp_path: Path) -> None:
+    from modelmon.cli import _overrides, build_parser
+
+    assert load_config().auth.token_file is None
+    env = {"MODELMON_AUTH__TOKEN_FILE": "/var/run/secrets/modelmon/token",
+           "MODELMON_AUTH__PROTECT": "[writes, metrics]"}
+    config = load_config(env=env)
+    assert (config.auth.token_file, config.auth.protect) == ("/var/run/secrets/modelmon/token",
+                                                             ("writes", "metrics"))
+    args = build_parser().parse_args(["serve", "--auth-token-file", "/etc/token"])
+    assert load_config(env=env, overrides=_overrides(args)).auth.token_file == "/etc/token"
 
 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:

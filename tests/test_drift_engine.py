@@ -216,3 +216,13 @@ def test_rows_without_features_do_not_keep_the_queue_flushing() -> None:
     m.add(Batch(1, columns={"x": [0.5]}))
     assert m.rows.total.sum() == 0  # queued, not flushed at once by the featureless rows
 
+
+
+def test_integers_beyond_float_range_count_as_infinite_when_the_queue_is_binned() -> None:
+    """The stdlib parser (the fallback for NaN literals, and for numbers orjson cannot hold)
+    keeps such integers exact; binning them later — at a scrape — must not raise."""
+    m = ModelDrift("m", make_profile(), DriftSettings(), 100, Clock())
+    m.add(Batch(4, columns={"x": [10**400, -(10**400), 0.5, [[[1]]]], "colour": [10**400, "red", [], {}]}))
+    m.flush()
+    assert quality(m, "x") == {"inf": 2, "wrong_type": 1}
+    assert quality(m, "colour") == {"unseen_category": 1, "wrong_type": 2}

@@ -72,6 +72,18 @@ async def test_invalid_records_are_named(receiver: Running, record: object, mess
     assert message in body["errors"][0]["error"]
 
 
+async def test_ids_beyond_64_bits_are_rejected_saying_why(receiver: Running) -> None:
+    # JSON parsers read an integer beyond 64 bits as a float, its digits rounded.
+    body = (b'{"records": [{"features": {"x": 1}, "id": 123456789012345678901234567890}, '
+            b'{"features": {"x": 1}, "id": -9223372036854775808}, {"features": {"x": 1}, "id": 1.5}]}')
+    status, got = await post(receiver, body)
+    assert (status, got["accepted"], got["rejected"]) == (202, 1, 2)
+    beyond, fraction = (e["error"] for e in got["errors"])
+    assert beyond.startswith("'id' is an integer beyond 64 bits (~1.2345678901234568e+29)")
+    assert beyond.endswith("send it as a string")
+    assert fraction == "'id' must be a string or an integer, got a number with a fraction or an exponent (1.5)"
+
+
 async def test_all_invalid_is_400(receiver: Running) -> None:
     status, body = await post(receiver, orjson.dumps([{"x": 1}, 5]))
     assert status == 400 and body["error"] == "invalid_records" and body["rejected"] == 2
@@ -126,3 +138,54 @@ async def test_model_from_query_and_unknown_models_fold(start_sidecar: StartSide
     models = {s.labels["model"] for m in running.sidecar.registry.collect()
               if m.name == "modelmon_analysis_records" for s in m.samples}
     assert models == {"tenant0", "__other__"}  # "default" holds the other slot
+
+
+def deep(depth: int, kind: str = "array") -> bytes:
+    if kind == "array":
+        return b"[" * depth + b"1" + b"]" * depth
+    return b'{"a":' * depth + b"1" + b"}" * depth
+
+
+@pytest.mark.parametrize("endpoint", ["/v1/records", "/v1/labels"])
+@pytest.mark.parametrize("kind", ["array", "object"])
+@pytest.mark.parametrize("content_type", ["application/json", "application/x-ndjson"])
+async def test_deeply_nested_bodies_are_a_400_never_a_500(receiver: Running, endpoint: str, kind: str,
+                                                          content_type: str) -> None:
+    async with aiohttp.ClientSession() as s, s.post(
+        receiver.admin_url + endpoint, data=deep(10_000, kind), headers={"Content-Type": content_type}
+    ) as resp:
+        status, body = resp.status, await resp.json()
+    assert status == 400
+    if content_type == "application/json":
+        assert body["error"] == "invalid_json" and "depth" in body["detail"]
+    else:  # NDJSON: the line is rejected like any other bad record
+        assert body["rejected"] == 1 and "invalid JSON" in body["errors"][0]["error"]
+    status, _ = await post(receiver, orjson.dumps([rec(1)]))  # the endpoint keeps serving
+    assert status == 202
+
+
+@pytest.mark.parametrize("segments", [["s"], []], ids=["segmented", "plain"])
+async def test_deeply_nested_values_in_records_are_analysed_and_their_labels_join(
+    start_sidecar: StartSidecar, segments: list[str]
+) -> None:
+    """Values as deep as the parser takes (its limit is 1,024 levels) reach the analysis, the
+    join buffer and segments: none of them may recurse on them (a repr raised RecursionError
+    there, and the label that joined such a prediction got a 500)."""
+    running = await start_sidecar(None, models=[{"name": "churn", "segments": segments}])
+    record = (b'{"id": "r1", "features": {"x": 1, "s": ' + deep(1015) + b'}, "prediction": '
+              + deep(1015, "object") + b"}")
+    status, body = await post(running, b'{"model": "churn", "records": [' + record + b"]}")
+    assert status == 202 and body["accepted"] == 1
+    await running.drain()
+    assert running.sample("modelmon_analysis_records_total", {"model": "churn", "source": "push"}) == 1
+    assert running.sample("modelmon_analysis_dropped_records_total", {"reason": "analysis_error"}) is None
+    async with aiohttp.ClientSession() as s, s.post(running.admin_url + "/v1/labels",
+                                                    json=[{"id": "r1", "label": 1}]) as resp:
+        assert resp.status == 202
+        assert (await resp.json())["joined"] == 1
+    # Neither an array nor an object is a class or a segment value.
+    assert running.sample("modelmon_confusion_total",
+                          {"model": "churn", "actual": "1", "predicted": "__other__"}) == 1
+    if segments:
+        assert running.sample("modelmon_segment_events_total", {"model": "churn", "segment": "s",
+                                                                "value": "__other__", "event": "labels"}) == 1

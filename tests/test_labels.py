@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import math
 import random
+import sys
+import tracemalloc
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -19,14 +22,21 @@ from conftest import Running, StartSidecar
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from join_buffer_reference import OrderedDictJoinBuffer
+from modelmon.analysis import Analysis
+from modelmon.config import Config
+from modelmon.ingest import MAX_LABEL_CHARS
 from modelmon.performance import (
+    Digest,
     JoinBuffer,
     LabelStats,
     ModelPerformance,
     PerformanceCollector,
     Prediction,
     _HashIndex,
+    comparison_key,
+    held,
 )
+from modelmon.pipeline import Decoded
 
 
 class Clock:
@@ -109,6 +119,153 @@ def test_memory_bound_under_a_flood_of_unmatched_ids() -> None:
     assert buf.add_label("never-labelled-49999", 1)[0] == "joined"
 
 
+# --- what one entry holds is bounded, whatever clients send ------------------------------------
+
+# The documented bound (README "Ground truth and performance", labels.max_entries): bytes an entry
+# of either buffer takes at most — a held prediction with two keys and, once joined, its keys
+# remembered; a waiting label — plus, for a prediction, 40 + 8 per segment feature.
+ENTRY_BOUND = 450
+
+
+def traced_bytes(fill: Callable[[], object]) -> int:
+    """Bytes still allocated after ``fill()`` (traced from before it ran; what it let go of is
+    not counted), with whatever it returned still alive."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        kept = fill()
+        gc.collect()
+        used = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    del kept
+    return used
+
+
+def test_unmatched_labels_of_100_kb_stay_within_the_entry_bound() -> None:
+    """1,000 unmatched labels whose value is a 100 KB string held 100 MB; the buffer now keeps
+    such a value as its digest (and POST /v1/labels rejects it: see the end-to-end test)."""
+    clock = Clock()
+    buf = JoinBuffer(1000, 86400, clock)
+
+    def fill() -> None:
+        for i in range(1000):  # each value fresh, as a request's would be, and let go after
+            buf.add_label(f"{i:08x}-" + "k" * 247, chr(65 + i % 26) * 100_000 + str(i))
+
+    used = traced_bytes(fill)
+    assert buf.pending_labels == 1000
+    assert used / 1000 <= ENTRY_BOUND, used
+    # What is kept still compares as the value: the prediction equal to it is scored correct.
+    perf = ModelPerformance("m", "classification", [], 20, None, [], 10, 3600, 12, clock)
+    for i, predicted in ((7, "H" * 100_000 + "7"), (8, "I" * 100_000 + "9")):
+        label = buf.add_prediction([f"{i:08x}-" + "k" * 247], prediction(clock.now, predicted))
+        assert label is not None and type(label[0]) is Digest
+        perf.joined(prediction(clock.now, predicted), label[0], clock.now)
+    assert perf.correct == 1 and perf.joins == 2
+
+
+def test_predictions_with_10_kb_outputs_stay_within_the_entry_bound() -> None:
+    """5,000 predictions whose output is a 10 KB string (pushed records, through the analysis,
+    two keys each) held 50 MB; now each is held as a digest."""
+    analysis = Analysis(Config(), clock=lambda: 1e9)
+
+    def fill() -> None:
+        for b in range(50):
+            records = [{"id": f"p{b}-{i}", "features": {"x": 1.0}, "prediction": f"{b}-{i}-" + "y" * 10_000}
+                       for i in range(100)]
+            decoded = Decoded("m", "push", 100, records=orjson.loads(orjson.dumps(records)), received_at=1e9)
+            analysis.analyse(decoded)
+
+    used = traced_bytes(fill)
+    assert analysis.buffer.pending_predictions == 5000
+    assert used / 5000 <= ENTRY_BOUND, used
+    assert analysis.receive_label("p3-4", "3-4-" + "y" * 10_000) == "joined"
+    assert analysis.receive_label("p3-5", "3-4-" + "y" * 10_000) == "joined"
+    perf = analysis.performances()["m"]
+    assert (perf.joins, perf.correct) == (2, 1)
+
+
+def test_a_full_buffer_of_the_largest_held_values_stays_within_the_entry_bound() -> None:
+    """The worst case: every prediction held under two 256-character keys with the largest value
+    kept as given (63 ASCII characters), after as many joins (all remembered); every waiting
+    label as large. The index and the arrays are measured where they are least full (the
+    index just grown: 2,049 entries x 4 keys)."""
+    clock = Clock()
+    n = 2049
+    rng = random.Random(5)
+
+    def key() -> str:
+        return f"{rng.getrandbits(64):016x}" + "é" * 240
+
+    buf = JoinBuffer(n, 86400, clock)
+
+    def fill() -> None:
+        for i in range(n):
+            keys = [key(), key()]
+            buf.add_prediction(keys, prediction(clock.now, f"{i:063d}"))
+            assert buf.add_label(keys[i % 2], 1)[0] == "joined"
+        for i in range(2 * n):
+            buf.add_prediction([key(), key()], prediction(clock.now, f"{i:063d}"))
+
+    used = traced_bytes(fill)
+    assert buf.pending_predictions == n
+    assert used / n <= ENTRY_BOUND, used
+    labels = JoinBuffer(n, 86400, clock)
+    used = traced_bytes(lambda: [labels.add_label(key(), f"{i:063d}") for i in range(3 * n)] and None)
+    assert labels.pending_labels == n
+    assert used / n <= ENTRY_BOUND, used
+
+
+def test_held_predictions_share_their_segment_value_strings() -> None:
+    perf = ModelPerformance("m", "classification", [], 20, None, ["region"], 10, 600, 6, Clock())
+    first, again = (perf.segment_values(["".join(["e", "u"])])[0] for _ in range(2))  # fresh strings
+    assert first == again == "eu" and first is again
+
+
+LONG = "y" * 10_000
+
+
+@pytest.mark.parametrize("value", [LONG, "é" * 20, "x" * 64, "ok", 10**63, -(10**100), 10**5000, 2**64 - 1,
+                                   [[1, 2]] * 5000, {"a": LONG}, np.int64(7), b"raw", 0.5, True, None],
+                         ids=lambda v: type(v).__name__)
+def test_held_values_are_bounded_and_compare_as_what_they_stand_for(value: object) -> None:
+    kept = held(value)
+    assert sys.getsizeof(kept) <= 112  # a 63-character ASCII string; a Digest takes 73
+    assert comparison_key(kept) == comparison_key(value)
+    assert held(kept) == kept or kept is None
+
+
+def test_long_text_keys_differ_beyond_any_prefix() -> None:
+    assert comparison_key(LONG + "a") != comparison_key(LONG + "b")
+    assert comparison_key(LONG + "a") == comparison_key("".join([LONG, "a"]))
+    assert comparison_key("é") != comparison_key("e") and type(comparison_key("é")) is Digest
+    digest = Digest.of(LONG)
+    assert digest != bytes(digest) and digest != LONG and "10000 characters" in repr(digest)
+
+
+def test_long_predictions_score_by_their_whole_value() -> None:
+    """Text too long to be a class label folds into __other__ in the confusion matrix, but is
+    scored correct only when it equals its label entirely (it used to count as correct whenever
+    both folded)."""
+    clock = Clock()
+    buf = JoinBuffer(10, 3600, clock)
+    perf = ModelPerformance("m", "classification", [], 20, None, ["region"], 10, 3600, 12, clock)
+    answer = "The answer is " + "x" * 500
+    cases = [("same", answer, answer), ("prefix", answer + "!", answer), ("shorter", answer[:-1], answer),
+             ("cap", "c99", "c98")]
+    for key, predicted, _ in cases:
+        buf.add_prediction([key], ("m", predicted, clock.now, ("eu",)))
+    for key, _, label in cases:
+        outcome, found = buf.add_label(key, label)
+        assert outcome == "joined" and found is not None
+        perf.joined(found, label, clock.now)
+    assert perf.correct == 1 and perf.joins == 4
+    assert perf.confusion[("__other__", "__other__")] == 3
+    assert perf.windowed()["accuracy"] == 0.25
+    assert perf.segments[("region", "eu", "correct")] == 1
+
+
 # --- the compact join buffer: slot reuse, its hash index, and its contract against references ---
 
 
@@ -173,8 +330,8 @@ def test_more_than_two_keys_hold_one_prediction() -> None:
     assert [buf.add_label(k, 1)[0] for k in ("x2", "p2", "h2")] == ["unmatched"] * 3
 
 
-@pytest.mark.parametrize("value", [0.25, -0.0, math.inf, 1, 10**30, True, False, "cat", None, [1, 2],
-                                   np.float64(0.5)])
+@pytest.mark.parametrize("value", [0.25, -0.0, math.inf, 1, 10**30, -(10**61), True, False, "cat", "x" * 63,
+                                   None, np.float64(0.5)])
 def test_predicted_values_come_back_as_given(value: object) -> None:
     clock = Clock()
     buf = JoinBuffer(10, 3600, clock)
@@ -536,6 +693,22 @@ async def test_bad_label_batches_are_named(start_sidecar: StartSidecar, payload:
     assert (got, body["error"]) == (status, error)
 
 
+async def test_over_long_labels_and_ids_beyond_64_bits_are_per_item_errors(start_sidecar: StartSidecar) -> None:
+    running = await start_sidecar(None)
+    labels = [orjson.dumps({"id": "a", "label": "x" * 100_000}),
+              orjson.dumps({"id": "b", "label": "y" * MAX_LABEL_CHARS}),  # the longest accepted
+              b'{"id": 123456789012345678901234567890, "label": 1}',  # orjson cannot even write it
+              orjson.dumps({"id": 18446744073709551615, "label": 1})]  # 2^64 - 1: still an integer
+    status, body = await post_labels(running, b'{"labels": [' + b", ".join(labels) + b"]}")
+    assert status == 202
+    assert (body["unmatched"], body["rejected"]) == (2, 2)
+    assert [e["index"] for e in body["errors"]] == [0, 2]
+    assert body["errors"][0]["error"].startswith(f"'label' is too long: 100000 characters, at most {MAX_LABEL_CHARS}")
+    assert "beyond 64 bits" in body["errors"][1]["error"] and "send it as a string" in body["errors"][1]["error"]
+    assert running.sample("modelmon_labels_total", {"outcome": "invalid"}) == 2
+    assert running.sample("modelmon_join_buffer_entries", {"kind": "label"}) == 2
+
+
 async def test_probability_vectors_give_argmax_classes(start_sidecar: StartSidecar) -> None:
     running = await start_sidecar(None, models=[{"name": "clf", "classes": ["neg", "pos"]}])
     async with aiohttp.ClientSession() as s, s.post(running.admin_url + "/v1/records", json={
@@ -584,3 +757,16 @@ async def test_generated_request_id_reaches_model_and_client(upstream: TestServe
     async with running.session.get(running.traffic_url + "/echo/other") as r:
         assert "X-Request-ID" not in r.headers
         assert "x-request-id" not in {k.lower() for k, _ in (await r.json())["headers"]}
+
+
+@pytest.mark.parametrize("predicted", [10**400, {"a": 1}, [1, 2]], ids=["huge_int", "object", "array"])
+def test_a_prediction_neither_class_nor_number_joins_without_error(predicted: object) -> None:
+    """Such predictions wait in the join buffer until their label; then neither a float
+    conversion nor a repr may raise (that was a 500 for POST /v1/labels)."""
+    clock = Clock()
+    regression = ModelPerformance("m", "regression", [], 20, None, [], 10, 600, 6, clock)
+    regression.joined(prediction(clock.now, predicted), 2.5, clock.now)
+    assert regression.regression == {("invalid",): 1}
+    classification = ModelPerformance("m", "classification", [], 20, None, [], 10, 600, 6, clock)
+    classification.joined(prediction(clock.now, predicted), "a", clock.now)
+    assert dict(classification.confusion) == {("a", "__other__"): 1}

@@ -4,9 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import json
+import logging
+from collections.abc import Sequence
+from typing import Any
 
-from modelmon.pipeline import DRAIN_DELAY, MAX_BATCH, AnalysisQueue, Decoded, Exchange, PipelineStats
+import pytest
+from aiohttp.test_utils import TestServer
+from conftest import StartSidecar
+from modelmon import pipeline
+from modelmon.logs import RateLimitedLog
+from modelmon.pipeline import (
+    DRAIN_DELAY,
+    MAX_BATCH,
+    Analyser,
+    AnalysisQueue,
+    Decoded,
+    Exchange,
+    Item,
+    PipelineStats,
+)
 
 BODY = json.dumps({"instances": [[1.0, 2.0]]}).encode()
 
@@ -128,3 +146,155 @@ async def test_items_are_analysed_in_a_batch_shortly_after_the_first_arrives() -
         assert recorder.seen == ["0", "1"]  # ...but together, soon after
         assert loop.time() - first >= DRAIN_DELAY * 0.9
 
+
+# --- whatever one item raises, it alone is lost -------------------------------------------------
+
+DEEP = b"[" * 10_000 + b"]" * 10_000  # beyond orjson's depth limit, and the stdlib parser's recursion
+
+
+@pytest.fixture(autouse=True)
+def fresh_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test sees its own first log line per reason (the module's log is rate-limited)."""
+    monkeypatch.setattr(pipeline, "log", RateLimitedLog(logging.getLogger("modelmon.pipeline")))
+
+
+def deep_value(depth: int = 5_000) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+class Raiser(Recorder):
+    """Raises ``error`` while analysing the item with request id "2"."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self._error = error
+
+    def analyse(self, decoded: Decoded) -> None:
+        self.seen.append(decoded.request_id)
+        if decoded.request_id == "2":
+            raise self._error
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("analyser bug"),
+    RecursionError("maximum recursion depth exceeded"),
+    MemoryError(),
+    KeyError(deep_value()),  # its message is the repr of client data: rendering it raises too
+], ids=["runtime", "recursion", "memory", "unprintable"])
+async def test_an_error_on_one_item_spares_the_rest_of_its_batch_and_later_items(
+    error: Exception, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue = AnalysisQueue(10, PipelineStats(), 1 << 20)
+    analyser = Raiser(error)
+    async with running(queue, analyser):
+        for i in range(5):  # one batch: all offered before the drain runs
+            queue.offer(exchange(i))
+        await queue.join(timeout=1)
+        assert analyser.seen == ["0", "1", "2", "3", "4"] and queue.depth() == 0
+        queue.offer(exchange(5))  # and the drain keeps working
+        await queue.join(timeout=1)
+    assert analyser.seen == ["0", "1", "2", "3", "4", "5"]
+    assert queue.stats.dropped == {("analysis_error",): 1}
+    assert queue.stats.analysed[("m", "proxy")] == 6
+    assert "Exception in callback" not in caplog.text
+    logged = [r.getMessage() for r in caplog.records if r.name == "modelmon.pipeline"]
+    assert len(logged) == 1 and "\n" not in logged[0] and len(logged[0]) < 400
+
+
+@pytest.mark.parametrize("encoding", ["", "gzip"])
+async def test_a_body_nested_too_deep_is_invalid_json_and_its_batch_goes_on(
+    encoding: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue = AnalysisQueue(10, PipelineStats(), 1 << 20)
+    recorder = Recorder()
+    body = gzip.compress(DEEP) if encoding else DEEP
+    async with running(queue, recorder):
+        queue.offer(exchange(0))
+        queue.offer(Exchange("m", "/v1/models/{model}:predict", 200, body, b"", encoding, request_id="deep"))
+        queue.offer(Exchange("m", "/v1/models/{model}:predict", 200, BODY, DEEP, request_id="deep response"))
+        queue.offer(exchange(1))
+        await queue.join(timeout=1)
+        assert recorder.seen == ["0", "1"] and queue.depth() == 0
+    assert queue.stats.dropped == {("invalid_json",): 2}
+    assert "Exception in callback" not in caplog.text
+
+
+async def test_an_exception_escaping_the_per_item_guard_is_still_one_items_loss(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue = AnalysisQueue(10, PipelineStats(), 1 << 20)
+    recorder = Recorder()
+    analyse = queue._analyse
+
+    def broken(item: Item, analysers: Sequence[Analyser]) -> None:  # a bug in the guard itself
+        if isinstance(item, Exchange) and item.request_id == "1":
+            raise ValueError("bug")
+        analyse(item, analysers)
+
+    monkeypatch.setattr(queue, "_analyse", broken)
+    async with running(queue, recorder):
+        for i in range(3):
+            queue.offer(exchange(i))
+        await queue.join(timeout=1)
+        assert recorder.seen == ["0", "2"]
+    assert queue.stats.dropped == {("analysis_error",): 1}
+    assert "Exception in callback" not in caplog.text
+
+
+async def test_the_drain_stays_scheduled_whatever_escapes_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Even what no guard catches (a BaseException) leaves the rest of the queue drained."""
+
+    class Escape(BaseException):
+        pass
+
+    queue = AnalysisQueue(10, PipelineStats(), 1 << 20)
+    recorder = Recorder()
+    analyse = queue._analyse
+
+    def escaping(item: Item, analysers: Sequence[Analyser]) -> None:
+        if isinstance(item, Exchange) and item.request_id == "1":
+            raise Escape
+        analyse(item, analysers)
+
+    monkeypatch.setattr(queue, "_analyse", escaping)
+    loop = asyncio.get_running_loop()
+    escaped: list[BaseException] = []
+    loop.set_exception_handler(lambda _, context: escaped.append(context["exception"]))
+    try:
+        async with running(queue, recorder):
+            for i in range(3):
+                queue.offer(exchange(i))
+            await queue.join(timeout=1)
+            assert recorder.seen == ["0", "2"] and queue.depth() == 0
+            queue.offer(exchange(3))
+            await queue.join(timeout=1)
+            assert recorder.seen == ["0", "2", "3"]
+    finally:
+        loop.set_exception_handler(None)
+    assert [type(e) for e in escaped] == [Escape]
+
+
+async def test_a_deeply_nested_proxied_body_is_dropped_and_the_queue_behind_it_analysed(
+    upstream: TestServer, start_sidecar: StartSidecar, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(pipeline, "DRAIN_DELAY", 0.5)  # all three requests land in one batch
+    running_sidecar = await start_sidecar(str(upstream.make_url("")), proxy={"routes": [
+        {"path": "/echo", "name": "echo", "model": "m", "inference": True}]})
+    post = running_sidecar.session.post
+    async with post(running_sidecar.traffic_url + "/echo", data=DEEP) as resp:
+        assert resp.status == 200  # the model answered: the body was fine by it
+    for rows in ([[1.0]], [[2.0], [3.0]]):
+        async with post(running_sidecar.traffic_url + "/echo", json={"instances": rows}) as resp:
+            assert resp.status == 200
+    # No further request: the valid exchanges queued behind the deep one are analysed anyway.
+    await running_sidecar.sidecar.queue.join(timeout=2)
+    assert running_sidecar.sidecar.queue.depth() == 0
+    assert running_sidecar.sample("modelmon_analysis_dropped_records_total", {"reason": "invalid_json"}) == 1
+    assert running_sidecar.sample("modelmon_analysis_records_total", {"model": "m", "source": "proxy"}) == 3
+    assert running_sidecar.sample("modelmon_analysis_dropped_records_total", {"reason": "analysis_error"}) is None
+    assert "Exception in callback" not in caplog.text
+    assert any("invalid_json" in r.getMessage() and "depth" in r.getMessage() for r in caplog.records)

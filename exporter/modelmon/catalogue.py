@@ -116,6 +116,23 @@ UPSTREAM_ERRORS = _m(
     "(connect, timeout, reset).",
     ("model", "reason"),
 )
+CLIENT_CONNECTIONS = _m(
+    "proxy_client_connections", G, "Client connections open on the traffic port (fast engine).",
+)
+CLIENT_CONNECTIONS_LIMIT = _m(
+    "proxy_client_connections_limit", G,
+    "Most client connections the traffic port holds at once (proxy.max_connections, lowered to fit "
+    "the process's file descriptor limit); beyond it idle or slow connections are closed to make "
+    "room (fast engine).",
+)
+CLIENT_CONNECTIONS_CLOSED = _m(
+    "proxy_client_connections_closed", C,
+    "Client connections the proxy closed to protect itself, by reason: limit (refused at the "
+    "connection limit, 503), evicted (idle, or slow to send its request head, closed to make room), "
+    "head_timeout (no complete request head within proxy.request_head_timeout_seconds, 408), "
+    "head_too_large (414/431), invalid_request (400), internal_error (500) (fast engine).",
+    ("reason",),
+)
 
 # --- health ----------------------------------------------------------------------------------
 UPSTREAM_UP = _m(
@@ -187,6 +204,12 @@ RECORDS_ANALYSED = _m(
 )
 INGEST_REQUESTS = _m(
     "ingest_requests", C, "Push API requests, by endpoint and HTTP status code.", ("endpoint", "code"),
+)
+AUTH_REFUSED = _m(
+    "auth_refused_requests", C,
+    "Admin-port requests refused for want of the bearer token (auth.token_file), by endpoint and "
+    "reason (missing_token, invalid_request, invalid_token, token_unavailable).",
+    ("endpoint", "reason"),
 )
 
 # --- drift and data quality (models with a reference profile) ---------------------------------

@@ -36,6 +36,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         out["upstream"] = {"url": args.upstream}
     if args.model:
         out["models"] = [{"name": args.model}]
+    if args.auth_token_file:
+        out["auth"] = {"token_file": args.auth_token_file}
     return out
 
 
@@ -90,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--admin-port", type=int, help="metrics/health/push port (default 9400)")
     serve.add_argument("--model", help="model name for routes that do not name one")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--auth-token-file", metavar="FILE",
+                       help="require Authorization: Bearer <the token in FILE> on the push API")
 
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("file")
@@ -141,7 +145,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Everything imported so far lives as long as the process: keep the collector from
         # rescanning it, which shortens the pauses it causes on the request path.
         gc.freeze()
-        _run(serve(config))
+        try:
+            _run(serve(config))
+        except ConfigError as exc:  # found at start-up, e.g. an unreadable auth.token_file
+            print(f"invalid config: {exc}", file=sys.stderr)
+            return 2
         return 0
     if args.command == "profile":
         return _profile(args)

@@ -49,9 +49,14 @@ class ServerConfig:
     admin_port: int = 9400
     shutdown_grace_seconds: float = 20.0
     log_level: str = "info"
+    # Scrapes of /metrics arriving within this many seconds of a rendering get that rendering
+    # (concurrent scrapes always share one); 0: every scrape renders afresh.
+    metrics_share_seconds: float = 1.0
 
     def validate(self, path: str) -> None:
         _port(f"{path}.traffic_port", self.traffic_port)
+        if self.metrics_share_seconds < 0:
+            _fail(f"{path}.metrics_share_seconds", "must be >= 0")
         _port(f"{path}.admin_port", self.admin_port)
         if self.traffic_port == self.admin_port and self.traffic_port != 0:
             _fail(f"{path}.admin_port", "must differ from server.traffic_port")
@@ -116,8 +121,17 @@ class ProxyConfig:
     # "fast": the built-in asyncio/llhttp proxy; "aiohttp": the proxy on aiohttp's server and
     # client (same behaviour, several times the CPU per request).
     engine: str = "fast"
+    # Client connections held at once (fast engine; lowered at start to fit the file descriptor
+    # limit beside the upstream pool and the admin port). At the limit, a new connection closes
+    # the longest-idle or slowest connection that has no request in progress.
+    max_connections: int = 4096
+    # A client has this long to send a complete request head (from connecting, or from the first
+    # byte of a later request on a kept-alive connection): 408 and close otherwise (fast engine).
+    request_head_timeout_seconds: float = 15.0
 
     def validate(self, path: str) -> None:
+        _positive(f"{path}.max_connections", self.max_connections)
+        _positive(f"{path}.request_head_timeout_seconds", self.request_head_timeout_seconds)
         if self.engine not in PROXY_ENGINES:
             _fail(f"{path}.engine", f"must be one of {', '.join(PROXY_ENGINES)}, got {self.engine!r}")
         for i, route in enumerate(self.routes):
@@ -143,6 +157,31 @@ class IngestConfig:
     def validate(self, path: str) -> None:
         _positive(f"{path}.max_body_bytes", self.max_body_bytes)
         _positive(f"{path}.max_records", self.max_records)
+
+
+AUTH_GROUPS = ("writes", "metrics", "health")
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """Bearer-token authentication on the admin port (RFC 6750). The token is one line in
+    ``token_file`` (a mounted Secret), re-read when the file changes; null = no authentication."""
+
+    token_file: str | None = None
+    # What needs the token: writes (POST /v1/records, /v1/labels), metrics (/metrics and the
+    # landing page /), health (/healthz, /readyz).
+    protect: tuple[str, ...] = ("writes",)
+
+    def validate(self, path: str) -> None:
+        if self.token_file is not None and not self.token_file.strip():
+            _fail(f"{path}.token_file", "must be a file path, or null for no authentication")
+        for i, group in enumerate(self.protect):
+            if group not in AUTH_GROUPS:
+                _fail(f"{path}.protect[{i}]", f"must be one of {', '.join(AUTH_GROUPS)}, got {group!r}")
+        if "writes" not in self.protect:
+            _fail(f"{path}.protect", "must include writes (the push API is what the token is for)")
+        if self.token_file is None and set(self.protect) != {"writes"}:
+            _fail(f"{path}.protect", f"protecting {', '.join(self.protect)} needs {path}.token_file")
 
 
 PROTOCOLS = ("auto", "kserve_v1", "oip_v2", "mlflow", "seldon", "generic")
@@ -321,7 +360,8 @@ class LabelsConfig:
     header: str = "X-Request-ID"
     generate_ids: bool = True
     ttl_seconds: float = 86400.0  # how long a prediction waits for its label (and vice versa)
-    # Predictions held (~150 bytes each) and, separately, early labels held (~300 bytes each).
+    # Predictions held (~150 bytes each) and, separately, early labels held (~250 bytes each);
+    # whatever clients send, at most 450 bytes an entry (long values are held as digests).
     max_entries: int = 20_000
     window_seconds: float = 3600.0  # sliding window of the performance gauges
     sub_windows: int = 12
@@ -360,6 +400,7 @@ class Config:
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
     models: tuple[ModelConfig, ...] = ()
     health: HealthConfig = field(default_factory=HealthConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)

@@ -36,6 +36,7 @@ from urllib.parse import unquote, urlsplit
 
 import httptools
 
+from .fds import client_connection_limit
 from .models import ModelRegistry
 from .pipeline import AnalysisQueue, Exchange
 from .proxy import CLIENT_CLOSED, HOP_BY_HOP, RequestIds, UpstreamError, log
@@ -75,6 +76,10 @@ _SEP = b": "
 _CLOSE = b"Connection: close\r\n"
 _KEEP_ALIVE = b"Connection: keep-alive\r\n"
 _CHUNKED = b"Transfer-Encoding: chunked\r\n"
+
+# modelmon_proxy_client_connections_closed_total{reason} of a refused request
+_REJECT_REASONS = {400: "invalid_request", 408: "head_timeout", 414: "head_too_large",
+                   431: "head_too_large", 500: "internal_error"}
 
 # reasons for not reading from a client (bits)
 _P_UPSTREAM = 1  # the upstream's write buffer is full
@@ -172,6 +177,8 @@ class FastProxy:
         max_connections: int = 256,
         connect_timeout: float = 5.0,
         read_timeout: float = 60.0,
+        max_clients: int = 4096,
+        head_timeout: float = 15.0,
     ) -> None:
         url = urlsplit(upstream)
         if url.scheme not in ("http", "https") or not url.hostname:
@@ -193,21 +200,27 @@ class FastProxy:
             hostport = f"[{url.hostname}]" if port == default_port else f"[{url.hostname}]:{port}"
         self.host_field = b"Host: " + hostport.encode("idna") + _CRLF
         self.read_timeout = read_timeout
+        self.head_timeout = head_timeout
+        self.max_clients_configured = max_clients
+        self.max_clients = max_clients  # fitted to the file descriptor limit in start()
         self.pool = _Pool(self, url.hostname, port,
                           ssl.create_default_context() if url.scheme == "https" else None,
                           max_connections, connect_timeout)
         self.clients: set[_ClientConn] = set()
+        self.evicting = 0  # clients closed to make room whose connection_lost is still due
         self.closing = False
         self.address: tuple[str, int] = ("", 0)
         self._route_cache: dict[bytes, RouteMatch] = {}
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.TimerHandle | None = None
-        self._sweep_every = min(1.0, read_timeout / 4)
+        self._sweep_every = min(1.0, read_timeout / 4, head_timeout / 4)
         self._all_closed: asyncio.Event | None = None
 
     # --- listening ---------------------------------------------------------------------------
 
     async def start(self, host: str, port: int, backlog: int = 1024) -> None:
+        self.max_clients = client_connection_limit(self.max_clients_configured, self.pool.limit)
+        self.stats.client_connection_limit = self.max_clients
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: _ClientConn(self), host, port,
                                                 backlog=backlog)
@@ -248,8 +261,31 @@ class FastProxy:
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
             self._server = None
 
+    def admit(self, client: _ClientConn) -> bool:
+        """Whether a new connection may stay: below the limit, or once the connection that has
+        waited longest without a request in progress (idle, or still sending its head) has been
+        closed to make room. Requests in progress are never cut for a newcomer."""
+        if len(self.clients) - self.evicting < self.max_clients:
+            return True
+        victim: _ClientConn | None = None
+        for other in self.clients:
+            if (other.active is None and not other.waiting and not other.evicted
+                    and (victim is None or other.idle_since < victim.idle_since)):
+                victim = other
+        if victim is None:
+            return False
+        victim.evicted = True
+        self.evicting += 1
+        self.stats.connections_closed[("evicted",)] += 1
+        victim.close()
+        return True
+
     def client_gone(self, client: _ClientConn) -> None:
-        self.clients.discard(client)
+        if client in self.clients:
+            self.clients.discard(client)
+            self.stats.client_connections = len(self.clients)
+            if client.evicted:
+                self.evicting -= 1
         if self.closing and not self.clients and self._all_closed is not None:
             self._all_closed.set()
 
@@ -259,8 +295,11 @@ class FastProxy:
         try:
             self.pool.sweep(now, self.read_timeout)
             limit = now - CLIENT_IDLE_SECONDS
+            head_limit = now - self.head_timeout
             for client in list(self.clients):
-                if client.idle() and client.idle_since < limit:
+                if client.head_since and client.head_since < head_limit and client.in_head:
+                    client.head_timed_out()
+                elif client.idle() and client.idle_since < limit and not client.head_since:
                     client.close()
         except Exception:  # pragma: no cover - fail open, keep sweeping
             _logger.exception("proxy sweep failed")
@@ -292,9 +331,10 @@ class FastProxy:
 class _ClientConn(asyncio.Protocol):
     """One client connection: parses requests, answers them in order."""
 
-    __slots__ = ("active", "closing", "head_size", "idle_since", "in_feed", "lost", "nheaders",
-                 "out", "parser", "parsing", "paused", "pending_reject", "srv", "transport",
-                 "version", "waiting", "write_paused")
+    __slots__ = ("active", "closing", "evicted", "head_bytes", "head_since", "head_size",
+                 "idle_since", "in_feed", "in_head", "lost", "nheaders", "out", "parser", "parsing",
+                 "paused", "pending_reject", "srv", "transport", "version", "waiting",
+                 "write_paused")
 
     def __init__(self, srv: FastProxy) -> None:
         self.srv = srv
@@ -313,22 +353,44 @@ class _ClientConn(asyncio.Protocol):
         self.pending_reject: bytes | None = None
         self.head_size = 0
         self.nheaders = 0
+        # Between requests and inside a head (not in a body): bytes fed since the head began.
+        self.in_head = True
+        self.head_bytes = 0
+        # When the head being received began (from connecting, for the first request); 0.0:
+        # none is (idle between requests, or a request in progress).
+        self.head_since = self.idle_since
+        self.evicted = False  # closed to make room for a newer connection
         self.version: str | None = None  # HTTP version of the connection's first request
 
     # --- transport events ----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        self.srv.clients.add(self)
-        if self.srv.closing:
+        srv = self.srv
+        if srv.closing:
             self.transport.close()
+            return
+        if not srv.admit(self):  # every connection has a request in progress
+            self.lost = True
+            srv.stats.connections_closed[("limit",)] += 1
+            log.warning("connection_limit", "client connection refused: %d connections, all busy "
+                        "(proxy.max_connections)", len(srv.clients))
+            self.transport.write(_simple_response(
+                503, b'{"error": "too many connections"}', b"Retry-After: 1\r\n", close=True))
+            self.transport.close()
+            return
+        srv.clients.add(self)
+        srv.stats.client_connections = len(srv.clients)
 
     def data_received(self, data: bytes) -> None:
         if self.paused & _P_DONE:
             return
         self.in_feed = True
         try:
-            self.parser.feed_data(data)
+            if self.in_head:
+                self._feed_head(data)
+            else:
+                self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             # An Upgrade (or CONNECT) request: its head is parsed and forwarded without the
             # Upgrade field; the connection closes after the response.
@@ -350,6 +412,29 @@ class _ClientConn(asyncio.Protocol):
             call.up.flush()
         if self.out:
             self.flush()
+
+    def _feed_head(self, data: bytes) -> None:
+        """Feed ``data`` while counting the bytes of a request head as they arrive: llhttp
+        reports a field only once it is complete (and httptools gathers its pieces until then),
+        so a field that never ends would otherwise be buffered without bound. The count is
+        exact from the first read of a head on, and at most one read short before."""
+        while data:
+            room = MAX_HEAD_BYTES - self.head_bytes
+            if len(data) > room:  # feed up to one byte past the limit, then judge
+                piece, data = data[:room + 1], data[room + 1:]
+            else:
+                piece, data = data, b""
+            self.head_bytes += len(piece)
+            self.parser.feed_data(piece)
+            if self.paused & _P_DONE:
+                return
+            if self.in_head:
+                if self.head_bytes > MAX_HEAD_BYTES:
+                    self.reject(431, "request header fields too large")
+                    return
+            elif data:  # the head is complete: the rest is body (and what follows it)
+                self.parser.feed_data(data)
+                return
 
     def eof_received(self) -> bool:
         return False  # a client that closes its side has hung up (nginx: 499)
@@ -403,8 +488,18 @@ class _ClientConn(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def head_timed_out(self) -> None:
+        """No complete request head within the deadline: 408 if any of it came, then close."""
+        self.head_since = 0.0
+        if self.parsing is None and self.idle():  # not a byte of it: just hang up
+            self.srv.stats.connections_closed[("head_timeout",)] += 1
+            self.close()
+        else:
+            self.reject(408, "request head not received in time")
+
     def reject(self, status: int, detail: str) -> None:
         """Refuse what the client sent and close the connection after the responses owed."""
+        self.srv.stats.connections_closed[(_REJECT_REASONS.get(status, "invalid_request"),)] += 1
         self.pause(_P_DONE)
         self.closing = True
         self.pending_reject = _simple_response(status, json.dumps({"error": detail}).encode(),
@@ -459,9 +554,12 @@ class _ClientConn(asyncio.Protocol):
     # --- parser callbacks -----------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if not self.head_since:
+            self.head_since = perf()
         self.parsing = _Call(self)
         self.head_size = 0
         self.nheaders = 0
+        self.in_head = True
 
     def on_url(self, url: bytes) -> None:
         call = self.parsing
@@ -503,6 +601,9 @@ class _ClientConn(asyncio.Protocol):
         call.parts += (name, _SEP, value, _CRLF)
 
     def on_headers_complete(self) -> None:
+        self.in_head = False
+        self.head_bytes = 0
+        self.head_since = 0.0
         call = self.parsing
         assert call is not None
         call.parsed(self.parser)
@@ -519,6 +620,7 @@ class _ClientConn(asyncio.Protocol):
             call.request_body(data)
 
     def on_message_complete(self) -> None:
+        self.in_head = True  # what comes next belongs to the next request's head
         call = self.parsing
         self.parsing = None
         if call is not None:

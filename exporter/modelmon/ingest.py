@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import orjson
 from aiohttp import web
 
+from .auth import BearerAuth
 from .config import IngestConfig
 from .instruments import counter_vec
 from .logs import RateLimitedLog
@@ -49,6 +50,30 @@ def _object_of(item: Any, what: str, known: frozenset[str]) -> str | None:
     return None
 
 
+def _id_type_problem(rid: Any) -> str | None:
+    """Why a present ``id`` is neither a string nor an integer, or None."""
+    if isinstance(rid, float) and rid.is_integer() and not -(2**63) <= rid < 2**64:
+        # JSON parsers give an integer outside -2^63..2^64-1 as a float, its digits rounded.
+        return (f"'id' is an integer beyond 64 bits (~{rid:.17g}): an integer id must lie within "
+                "-2^63..2^64-1, longer ones are read as floats with their digits rounded (and "
+                "would join the wrong prediction); send it as a string")
+    if isinstance(rid, bool) or not isinstance(rid, str | int):
+        return f"'id' must be a string or an integer, got {_json_type(rid)}"
+    return None
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, float):
+        return f"a number with a fraction or an exponent ({value!r})"
+    if isinstance(value, dict | list):
+        return "an object" if isinstance(value, dict) else "an array"
+    return type(value).__name__
+
+
 def validate_record(record: Any) -> str | None:
     """None if ``record`` is a valid record, else the reason it is not."""
     problem = _object_of(record, "record", RECORD_KEYS)
@@ -61,8 +86,8 @@ def validate_record(record: Any) -> str | None:
     if model is not None and not isinstance(model, str):
         return "'model' must be a string"
     rid = record.get("id")
-    if rid is not None and (isinstance(rid, bool) or not isinstance(rid, str | int)):
-        return "'id' must be a string or an integer"
+    if rid is not None and (problem := _id_type_problem(rid)) is not None:
+        return problem
     ts = record.get("timestamp")
     if ts is not None and (isinstance(ts, bool) or not isinstance(ts, int | float)):
         return "'timestamp' must be Unix seconds"
@@ -70,6 +95,9 @@ def validate_record(record: Any) -> str | None:
 
 
 LABEL_KEYS = frozenset({"id", "label", "model", "timestamp"})
+# A label string longer than this is rejected. Any label is compared with its prediction by
+# value; the join buffer keeps text longer than a class name (63) only as its digest.
+MAX_LABEL_CHARS = 1024
 
 
 def validate_label(item: Any) -> str | None:
@@ -78,13 +106,18 @@ def validate_label(item: Any) -> str | None:
     if problem is not None:
         return problem
     rid = item.get("id")
-    if isinstance(rid, bool) or not isinstance(rid, str | int) or rid == "" or len(str(rid)) > 256:
+    if rid is not None and (problem := _id_type_problem(rid)) is not None:
+        return problem
+    if rid is None or rid == "" or len(str(rid)) > 256:
         return "'id' is required: the prediction's request id (string or integer, <= 256 chars)"
     if "label" not in item:
         return "'label' is required"
     label = item["label"]
     if label is None or isinstance(label, list | dict):
         return "'label' must be a class (string, integer, boolean) or a number"
+    if isinstance(label, str) and len(label) > MAX_LABEL_CHARS:
+        return (f"'label' is too long: {len(label)} characters, at most {MAX_LABEL_CHARS} "
+                "(a class name, or a text the prediction must equal)")
     return None
 
 
@@ -144,11 +177,12 @@ class IngestEndpoints:
     """``POST /v1/records`` and ``POST /v1/labels`` on the admin port."""
 
     def __init__(self, config: IngestConfig, models: ModelRegistry, queue: AnalysisQueue,
-                 labels: Labels) -> None:
+                 labels: Labels, auth: BearerAuth | None = None) -> None:
         self._config = config
         self._models = models
         self._queue = queue
         self._labels = labels
+        self._auth = auth  # when set, both endpoints need its bearer token
         self.requests = counter_vec()  # (endpoint, code)
 
     async def records(self, request: web.Request) -> web.Response:
@@ -159,8 +193,10 @@ class IngestEndpoints:
 
     async def _guarded(self, request: web.Request, endpoint: str,
                        handler: Callable[[web.Request], Awaitable[web.Response]]) -> web.Response:
+        # Checked before the body is read: an unauthenticated caller's body is never buffered.
+        refusal = self._auth.refusal(request, endpoint) if self._auth is not None else None
         try:
-            response = await handler(request)
+            response = refusal if refusal is not None else await handler(request)
         except BadRequest as exc:
             if exc.error == "invalid_json" and endpoint == "/v1/records":
                 self._queue.drop("invalid_json", 1, str(exc))

@@ -19,6 +19,7 @@ import time
 from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
+from hashlib import blake2b
 from typing import Any
 
 from prometheus_client.core import Metric
@@ -67,6 +68,77 @@ class SlidingCounter:
 Prediction = tuple[str, Any, float, tuple[str, ...]]
 # A label waiting for its prediction: (label, arrival time).
 PendingLabel = tuple[Any, float]
+
+# The longest text a buffer keeps as it is: the longest class label value (``MODEL_NAME_RE``,
+# ASCII). Longer or non-ASCII text can never be a class label, only be compared: it is kept
+# as its Digest, so what one entry holds is bounded whatever a client sends.
+MAX_HELD_TEXT = 63
+
+
+class Digest(bytes):
+    """Text too long to keep, as kept: its 16-byte BLAKE2b digest and its length in characters
+    (80 bytes in all, whatever the length). Equal only to the Digest of the same text (two
+    different texts collide with probability 2^-128); never a class label."""
+
+    __slots__ = ()
+
+    @classmethod
+    def of(cls, text: str) -> Digest:
+        return cls(blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+                   + len(text).to_bytes(8, "little"))
+
+    @property
+    def length(self) -> int:
+        return int.from_bytes(self[16:], "little")
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Digest and bytes.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    __hash__ = bytes.__hash__
+
+    def __repr__(self) -> str:
+        return f"<text of {self.length} characters, blake2b {self[:8].hex()}>"
+
+    __str__ = __repr__
+
+
+def _text(value: Any) -> str:
+    try:
+        return category_key(value)
+    except ValueError:  # an int too long to print (over sys.get_int_max_str_digits digits)
+        return f"0x{value:x}"
+
+
+def comparison_key(value: Any) -> str | Digest:
+    """What a label and a predicted value are compared by: the text they are counted under
+    (``category_key``), or its Digest when that is longer than MAX_HELD_TEXT or not ASCII."""
+    if type(value) is Digest:
+        return value
+    text = _text(value)
+    return text if len(text) <= MAX_HELD_TEXT and text.isascii() else Digest.of(text)
+
+
+_INT_KEPT = 1 << 64  # ints of up to 64 bits (all that JSON parsers give as ints) are kept as they are
+
+
+def held(value: Any) -> Any:
+    """What a buffer keeps of a predicted value or a label: at most 112 bytes (a 63-character
+    string), whatever it was. Floats, booleans, None, ints printed in at most MAX_HELD_TEXT digits
+    and short ASCII strings are kept as they are; anything else as its comparison key (short
+    text, or a Digest), so that ``comparison_key(held(v)) == comparison_key(v)`` always: holding a
+    value never changes what it is equal to."""
+    if value is None or isinstance(value, float):  # bool is an int
+        return value
+    if type(value) is str:
+        return value if len(value) <= MAX_HELD_TEXT and value.isascii() else Digest.of(value)
+    if isinstance(value, int) and -_INT_KEPT < value < _INT_KEPT:
+        return value
+    key = comparison_key(value)
+    return value if isinstance(value, int) and type(key) is str else key
+
 
 # hash() never returns -1 in CPython (it is the C API's error value): -1 marks "no key".
 _NONE = -1
@@ -188,6 +260,15 @@ class JoinBuffer:
     in arrays at a slot number, with no Python object of its own (the tuple is built again on
     the way out), and its keys are indexed by their 64-bit ``hash()`` alone, not kept. Two keys
     with the same hash would pass for one: with 10^5 keys indexed, one lookup in ~10^14.
+
+    What one entry holds is bounded whatever clients send, so ``max_entries`` bounds the bytes,
+    not only the entries: a predicted value or label is kept as ``held()`` makes it (at most 112
+    bytes: long or non-ASCII text becomes a Digest), waiting labels too are indexed by their
+    key's hash alone, and model names and segment values are strings shared by all entries
+    (bounded label values). A held prediction takes at most 450 bytes with its two keys and,
+    once joined, its keys remembered (plus 40 + 8 per segment feature for its segment tuple),
+    a waiting label at most 450: ~150 and ~250 with float values (tests/test_labels.py
+    measures the worst case).
     """
 
     def __init__(self, max_entries: int, ttl: float, clock: Callable[[], float] = time.time) -> None:
@@ -218,7 +299,7 @@ class JoinBuffer:
         self._joined_alias = array("q")
         self._joined_more: dict[int, tuple[int, ...]] = {}
         self._next_join = 0
-        self.labels: OrderedDict[str, PendingLabel] = OrderedDict()
+        self.labels: OrderedDict[int, PendingLabel] = OrderedDict()  # under their key's hash
         self.expired = counter_vec()  # (kind,)
         self.evicted = counter_vec()  # (kind,)
 
@@ -248,7 +329,7 @@ class JoinBuffer:
         labels = self.labels
         if labels:
             for key in keys:
-                label = labels.pop(key, None)
+                label = labels.pop(hash(key), None)
                 if label is not None:
                     self._remember_join([hash(k) for k in keys], -1)
                     return label
@@ -278,7 +359,7 @@ class JoinBuffer:
             self._number[slot] = predicted
             self._value[slot] = _FLOAT
         else:
-            self._value[slot] = predicted
+            self._value[slot] = held(predicted)  # bounded: long text as its Digest
         self._at[slot] = at
         self._segments[slot] = segments
         newest = self._newest
@@ -315,12 +396,13 @@ class JoinBuffer:
         if slot <= -2:
             return "duplicate", None
         labels = self.labels
-        if key in labels:
-            labels.move_to_end(key)
+        h = hash(key)
+        if h in labels:
+            labels.move_to_end(h)
         elif len(labels) >= self.max_entries:
             labels.popitem(last=False)
             self.evicted[("label",)] += 1
-        labels[key] = (label, self._clock())
+        labels[h] = (held(label), self._clock())
         return "unmatched", None
 
     def _new_slot(self) -> int:
@@ -396,7 +478,11 @@ def infer_task(label: Any, predicted: Any) -> str:
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value) if math.isfinite(value) else None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond float range (the stdlib JSON parser keeps it)
+        return None
+    return number if math.isfinite(number) else None
 
 
 class ModelPerformance:
@@ -421,7 +507,7 @@ class ModelPerformance:
         self.delay = Histogram(cat.LABEL_DELAY.buckets)
 
     def class_label(self, value: Any) -> str:
-        return self.classes.get(category_key(value)) if value is not None else OVERFLOW
+        return OVERFLOW if value is None or type(value) is Digest else self.classes.get(_text(value))
 
     def segment_values(self, row: Sequence[Any]) -> tuple[str, ...]:
         return tuple(values.get(category_key(v)) if v is not None else "__missing__"
@@ -448,8 +534,12 @@ class ModelPerformance:
             actual, predicted = self.class_label(label), self.class_label(predicted_value)
             self.confusion[(actual, predicted)] += 1
             self.window.add(("confusion", actual, predicted))
-            if actual == predicted:
+            # Two class labels are equal if their values are; values that fold into __other__
+            # (past the class cap, too long: held as Digests) are compared by their keys.
+            if (actual == predicted if actual != OVERFLOW and predicted != OVERFLOW else
+                    predicted_value is not None and comparison_key(label) == comparison_key(predicted_value)):
                 self.correct += 1
+                self.window.add(("correct",))
                 for name, value in zip(self.segment_features, segments, strict=True):
                     self.segments[(name, value, "correct")] += 1
             return
@@ -473,7 +563,7 @@ class ModelPerformance:
             n = sum(cells.values())
             if not n:
                 return {}
-            correct = sum(v for (a, p), v in cells.items() if a == p)
+            correct = totals.get(("correct",), 0.0)
             per_class: dict[str, tuple[float | None, float | None, float | None]] = {}
             for c in sorted({a for a, _ in cells} | {p for _, p in cells}):
                 tp = cells.get((c, c), 0.0)

@@ -2,8 +2,9 @@
 
 The proxy and the push API only ever call :meth:`AnalysisQueue.offer`, which never blocks:
 when the queue is full the item is dropped and counted. The queue is drained in micro-batches
-by callbacks on the event loop, which hand items to the analysers; an analyser that raises is
-counted and logged, and the drain carries on.
+by callbacks on the event loop, which hand items to the analysers; an item whose decoding or
+analysis raises anything (a body nested too deep, an analyser bug) is counted and logged, and the
+drain carries on with the next.
 """
 
 from __future__ import annotations
@@ -163,11 +164,21 @@ class AnalysisQueue:
         if analysers is None:
             return
         items = self._items
-        for _ in range(min(len(items), MAX_BATCH)):
-            self._analyse(items.popleft(), analysers)
-        if items and self._loop is not None:
-            _yield_cpu()
-            self._drain_handle = self._loop.call_soon(self._drain)
+        try:
+            for _ in range(min(len(items), MAX_BATCH)):
+                item = items.popleft()
+                try:
+                    self._analyse(item, analysers)
+                except Exception as exc:  # counting the failure failed: still this item's alone
+                    self.stats.dropped[("analysis_error",)] += 1
+                    log.warning("analysis_error", "record(s) not analysed: analysis_error: %s",
+                                describe(exc))
+        finally:
+            # Whatever escaped above, the rest of the queue gets a turn: never leave items
+            # behind without a drain scheduled (they would wait for the next offer).
+            if items and self._loop is not None and self._drain_handle is None:
+                _yield_cpu()
+                self._drain_handle = self._loop.call_soon(self._drain)
 
     async def join(self, timeout: float) -> None:
         """Wait until the queue is empty (for shutdown and tests)."""
@@ -176,10 +187,14 @@ class AnalysisQueue:
             await asyncio.sleep(0.01)
 
     def _analyse(self, item: Item, analysers: Sequence[Analyser]) -> None:
+        """Decode and analyse one item: whatever goes wrong is counted against it alone."""
         try:
             decoded = decode(item, self._limit)
         except AnalysisError as exc:
-            self.drop(exc.reason, 1, f"model={item.model}: {exc}")
+            self.drop(exc.reason, 1, f"model={item.model}: {one_line(exc)}")
+            return
+        except Exception as exc:  # RecursionError (nested too deep), MemoryError, ...: not usable JSON
+            self.drop("invalid_json", 1, f"model={item.model}: cannot decode: {describe(exc)}")
             return
         self.stats.analysed[(item.model, decoded.source)] += decoded.rows
         for analyser in analysers:
@@ -187,7 +202,21 @@ class AnalysisQueue:
                 analyser.analyse(decoded)
             except Exception as exc:  # an analyser bug must not stop the worker or the others
                 self.drop("analysis_error", decoded.rows,
-                          f"model={item.model}: {type(analyser).__name__}: {type(exc).__name__}: {exc}")
+                          f"model={item.model}: {type(analyser).__name__}: {describe(exc)}")
+
+
+def one_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception's message on one bounded line, for a log line. Never raises: a message
+    built from client data can (the repr of a deeply nested value raises RecursionError)."""
+    try:
+        text = " ".join(str(exc).split())
+    except Exception:
+        return "(message unavailable)"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {one_line(exc)}"
 
 
 def decode(item: Item, limit: int) -> Decoded:
@@ -220,7 +249,7 @@ def decode_body(body: bytes, encoding: str, limit: int) -> Any:
         # Python clients send NaN/Infinity literals (not JSON, but common); the stdlib parser
         # takes them, so such values are counted as NaN/inf rather than losing the record.
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep
         raise AnalysisError("invalid_json", f"body is not JSON: {error}") from None
 
 

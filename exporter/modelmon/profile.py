@@ -232,9 +232,14 @@ def categorical_from_counts(name: str, counts: Mapping[str, int], missing: int, 
 
 
 def category_key(value: Any) -> str:
-    """The string a categorical value is counted under (JSON true -> "true", 3.0 -> "3")."""
+    """The string a categorical value is counted under (JSON true -> "true", 3.0 -> "3").
+
+    A JSON array or object is no category: it gets a fixed key, never its repr, which is as
+    large as the payload and recursive (a deeply nested value raised RecursionError)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
+    if isinstance(value, list | dict):
+        return "[...]" if isinstance(value, list) else "{...}"
     return str(value)

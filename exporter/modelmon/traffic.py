@@ -20,6 +20,10 @@ class TrafficStats:
         self.overhead = HistogramVec(cat.OVERHEAD.buckets)  # (model, route)
         self.in_flight = counter_vec()  # (model,)
         self.upstream_errors = counter_vec()  # (model, reason)
+        # Client connections of the fast engine (its own accounting; None: not that engine).
+        self.client_connections = 0
+        self.client_connection_limit: int | None = None
+        self.connections_closed = counter_vec()  # (reason,)
 
     def finished(self, model: str, route: str, code: int, duration: float, overhead: float) -> None:
         self.requests[(model, route, str(code))] += 1
@@ -41,3 +45,7 @@ class TrafficCollector(Collector):
             yield family
         yield cat.IN_FLIGHT.of(s.in_flight)
         yield cat.UPSTREAM_ERRORS.of(s.upstream_errors)
+        if s.client_connection_limit is not None:
+            yield cat.CLIENT_CONNECTIONS.of({(): s.client_connections})
+            yield cat.CLIENT_CONNECTIONS_LIMIT.of({(): s.client_connection_limit})
+            yield cat.CLIENT_CONNECTIONS_CLOSED.of(s.connections_closed)

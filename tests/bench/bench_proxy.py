@@ -80,7 +80,7 @@ import typing
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -92,15 +92,26 @@ INFER_PATH = "/v2/models/bench/infer"
 INFER_ROUTE = "/v2/models/{model}/infer"
 
 # ~300-byte KServe V2 (Open Inference Protocol) request, and a ~200-byte response.
-REQUEST_BODY = json.dumps({
-    "id": "bench-request-0001",
-    "parameters": {"content_type": "np"},
-    "inputs": [{
-        "name": "input-0", "shape": [1, 16], "datatype": "FP32",
-        "data": [0.125, 1.5, -2.25, 3.0, 0.5, -0.75, 4.125, 2.0,
-                 -1.0, 0.0625, 7.5, -3.25, 1.125, 0.25, -0.5, 9.0],
-    }],
-}, separators=(",", ":")).encode()
+REQUEST_VALUES = [0.125, 1.5, -2.25, 3.0, 0.5, -0.75, 4.125, 2.0,
+                  -1.0, 0.0625, 7.5, -3.25, 1.125, 0.25, -0.5, 9.0]
+FEATURES = len(REQUEST_VALUES)
+# With --features N > 16 the last CATEGORICAL of them are categorical (integer codes 0..11).
+CATEGORICAL = 10
+
+
+def request_body(features: int = FEATURES) -> bytes:
+    """The inference request: one row of ``features`` values (16: the default ~300 bytes)."""
+    data: list[float] = [REQUEST_VALUES[i % FEATURES] + i // FEATURES for i in range(features)]
+    if features > FEATURES:
+        data[-CATEGORICAL:] = [float(i % 12) for i in range(CATEGORICAL)]
+    return json.dumps({
+        "id": "bench-request-0001",
+        "parameters": {"content_type": "np"},
+        "inputs": [{"name": "input-0", "shape": [1, features], "datatype": "FP32", "data": data}],
+    }, separators=(",", ":")).encode()
+
+
+REQUEST_BODY = request_body()
 RESPONSE_BODY = json.dumps({
     "model_name": "bench", "model_version": "1", "id": "bench-request-0001",
     "parameters": {"content_type": "np"},
@@ -116,10 +127,13 @@ TARGET_ADDED_P50_MS = 0.3
 TARGET_ADDED_P99_MS = 1.0
 TARGET_CPU_PER_1000 = 0.2
 TARGET_RSS_MB = 60.0
+TARGET_STALL_MS = 2.0  # --scrapes: the longest a scrape may hold up a proxied request
 # The last line of a logged traceback, e.g. "aiohttp.client_exceptions.ClientConnectionResetError: ..."
 EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b.*")
 # A round during which other processes used more than this (% of one core) is flagged.
 NOISY_PERCENT = 15.0
+# The load generator reports this many of its slowest requests (to line them up with scrapes).
+SLOWEST = 500
 
 
 @dataclass(frozen=True)
@@ -132,12 +146,20 @@ class Plan:
     wrk_rounds: int
     wrk_connections: int
     loadgen_connections: int
+    scrape_seconds: float = 20.0  # --scrapes: per run (a scrape every 5 s: four of them)
+    scrape_rounds: int = 3
 
 
 FULL = Plan(rate=1000, latency_seconds=10, latency_rounds=3, warmup_seconds=2,
             wrk_seconds=8, wrk_rounds=2, wrk_connections=32, loadgen_connections=16)
 QUICK = Plan(rate=1000, latency_seconds=3, latency_rounds=3, warmup_seconds=1,
-             wrk_seconds=3, wrk_rounds=1, wrk_connections=32, loadgen_connections=16)
+             wrk_seconds=3, wrk_rounds=1, wrk_connections=32, loadgen_connections=16,
+             scrape_seconds=10.0, scrape_rounds=1)
+# --scrapes: how /metrics is scraped during a run (label, concurrent scrapers, interval in
+# seconds; 0: back to back). The first scrape comes SCRAPE_FIRST seconds into the run.
+SCRAPE_MODES: tuple[tuple[str, int, float], ...] = (
+    ("no scrapes", 0, 0.0), ("every 5 s", 1, 5.0), ("20 back to back", 20, 0.0))
+SCRAPE_FIRST = 1.0
 
 
 class BenchError(RuntimeError):
@@ -286,6 +308,8 @@ class LoadResult:
     due_p50_ms: float
     due_p99_ms: float
     send_lag_p99_ms: float
+    # the SLOWEST slowest requests: [perf_counter when written, latency in ms], slowest first
+    slowest: list[list[float]] = field(default_factory=list)
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -298,7 +322,8 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 
 class LoadGenerator:
     def __init__(self, target: str, port: int, rate: float, duration: float,
-                 connections: int, expected_body: bytes | None) -> None:
+                 connections: int, expected_body: bytes | None,
+                 body: bytes = REQUEST_BODY) -> None:
         self.target = target
         self.port = port
         self.rate = rate
@@ -307,11 +332,12 @@ class LoadGenerator:
         self.expected_body = expected_body
         self.request = (
             f"POST {INFER_PATH} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(REQUEST_BODY)}\r\n\r\n"
-        ).encode() + REQUEST_BODY
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
         self.idle: list[ClientConnection] = []
         self.backlog: collections.deque[float] = collections.deque()
         self.service: list[float] = []
+        self.sent_at: list[float] = []  # perf_counter (CLOCK_MONOTONIC) of each request's write
         self.response: list[float] = []
         self.lag: list[float] = []
         self.sent = self.ok = self.non_200 = self.wrong_body = self.lost = self.waited = 0
@@ -325,6 +351,7 @@ class LoadGenerator:
 
     def completed(self, conn: ClientConnection, status: int, body: bytes, done: float) -> None:
         self.service.append(done - conn.sent_at)
+        self.sent_at.append(conn.sent_at)
         self.response.append(done - conn.due_at)
         if status == 200:
             self.ok += 1
@@ -381,6 +408,7 @@ class LoadGenerator:
         for conn in conns:
             if conn.transport is not None:
                 conn.transport.close()
+        slowest = sorted(zip(self.service, self.sent_at, strict=True), reverse=True)[:SLOWEST]
         service = sorted(self.service)
         response = sorted(self.response)
         lag = sorted(self.lag)
@@ -395,7 +423,52 @@ class LoadGenerator:
             max_ms=(service[-1] if service else math.nan) * ms,
             due_p50_ms=percentile(response, 0.50) * ms, due_p99_ms=percentile(response, 0.99) * ms,
             send_lag_p99_ms=percentile(lag, 0.99) * ms,
+            slowest=[[sent, latency * ms] for latency, sent in slowest],
         )
+
+
+# --- scrapers: /metrics during the load -------------------------------------------------------
+
+# What Prometheus 2.x sends by default (so the sidecar renders OpenMetrics 1.0.0, gzipped).
+PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0;q=0.5,"
+                     "application/openmetrics-text;version=0.0.1;q=0.4,"
+                     "text/plain;version=0.0.4;q=0.3,*/*;q=0.2")
+
+
+async def run_scrapers(port: int, scrapers: int, interval: float, seconds: float,
+                       first: float) -> list[list[float]]:
+    """``scrapers`` concurrent GET /metrics as Prometheus sends it: all at once every
+    ``interval`` seconds from ``first`` on, or (interval 0) back to back. Returns
+    [start, end, status, bytes] per scrape (perf_counter, i.e. CLOCK_MONOTONIC: comparable
+    with the load generator's times)."""
+    import aiohttp
+
+    url = f"http://{HOST}:{port}/metrics"
+    headers = {"Accept": PROMETHEUS_ACCEPT, "Accept-Encoding": "gzip"}
+    windows: list[list[float]] = []
+    start = time.perf_counter()
+    end = start + seconds
+    async with aiohttp.ClientSession(auto_decompress=False,
+                                     connector=aiohttp.TCPConnector(limit=0)) as session:
+        async def one() -> None:
+            t0 = time.perf_counter()
+            async with session.get(url, headers=headers) as resp:
+                body = await resp.read()
+            windows.append([t0, time.perf_counter(), float(resp.status), float(len(body))])
+
+        if interval > 0:
+            at = start + first
+            while at < end:
+                await asyncio.sleep(max(0.0, at - time.perf_counter()))
+                await asyncio.gather(*(one() for _ in range(scrapers)))
+                at += interval
+        else:
+            async def back_to_back() -> None:
+                await asyncio.sleep(first)
+                while time.perf_counter() < end:
+                    await one()
+            await asyncio.gather(*(back_to_back() for _ in range(scrapers)))
+    return windows
 
 
 # --- baseline: the least an aiohttp reverse proxy can do ---------------------------------------
@@ -537,9 +610,11 @@ def not_ready(port: int, path: str) -> str | None:
     return None if status == 200 else f"{path} answered {status}: {body[:200]}"
 
 
-def run_loadgen(port: int, target: str, rate: float, seconds: float, connections: int) -> LoadResult:
+def run_loadgen(port: int, target: str, rate: float, seconds: float, connections: int,
+                features: int = FEATURES) -> LoadResult:
     argv = [sys.executable, __file__, "--role", "loadgen", "--port", str(port), "--target", target,
-            "--rate", str(rate), "--seconds", str(seconds), "--connections", str(connections)]
+            "--rate", str(rate), "--seconds", str(seconds), "--connections", str(connections),
+            "--features", str(features)]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
     if proc.returncode != 0:
         raise BenchError(f"load generator ({target}) failed with status {proc.returncode}:\n"
@@ -627,6 +702,99 @@ def scrape_metrics(admin_port: int, expected: int, tolerance: int) -> MetricsChe
 
 
 @dataclass
+class ScrapeRun:
+    """One fixed-rate run through the sidecar while /metrics is scraped (--scrapes)."""
+
+    round: int
+    mode: str
+    p50_ms: float
+    p99_ms: float
+    p999_ms: float
+    max_ms: float
+    added_p50_ms: float  # minus the direct run of the same round
+    added_p99_ms: float
+    added_p999_ms: float
+    scrapes: int
+    failed_scrapes: int
+    scrape_median_ms: float
+    scrape_bytes: float  # as sent (gzip)
+    # the slowest request in flight while a scrape ran, and that minus this round's p50
+    # without scrapes: the longest a scrape held a proxied request up
+    worst_during_scrape_ms: float
+    stall_ms: float
+
+
+def during(slowest: Sequence[Sequence[float]], windows: Sequence[Sequence[float]]) -> float:
+    """The largest latency (ms) among ``slowest`` ([sent, latency ms]) of the requests in flight
+    while any window ([start, end, ...]) was open. If none of them was, every request in flight
+    then was faster than the fastest listed: that latency is returned (an upper bound)."""
+    worst = math.nan
+    for sent, latency in slowest:
+        done = sent + latency / 1000
+        if any(sent <= w[1] and done >= w[0] for w in windows):
+            worst = latency if math.isnan(worst) else max(worst, latency)
+    if math.isnan(worst) and slowest and windows:
+        return min(latency for _, latency in slowest)
+    return worst
+
+
+def scrape_runs(plan: Plan, direct_port: int, traffic_port: int, admin_port: int, features: int,
+                failures: list[str], sidecar: Child) -> tuple[list[ScrapeRun], int]:
+    """Per round: a direct run, then a run through the sidecar per SCRAPE_MODES. Returns the
+    runs and how many requests went through the sidecar."""
+    runs: list[ScrapeRun] = []
+    sent = 0
+    for rnd in range(1, plan.scrape_rounds + 1):
+        direct = run_loadgen(direct_port, "direct", plan.rate, plan.scrape_seconds,
+                             plan.loadgen_connections, features)
+        print(f"[bench] scrapes {rnd} direct          : p50 {direct.p50_ms:.3f} ms  p99 "
+              f"{direct.p99_ms:.3f} ms  p99.9 {direct.p999_ms:.3f} ms  max {direct.max_ms:6.2f} ms",
+              flush=True)
+        quiet_p50 = math.nan
+        for mode, scrapers, interval in SCRAPE_MODES:
+            scraper = None
+            if scrapers:
+                scraper = subprocess.Popen(
+                    [sys.executable, __file__, "--role", "scraper", "--port", str(admin_port),
+                     "--scrapers", str(scrapers), "--interval", str(interval),
+                     "--seconds", str(plan.scrape_seconds)],
+                    stdout=subprocess.PIPE, text=True)
+            r = run_loadgen(traffic_port, "sidecar", plan.rate, plan.scrape_seconds,
+                            plan.loadgen_connections, features)
+            sent += r.sent
+            windows: list[list[float]] = []
+            if scraper is not None:
+                out, _ = scraper.communicate(timeout=plan.scrape_seconds + 60)
+                if scraper.returncode != 0:
+                    raise BenchError(f"scraper failed with status {scraper.returncode}")
+                windows = json.loads(out)
+            if r.ok != r.sent or r.wrong_body or r.connections_lost:
+                failures.append(f"scrapes ({mode}): sent {r.sent}, 200s {r.ok}, other {r.non_200}, "
+                                f"wrong body {r.wrong_body}, lost {r.connections_lost}")
+            failed = sum(1 for w in windows if w[2] != 200)
+            if failed:
+                failures.append(f"scrapes ({mode}): {failed} of {len(windows)} scrapes failed")
+            if not scrapers:
+                quiet_p50 = r.p50_ms
+            worst = during(r.slowest, windows) if windows else math.nan
+            run = ScrapeRun(
+                round=rnd, mode=mode, p50_ms=r.p50_ms, p99_ms=r.p99_ms, p999_ms=r.p999_ms,
+                max_ms=r.max_ms, added_p50_ms=r.p50_ms - direct.p50_ms,
+                added_p99_ms=r.p99_ms - direct.p99_ms, added_p999_ms=r.p999_ms - direct.p999_ms,
+                scrapes=len(windows), failed_scrapes=failed,
+                scrape_median_ms=median([1000 * (w[1] - w[0]) for w in windows]),
+                scrape_bytes=median([w[3] for w in windows]),
+                worst_during_scrape_ms=worst, stall_ms=worst - quiet_p50)
+            runs.append(run)
+            print(f"[bench] scrapes {rnd} {mode:16s}: p50 {r.p50_ms:.3f} ms  p99 {r.p99_ms:.3f} ms  "
+                  f"p99.9 {r.p999_ms:.3f} ms  max {r.max_ms:6.2f} ms"
+                  + (f"  ({len(windows)} scrapes, median {run.scrape_median_ms:.1f} ms; slowest "
+                     f"request during one {worst:.2f} ms)" if windows else ""), flush=True)
+            sidecar.check_alive()
+    return runs, sent
+
+
+@dataclass
 class TargetFigures:
     """Medians across rounds for one target (direct, sidecar or baseline)."""
 
@@ -673,6 +841,8 @@ class Figures:
     metrics: dict[str, Any] = field(default_factory=dict)
     correctness_failures: list[str] = field(default_factory=list)
     targets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    features: int = FEATURES  # request features (profiled with --profile / --features)
+    scrape_runs: list[dict[str, Any]] = field(default_factory=list)  # --scrapes
 
 
 class OtherLoad:
@@ -730,29 +900,40 @@ def find_tools() -> tuple[str, Path]:
     return wrk, modelmon
 
 
-def write_profile_config(logdir: Path) -> Path:
-    """A config giving the bench model a reference profile of its 16 inputs and its output."""
+def bench_profile(n_features: int = FEATURES) -> Any:
+    """The bench model's reference profile: its ``n_features`` inputs (numeric; beyond 16, the
+    last CATEGORICAL are categorical, 12 integer codes) and its output."""
     import numpy as np
-    from modelmon.profile import Profile, numeric_feature
+    from modelmon.profile import Feature, Profile, categorical_feature, numeric_feature
 
     rng = np.random.default_rng(0)
-    features = tuple(numeric_feature(f"f{i}", rng.normal(0, 3, 10_000)) for i in range(16))
+    n_cat = CATEGORICAL if n_features > FEATURES else 0
+    features: tuple[Feature, ...] = tuple(numeric_feature(f"f{i}", rng.normal(0, 3, 10_000))
+                                          for i in range(n_features - n_cat))
+    features += tuple(categorical_feature(f"c{i}", rng.integers(0, 12, 10_000).tolist())
+                      for i in range(n_cat))
     features += (numeric_feature("predict", rng.random(10_000), role="output"),)
+    return Profile("bench", "1", 10_000, features)
+
+
+def write_profile_config(logdir: Path, n_features: int = FEATURES) -> Path:
+    """A config giving the bench model a reference profile of its inputs and its output."""
     profile = logdir / "profile.json"
-    Profile("bench", "1", 10_000, features).save(profile)
+    bench_profile(n_features).save(profile)
     config = logdir / "modelmon.yaml"
     config.write_text(json.dumps({"models": [{"name": "bench", "profile": str(profile)}]}))
     return config
 
 
 def run_benchmark(plan: Plan, mode: str, logdir: Path, baseline: bool,
-                  engine: str = "fast", profile: bool = False) -> Figures:
+                  engine: str = "fast", profile: bool = False, features: int = FEATURES,
+                  scrapes: bool = False) -> Figures:
     wrk, modelmon = find_tools()
-    figs = Figures(mode=mode, plan=asdict(plan), engine=engine, profile=profile)
+    figs = Figures(mode=mode, plan=asdict(plan), engine=engine, profile=profile, features=features)
     failures = figs.correctness_failures
     up_port, traffic_port, admin_port, base_port = free_ports(4)
     lua = logdir / "post.lua"
-    lua.write_text(WRK_LUA.format(path=INFER_PATH, body=REQUEST_BODY.decode()))
+    lua.write_text(WRK_LUA.format(path=INFER_PATH, body=request_body(features).decode()))
     children: list[Child] = []
     try:
         upstream = Child("upstream", [sys.executable, __file__, "--role", "upstream",
@@ -763,7 +944,7 @@ def run_benchmark(plan: Plan, mode: str, logdir: Path, baseline: bool,
             str(modelmon), "serve", "--upstream", f"http://{HOST}:{up_port}", "--host", HOST,
             "--traffic-port", str(traffic_port), "--admin-port", str(admin_port),
             "--log-level", "warning",
-            *(["--config", str(write_profile_config(logdir))] if profile else [])],
+            *(["--config", str(write_profile_config(logdir, features))] if profile else [])],
             logdir, env={"MODELMON_PROXY__ENGINE": engine})
         children.append(sidecar)
         wait_for("sidecar", lambda: not_ready(admin_port, "/readyz"), sidecar)
@@ -784,12 +965,12 @@ def run_benchmark(plan: Plan, mode: str, logdir: Path, baseline: bool,
         sent_via_sidecar = 0
         print(f"[bench] upstream :{up_port}  sidecar :{traffic_port} (admin :{admin_port})"
               + (f"  baseline :{base_port}" if baseline else "") + f"  mode={mode} engine={engine}"
-              + ("  profile=16 features" if profile else ""),
+              + (f"  profile={features} features" if profile else f"  features={features}"),
               flush=True)
 
         def fixed_rate(target: str, seconds: float) -> LoadResult:
             result = run_loadgen(procs[target][1], target, plan.rate, seconds,
-                                 plan.loadgen_connections)
+                                 plan.loadgen_connections, features)
             if result.ok != result.sent or result.wrong_body or result.connections_lost:
                 failures.append(
                     f"{target} fixed-rate: sent {result.sent}, 200s {result.ok}, other "
@@ -822,14 +1003,22 @@ def run_benchmark(plan: Plan, mode: str, logdir: Path, baseline: bool,
                 if target == "sidecar":
                     sent_via_sidecar += r.sent
                     rss_samples.append(sidecar.rss_mb())
-                figs.latency_rounds.append(asdict(r) | {"round": rnd, "cpu_seconds": cpu,
-                                                        "others_cpu_percent": others[-1]})
+                figs.latency_rounds.append({k: v for k, v in asdict(r).items() if k != "slowest"}
+                                           | {"round": rnd, "cpu_seconds": cpu,
+                                              "others_cpu_percent": others[-1]})
                 print(f"[bench] round {rnd} {target:8s}: {r.achieved_rps:5.0f} req/s  "
                       f"p50 {r.p50_ms:.3f} ms  p99 {r.p99_ms:.3f} ms  max {r.max_ms:6.2f} ms  "
                       f"cpu {cpu_k[target][-1]:.3f} s/1000  (send lag p99 "
                       f"{r.send_lag_p99_ms:.2f} ms, {r.waited_for_connection} queued; "
                       f"others {others[-1]:.0f}%)", flush=True)
                 proc.check_alive()
+
+        if scrapes:
+            runs, n = scrape_runs(plan, up_port, traffic_port, admin_port, features, failures,
+                                  sidecar)
+            figs.scrape_runs = [asdict(run) for run in runs]
+            sent_via_sidecar += n
+            rss_samples.append(sidecar.rss_mb())
 
         rps: dict[str, list[float]] = {t: [] for t in procs}
         sat_cpu: dict[str, list[float]] = {t: [] for t in procs}
@@ -853,8 +1042,8 @@ def run_benchmark(plan: Plan, mode: str, logdir: Path, baseline: bool,
                       f"(others {others[-1]:.0f}%)", flush=True)
                 proc.check_alive()
 
-        figs.others_cpu_percent_mean = statistics.fmean(others)
-        figs.others_cpu_percent_max = max(others)
+        figs.others_cpu_percent_mean = statistics.fmean(others) if others else math.nan
+        figs.others_cpu_percent_max = max(others, default=math.nan)
         per_target: dict[str, TargetFigures] = {}
         for target in procs:
             per_target[target] = TargetFigures(
@@ -911,7 +1100,11 @@ def evaluate_targets(f: Figures) -> dict[str, dict[str, Any]]:
         "cpu_seconds_per_1000": (f.sidecar_cpu_seconds_per_1000, TARGET_CPU_PER_1000),
         "rss_mb": (max(f.sidecar_rss_after_mb, f.sidecar_rss_peak_mb), TARGET_RSS_MB),
     }
-    return {name: {"value": v, "target": t, "pass": bool(v <= t)} for name, (v, t) in rows.items()}
+    stalls = [r["stall_ms"] for r in f.scrape_runs if r["scrapes"]]
+    if stalls:
+        rows["scrape_stall_ms"] = (max(stalls), TARGET_STALL_MS)
+    return {name: {"value": v, "target": t, "pass": bool(v <= t)} for name, (v, t) in rows.items()
+            if math.isfinite(v)}
 
 
 def ratio(a: float, b: float) -> str:
@@ -939,7 +1132,8 @@ def render(f: Figures) -> str:
 
     lines = [
         "",
-        f"modelmon proxy benchmark ({f.mode}; {f.engine} engine{'; drift on 16 features' if f.profile else ''}; "
+        f"modelmon proxy benchmark ({f.mode}; {f.engine} engine"
+        f"{f'; drift on {f.features} features' if f.profile else ''}; "
         f"loopback, {os.cpu_count()} CPUs; medians of "
         f"{f.plan['latency_rounds']} fixed-rate and {f.plan['wrk_rounds']} wrk rounds)",
         "",
@@ -972,11 +1166,14 @@ def render(f: Figures) -> str:
         "added_p99_ms": (f"added p99 latency @ {rate}", "ms"),
         "cpu_seconds_per_1000": (f"sidecar CPU per 1000 requests @ {rate}", "s"),
         "rss_mb": ("sidecar RSS after load", "MB"),
+        "scrape_stall_ms": ("largest stall a scrape caused a request", "ms"),
     }
     for name, t in f.targets.items():
         label, unit = labels[name]
         lines.append(f"  {label:40s}{t['value']:9.3f} {unit:3s}<= {t['target']:<6g}"
                      f"{'PASS' if t['pass'] else 'MISS'}")
+    if f.scrape_runs:
+        lines += ["", *render_scrapes(f)]
     m = f.metrics
     lines += ["", "correctness:"]
     if m:
@@ -995,6 +1192,34 @@ def render(f: Figures) -> str:
                      + (f"; most often: {f.sidecar_top_exception}" if f.sidecar_top_exception
                         else ""))
     return "\n".join(lines)
+
+
+def render_scrapes(f: Figures) -> list[str]:
+    runs = [ScrapeRun(**r) for r in f.scrape_runs]
+    rounds = max(r.round for r in runs)
+    lines = [f"/metrics scraped during the load ({f.features} features, OpenMetrics + gzip as "
+             f"Prometheus asks; medians of {rounds} rounds of {f.plan['scrape_seconds']:.0f} s, "
+             f"stall: the worst round)",
+             f"{'':18s}{'p50':>9s}{'p99':>9s}{'p99.9':>9s}{'max':>9s}  | added{'p50':>9s}"
+             f"{'p99':>9s}{'p99.9':>9s}  |{'scrapes':>8s}{'scrape':>9s}{'stall':>9s}"]
+    for mode, scrapers, _ in SCRAPE_MODES:
+        of = [r for r in runs if r.mode == mode]
+        if not of:
+            continue
+
+        def med(attr: str, of: list[ScrapeRun] = of) -> float:
+            return median([getattr(r, attr) for r in of])
+
+        stall = max((r.stall_ms for r in of), default=math.nan) if scrapers else math.nan
+        lines.append(
+            f"{mode:18s}{med('p50_ms'):9.3f}{med('p99_ms'):9.3f}{med('p999_ms'):9.3f}"
+            f"{med('max_ms'):9.2f}  |{med('added_p50_ms'):+14.3f}{med('added_p99_ms'):+9.3f}"
+            f"{med('added_p999_ms'):+9.3f}  |{sum(r.scrapes for r in of):8d}"
+            + (f"{med('scrape_median_ms'):9.1f}{stall:9.2f}" if scrapers else ""))
+    lines.append("  (ms; added: minus the direct run of the same round; scrape: median time to "
+                 "answer one; stall: the slowest request\n  in flight during a scrape minus the "
+                 "p50 without scrapes)")
+    return lines
 
 
 def _finite(obj: Any) -> Any:
@@ -1017,10 +1242,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="the sidecar's proxy engine (proxy.engine; default fast)")
     p.add_argument("--profile", action="store_true",
                    help="give the sidecar a reference profile: drift on all 16 request features")
+    p.add_argument("--features", type=int, default=FEATURES, metavar="N",
+                   help="N request features (default 16); above 16, implies --profile, and the "
+                        f"last {CATEGORICAL} are categorical")
+    p.add_argument("--scrapes", choices=["no", "also", "only"], default="no",
+                   help="also (or only) measure latency while /metrics is scraped every 5 s and "
+                        "by 20 scrapers back to back, each run against one without scrapes")
     p.add_argument("--baseline", action="store_true",
                    help="also measure a bare aiohttp proxy, to tell aiohttp's cost from modelmon's")
     # internal: the child processes are this same file in another role
-    p.add_argument("--role", choices=["bench", "upstream", "loadgen", "baseline"], default="bench",
+    p.add_argument("--role", choices=["bench", "upstream", "loadgen", "baseline", "scraper"],
+                   default="bench",
                    help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     p.add_argument("--upstream-port", type=int, help=argparse.SUPPRESS)
@@ -1028,6 +1260,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=1000.0, help=argparse.SUPPRESS)
     p.add_argument("--seconds", type=float, default=10.0, help=argparse.SUPPRESS)
     p.add_argument("--connections", type=int, default=16, help=argparse.SUPPRESS)
+    p.add_argument("--scrapers", type=int, default=1, help=argparse.SUPPRESS)
+    p.add_argument("--interval", type=float, default=5.0, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -1043,19 +1277,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.role == "baseline":
         _event_loop_run(run_minimal_proxy(args.port, args.upstream_port))
         return 0
+    if args.role == "scraper":
+        windows = _event_loop_run(run_scrapers(args.port, args.scrapers, args.interval,
+                                               args.seconds, SCRAPE_FIRST))
+        print(json.dumps(windows))
+        return 0
     if args.role == "loadgen":
         gen = LoadGenerator(args.target, args.port, args.rate, args.seconds, args.connections,
-                            RESPONSE_BODY)
+                            RESPONSE_BODY, request_body(args.features))
         result: LoadResult = _event_loop_run(gen.run())
         print(json.dumps(asdict(result)))
         return 0
 
     signal.signal(signal.SIGTERM, _sigterm)
     plan, mode = (QUICK, "quick") if args.quick else (FULL, "full")
+    if args.scrapes == "only":
+        plan = replace(plan, latency_rounds=0, wrk_rounds=0)
+        mode += ", scrapes only"
+    profile = args.profile or args.features > FEATURES
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench_proxy.") as tmp:
         try:
-            figs = run_benchmark(plan, mode, Path(tmp), args.baseline, args.engine, args.profile)
+            figs = run_benchmark(plan, mode, Path(tmp), args.baseline, args.engine, profile,
+                                 args.features, args.scrapes != "no")
         except BenchError as exc:
             print(f"bench_proxy: {exc}", file=sys.stderr)
             return 1

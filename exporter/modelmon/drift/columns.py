@@ -52,7 +52,10 @@ def numeric_values(values: Column) -> tuple[NDArray[np.float64], int, int]:
     nulls = wrong = 0
     for i, v in enumerate(seq):
         if isinstance(v, (int, float)):  # bool is an int: true/false count as 1/0
-            out[i] = v
+            try:
+                out[i] = v
+            except OverflowError:  # an integer beyond float range (the stdlib parser keeps it)
+                out[i] = math.inf if v > 0 else -math.inf
         else:
             out[i] = math.nan
             if v is None:

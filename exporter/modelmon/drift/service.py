@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
-from dataclasses import replace
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import TypeVar
 
-from prometheus_client.core import Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from .. import catalogue as cat
+from ..exposition import FrozenFamily
 from ..profile import OTHER, CategoricalFeature, NumericFeature, Profile
 from .columns import QUALITY_KINDS
-from .engine import ModelDrift
+from .engine import FEATURES_PER_STEP, ModelDrift
 
 log = logging.getLogger("modelmon.drift")
 
@@ -34,76 +41,124 @@ def cap_categories(profile: Profile, max_categories: int) -> Profile:
 
 class DriftCollector(Collector):
     """Exports the drift state of every model with a profile (``monitors``: model -> ModelDrift;
-    ``export_histograms``: model -> whether to export the raw bins)."""
+    ``export_histograms``: model -> whether to export the raw bins).
+
+    ``collect_steps()`` builds the families a few features at a time, with a ``None`` between
+    steps where a scrape gives the event loop back (see ``modelmon.exposition``); ``collect()``
+    is the same, in one go. The reference profile's families never change: they are built once
+    and frozen, so a scrape formats them once per exposition format."""
 
     def __init__(self, monitors: dict[str, ModelDrift], export_histograms: dict[str, bool]) -> None:
         self._monitors = monitors
         self._export_histograms = export_histograms
+        # Built now, off the serving path (the profile's hash alone takes ~5 ms for 100 features).
+        now = list(monitors.items())
+        self._static = _result(self._build_static(now, self._static_key(now)))
 
     def collect(self) -> Iterator[Metric]:
+        return (family for family in self.collect_steps() if family is not None)
+
+    def collect_steps(self) -> Iterator[Metric | None]:
         monitors = list(self._monitors.items())
         for _, monitor in monitors:
-            monitor.flush()  # rows still queued for binning count in this scrape
-        yield from self._profiles(monitors)
-        yield from self._histograms(monitors)
-        yield from self._windowed(monitors)
-        yield from self._quality(monitors)
+            yield from monitor.flush_steps()  # rows still queued for binning count in this scrape
+        static = self._static
+        key = self._static_key(monitors)
+        if static.key != key:  # models came or went since
+            static = self._static = yield from self._build_static(monitors, key)
+        yield static.info
+        values = cat.FEATURE_VALUE.histogram()
+        categories = cat.FEATURE_CATEGORY.counter()
+        yield from self._histograms(monitors, static.les, values, categories)
+        yield values
+        yield categories
+        yield static.ref_buckets
+        yield static.ref_categories
+        windowed = (cat.DRIFT_SCORE.gauge(), cat.DRIFT_P_VALUE.gauge(), cat.DRIFT_DETECTED.gauge(),
+                    cat.MODEL_DRIFT_DETECTED.gauge(), cat.WINDOW_SAMPLES.gauge(),
+                    cat.MISSING_RATIO.gauge(), cat.OUT_OF_RANGE_RATIO.gauge(),
+                    cat.DRIFT_LAST_SUCCESS.gauge(), cat.DRIFT_COMPUTE_DURATION.gauge())
+        yield from self._windowed(monitors, *windowed)
+        yield from windowed
+        events = cat.QUALITY_EVENTS.counter()
+        yield from self._quality(monitors, events)
+        yield events
+        yield static.reference_missing
 
-    def _profiles(self, monitors: Sequence[tuple[str, ModelDrift]]) -> Iterator[Metric]:
+    # --- the reference profile's families: built once ---------------------------------------------
+
+    def _static_key(self, monitors: Sequence[tuple[str, ModelDrift]]) -> tuple[object, ...]:
+        return tuple((model, id(m), self._export_histograms.get(model, True)) for model, m in monitors)
+
+    def _build_static(self, monitors: Sequence[tuple[str, ModelDrift]], key: tuple[object, ...]
+                      ) -> Generator[None, None, _StaticFamilies]:
         info = cat.PROFILE_INFO.info()
+        ref_buckets = cat.REFERENCE_BUCKET.gauge()
+        ref_categories = cat.REFERENCE_CATEGORY.gauge()
+        reference_missing = cat.REFERENCE_MISSING_RATIO.gauge()
+        les: dict[tuple[str, int], list[str]] = {}
         for model, m in monitors:
             info.add_metric([], {"model": model, "profile_hash": m.profile.hash,
                                  "profile_model_version": m.profile.model_version,
                                  "created_at": m.profile.created_at})
-        yield info
-
-    def _histograms(self, monitors: Sequence[tuple[str, ModelDrift]]) -> Iterator[Metric]:
-        values = cat.FEATURE_VALUE.histogram()
-        categories = cat.FEATURE_CATEGORY.counter()
-        ref_buckets = cat.REFERENCE_BUCKET.gauge()
-        ref_categories = cat.REFERENCE_CATEGORY.gauge()
-        for model, m in monitors:
+            for f in m.features:
+                rows = f.count + f.missing
+                reference_missing.add_metric([model, f.name], f.missing / rows if rows else 0.0)
             if not self._export_histograms.get(model, True):
                 continue
             for pos, f in enumerate(m.features):
-                counts = m.cumulative_bins(pos)
+                if pos and pos % FEATURES_PER_STEP == 0:
+                    yield
                 if isinstance(f, NumericFeature):
-                    les = [floatToGoString(e) for e in f.edges] + ["+Inf"]  # type: ignore[no-untyped-call]
-                    cumulative = counts.cumsum()
-                    values.add_metric([model, f.name], list(zip(les, cumulative.tolist(), strict=True)),
-                                      float(m.value_sums[pos]))
-                    for le, ratio in zip(les, m.reference_cumulative(f), strict=True):
+                    les[model, pos] = [floatToGoString(e) for e in f.edges] + ["+Inf"]  # type: ignore[no-untyped-call]
+                    for le, ratio in zip(les[model, pos], m.reference_cumulative(f), strict=True):
                         ref_buckets.add_metric([model, f.name, le], ratio)
                 else:
                     total = sum(f.counts)
-                    for name, count, ref in zip((*f.categories, OTHER), counts.tolist(), f.counts,
-                                                strict=True):
-                        categories.add_metric([model, f.name, name], count)
+                    for name, ref in zip((*f.categories, OTHER), f.counts, strict=True):
                         ref_categories.add_metric([model, f.name, name], ref / total if total else 0.0)
-        yield values
-        yield categories
-        yield ref_buckets
-        yield ref_categories
+        return _StaticFamilies(key, FrozenFamily(info), FrozenFamily(ref_buckets),
+                               FrozenFamily(ref_categories), FrozenFamily(reference_missing), les)
 
-    def _windowed(self, monitors: Sequence[tuple[str, ModelDrift]]) -> Iterator[Metric]:
-        scores = cat.DRIFT_SCORE.gauge()
-        p_values = cat.DRIFT_P_VALUE.gauge()
-        detected = cat.DRIFT_DETECTED.gauge()
-        model_detected = cat.MODEL_DRIFT_DETECTED.gauge()
-        samples = cat.WINDOW_SAMPLES.gauge()
-        missing = cat.MISSING_RATIO.gauge()
-        out_of_range = cat.OUT_OF_RANGE_RATIO.gauge()
-        last = cat.DRIFT_LAST_SUCCESS.gauge()
-        duration = cat.DRIFT_COMPUTE_DURATION.gauge()
+    # --- live families: a step every FEATURES_PER_STEP features ------------------------------------
+
+    def _histograms(self, monitors: Sequence[tuple[str, ModelDrift]],
+                    les: dict[tuple[str, int], list[str]], values: HistogramMetricFamily,
+                    categories: CounterMetricFamily) -> Iterator[None]:
         for model, m in monitors:
-            snap = m.snapshot
+            if not self._export_histograms.get(model, True):
+                continue
+            bins = m.bins.total.copy()  # counts and sums as of one instant, whatever runs between steps
+            sums = m.value_sums.copy()
+            for pos, f in enumerate(m.features):
+                if pos and pos % FEATURES_PER_STEP == 0:
+                    yield
+                start = m.offsets[pos]
+                counts = bins[start:start + len(f.counts)]
+                if isinstance(f, NumericFeature):
+                    values.add_metric([model, f.name],
+                                      list(zip(les[model, pos], counts.cumsum().tolist(), strict=True)),
+                                      float(sums[pos]))
+                else:
+                    for name, count in zip((*f.categories, OTHER), counts.tolist(), strict=True):
+                        categories.add_metric([model, f.name, name], count)
+
+    def _windowed(self, monitors: Sequence[tuple[str, ModelDrift]], scores: GaugeMetricFamily,
+                  p_values: GaugeMetricFamily, detected: GaugeMetricFamily,
+                  model_detected: GaugeMetricFamily, samples: GaugeMetricFamily,
+                  missing: GaugeMetricFamily, out_of_range: GaugeMetricFamily,
+                  last: GaugeMetricFamily, duration: GaugeMetricFamily) -> Iterator[None]:
+        for model, m in monitors:
+            snap = m.snapshot  # immutable: the scoring pass replaces it whole
             if snap is None:
                 continue
             last.add_metric([model], snap.computed_at)
             duration.add_metric([model], snap.duration)
             if snap.model_detected is not None:
                 model_detected.add_metric([model], float(snap.model_detected))
-            for f in snap.features:
+            for i, f in enumerate(snap.features):
+                if i and i % FEATURES_PER_STEP == 0:
+                    yield
                 samples.add_metric([model, f.name], f.samples)
                 for method, value in f.scores.items():
                     scores.add_metric([model, f.name, method], value)
@@ -115,20 +170,37 @@ class DriftCollector(Collector):
                     missing.add_metric([model, f.name], f.missing_ratio)
                 if f.out_of_range_ratio is not None:
                     out_of_range.add_metric([model, f.name], f.out_of_range_ratio)
-        yield from (scores, p_values, detected, model_detected, samples, missing, out_of_range,
-                    last, duration)
 
-    def _quality(self, monitors: Sequence[tuple[str, ModelDrift]]) -> Iterator[Metric]:
-        events = cat.QUALITY_EVENTS.counter()
-        reference_missing = cat.REFERENCE_MISSING_RATIO.gauge()
+    def _quality(self, monitors: Sequence[tuple[str, ModelDrift]],
+                 events: CounterMetricFamily) -> Iterator[None]:
         for model, m in monitors:
-            for f in m.features:
-                rows = f.count + f.missing
-                reference_missing.add_metric([model, f.name], f.missing / rows if rows else 0.0)
-            totals = m.quality.total
+            totals = m.quality.total.tolist()  # as of one instant
             for pos, f in enumerate(m.features):
-                for k, kind in enumerate(QUALITY_KINDS):
-                    if totals[pos, k]:
-                        events.add_metric([model, f.name, kind], float(totals[pos, k]))
-        yield events
-        yield reference_missing
+                if pos and pos % FEATURES_PER_STEP == 0:
+                    yield
+                for kind, count in zip(QUALITY_KINDS, totals[pos], strict=True):
+                    if count:
+                        events.add_metric([model, f.name, kind], float(count))
+
+
+_T = TypeVar("_T")
+
+
+def _result(steps: Generator[None, None, _T]) -> _T:
+    """Run ``steps`` to the end; their result."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class _StaticFamilies:
+    key: tuple[object, ...]
+    info: FrozenFamily
+    ref_buckets: FrozenFamily
+    ref_categories: FrozenFamily
+    reference_missing: FrozenFamily
+    les: dict[tuple[str, int], list[str]]  # (model, feature position) -> the bins' "le" values
+

@@ -1,0 +1,182 @@
+"""What a client may hold of the proxy: head bytes counted as they arrive, a deadline for a
+complete head, a bounded number of connections that always leaves room for the upstream pool."""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+from conftest import Running, StartSidecar, read_response
+from helpers import free_port, stop, wait_http
+from modelmon.fastproxy import MAX_HEAD_BYTES
+
+pytestmark = pytest.mark.engines
+
+
+async def _connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", port)
+
+
+async def test_a_header_that_never_ends_is_refused_as_it_arrives(proxied: Running) -> None:
+    """One field value with no line end: 431 once the head passes its limit, not buffered."""
+    reader, writer = await _connect(proxied.listeners.traffic_port)
+    writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nX-Big: ")
+    sent = 0
+    response = None
+    read = asyncio.ensure_future(read_response(reader))
+    while sent < 64 * 1024 * 1024 and not read.done():
+        writer.write(b"b" * 65536)
+        sent += 65536
+        try:
+            await asyncio.wait_for(writer.drain(), 2)
+        except (ConnectionError, asyncio.TimeoutError):
+            break
+        await asyncio.sleep(0)
+    response = await asyncio.wait_for(read, 5)
+    writer.close()
+    # aiohttp's parser answers 400 (line too long) at its 8190-byte field limit
+    assert response.status == (431 if proxied.engine == "fast" else 400)
+    # refused while the head was still small: only what the sockets buffer went in after it
+    assert sent < MAX_HEAD_BYTES + 8 * 1024 * 1024, sent
+    if proxied.engine == "fast":
+        assert proxied.sample("modelmon_proxy_client_connections_closed_total",
+                              {"reason": "head_too_large"}) == 1
+    async with proxied.session.get(proxied.traffic_url + "/status/200") as resp:
+        assert resp.status == 200
+
+
+@pytest.mark.only_engine("fast")  # counts its own head bytes
+async def test_a_large_head_in_small_pieces_under_the_limit_passes(proxied: Running) -> None:
+    fields = b"".join(b"X-F%d: %s\r\n" % (i, b"v" * 480) for i in range(120))  # ~59 KB of fields
+    head = b"GET /echo HTTP/1.1\r\nHost: x\r\n" + fields + b"\r\n"
+    reader, writer = await _connect(proxied.listeners.traffic_port)
+    for i in range(0, len(head), 1000):
+        writer.write(head[i:i + 1000])
+        await writer.drain()
+        await asyncio.sleep(0)
+    response = await asyncio.wait_for(read_response(reader), 5)
+    writer.close()
+    assert response.status == 200
+
+
+@pytest.mark.only_engine("fast")  # the fast engine's head deadline
+async def test_a_head_not_complete_in_time_is_408_and_closed(upstream: TestServer,
+                                                             start_sidecar: StartSidecar) -> None:
+    running = await start_sidecar(str(upstream.make_url("")),
+                                  proxy={"request_head_timeout_seconds": 0.4})
+    slow_r, slow_w = await _connect(running.listeners.traffic_port)
+    slow_w.write(b"GET /status/200 HTTP/1.1\r\nHost: x\r\nX-Slow: a")  # and nothing more
+    silent_r, silent_w = await _connect(running.listeners.traffic_port)  # sends nothing at all
+    kept_r, kept_w = await _connect(running.listeners.traffic_port)  # a served, kept-alive client
+    kept_w.write(b"GET /status/200 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (await asyncio.wait_for(read_response(kept_r), 2)).status == 200
+    start = time.perf_counter()
+    response = await asyncio.wait_for(read_response(slow_r), 3)
+    assert response.status == 408 and response.header("Connection") == "close"
+    assert await asyncio.wait_for(slow_r.read(), 2) == b""
+    assert await asyncio.wait_for(silent_r.read(), 2) == b""  # closed without a word
+    assert time.perf_counter() - start < 2.5
+    # the kept-alive connection is idle, not late with a head: still served
+    kept_w.write(b"GET /status/200 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (await asyncio.wait_for(read_response(kept_r), 2)).status == 200
+    for w in (slow_w, silent_w, kept_w):
+        w.close()
+    assert running.sample("modelmon_proxy_client_connections_closed_total",
+                          {"reason": "head_timeout"}) == 2
+
+
+@pytest.mark.only_engine("fast")  # the fast engine's connection limit
+async def test_at_the_connection_limit_slow_heads_make_room_and_busy_calls_are_kept(
+        upstream: TestServer, start_sidecar: StartSidecar) -> None:
+    running = await start_sidecar(str(upstream.make_url("")), proxy={"max_connections": 5})
+    port = running.listeners.traffic_port
+    slow = []
+    for _ in range(5):
+        r, w = await _connect(port)
+        w.write(b"GET / HTTP/1.1\r\nX-Slow: ")
+        slow.append((r, w))
+    await asyncio.sleep(0.05)
+    # five clients at once: each closes the slowest of those to get in, and is served
+    async with aiohttp.ClientSession() as s:
+
+        async def call() -> int:
+            async with s.get(f"http://127.0.0.1:{port}/slow?delay=0.2") as resp:
+                await resp.read()
+                return resp.status
+
+        assert await asyncio.gather(*(call() for _ in range(5))) == [200] * 5
+    for r, _ in slow:
+        assert await asyncio.wait_for(r.read(), 2) == b""  # made room for the newcomers
+    assert running.sample("modelmon_proxy_client_connections_closed_total", {"reason": "evicted"}) == 5
+    assert running.sample("modelmon_proxy_client_connections_limit") == 5
+    # five calls in progress are never cut for a newcomer: it is refused instead
+    async with aiohttp.ClientSession() as s:
+        busy = [asyncio.ensure_future(s.get(f"http://127.0.0.1:{port}/slow?delay=1")) for _ in range(5)]
+        await asyncio.sleep(0.3)
+        assert running.sample("modelmon_proxy_client_connections") == 5
+        r, w = await _connect(port)
+        w.write(b"GET /status/200 HTTP/1.1\r\nHost: x\r\n\r\n")
+        refused = await asyncio.wait_for(read_response(r), 2)
+        w.close()
+        assert refused.status == 503 and refused.header("Retry-After") == "1"
+        for call in busy:
+            async with await call as resp:
+                assert resp.status == 200
+    assert running.sample("modelmon_proxy_client_connections_closed_total", {"reason": "limit"}) == 1
+    for _, w in slow:
+        w.close()
+
+
+def _low_fd_limit() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (512, 1024))
+
+
+@pytest.mark.only_engine("fast")  # the fast engine's connection limit
+async def test_a_slowloris_at_the_fd_limit_leaves_normal_calls_served(upstream: TestServer,
+                                                                      tmp_path: Path) -> None:
+    """1,000 connections that never finish their head, against a sidecar whose fd limit is
+    1024: normal inference calls are still served (before: `Too many open files`, 502)."""
+    traffic, admin = free_port(), free_port()
+    log = tmp_path / "sidecar.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "modelmon", "serve", "--upstream", str(upstream.make_url("")).rstrip("/"),
+         "--host", "127.0.0.1", "--traffic-port", str(traffic), "--admin-port", str(admin)],
+        stdout=log.open("wb"), stderr=subprocess.STDOUT, preexec_fn=_low_fd_limit)
+    attackers: list[asyncio.StreamWriter] = []
+    try:
+        await asyncio.to_thread(wait_http, f"http://127.0.0.1:{admin}/healthz", 20, proc)
+        for _ in range(1000):
+            try:
+                _, w = await _connect(traffic)
+            except OSError:
+                continue
+            w.write(b"POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            attackers.append(w)
+        await asyncio.sleep(0.2)
+        ok = 0
+        conn = aiohttp.TCPConnector(limit=10, force_close=True)
+        async with aiohttp.ClientSession(connector=conn) as s:
+
+            async def call() -> int:
+                async with s.post(f"http://127.0.0.1:{traffic}/v1/models/m:predict",
+                                  json={"instances": [[1.0]]}) as resp:
+                    await resp.read()
+                    return resp.status
+
+            statuses = await asyncio.gather(*(call() for _ in range(500)), return_exceptions=True)
+            ok = sum(1 for st in statuses if st == 200)
+        assert ok == 500, [st for st in statuses if st != 200][:5]
+        text = log.read_text()
+        assert "Too many open files" not in text
+        assert "proxy.max_connections lowered from 4096 to 640" in text
+    finally:
+        for w in attackers:
+            w.close()
+        stop(proc)
