@@ -92,6 +92,25 @@ async def test_a_head_not_complete_in_time_is_408_and_closed(upstream: TestServe
                           {"reason": "head_timeout"}) == 2
 
 
+@pytest.mark.only_engine("fast")  # the fast engine's body deadline
+async def test_a_request_body_that_stops_coming_is_408_and_frees_the_upstream(
+        upstream: TestServer, start_sidecar: StartSidecar) -> None:
+    running = await start_sidecar(str(upstream.make_url("")),
+                                  proxy={"request_body_timeout_seconds": 0.4},
+                                  upstream={"max_connections": 1})
+    reader, writer = await _connect(running.listeners.traffic_port)
+    writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
+    response = await asyncio.wait_for(read_response(reader), 3)
+    assert response.status == 408
+    assert await asyncio.wait_for(reader.read(), 2) == b""
+    writer.close()
+    # the one upstream connection it held serves the next call
+    async with running.session.post(running.traffic_url + "/echo", data=b"y" * 100) as resp:
+        assert resp.status == 200
+    assert running.sample("modelmon_proxy_client_connections_closed_total",
+                          {"reason": "body_timeout"}) == 1
+
+
 @pytest.mark.only_engine("fast")  # the fast engine's connection limit
 async def test_at_the_connection_limit_slow_heads_make_room_and_busy_calls_are_kept(
         upstream: TestServer, start_sidecar: StartSidecar) -> None:

@@ -198,7 +198,8 @@ class Sidecar:
                          connect_timeout=up.connect_timeout_seconds,
                          read_timeout=up.read_timeout_seconds,
                          max_clients=self.config.proxy.max_connections,
-                         head_timeout=self.config.proxy.request_head_timeout_seconds)
+                         head_timeout=self.config.proxy.request_head_timeout_seconds,
+                         body_timeout=self.config.proxy.request_body_timeout_seconds)
 
     def traffic_server(self) -> web.Server:
         loop = asyncio.get_running_loop()

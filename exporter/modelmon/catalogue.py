@@ -130,6 +130,7 @@ CLIENT_CONNECTIONS_CLOSED = _m(
     "Client connections the proxy closed to protect itself, by reason: limit (refused at the "
     "connection limit, 503), evicted (idle, or slow to send its request head, closed to make room), "
     "head_timeout (no complete request head within proxy.request_head_timeout_seconds, 408), "
+    "body_timeout (a request body silent for proxy.request_body_timeout_seconds, 408), "
     "head_too_large (414/431), invalid_request (400), internal_error (500) (fast engine).",
     ("reason",),
 )

@@ -128,10 +128,14 @@ class ProxyConfig:
     # A client has this long to send a complete request head (from connecting, or from the first
     # byte of a later request on a kept-alive connection): 408 and close otherwise (fast engine).
     request_head_timeout_seconds: float = 15.0
+    # Longest silence between two reads of a request body (nginx's client_body_timeout): 408,
+    # and the call is dropped, so that a stalled body cannot hold an upstream connection.
+    request_body_timeout_seconds: float = 60.0
 
     def validate(self, path: str) -> None:
         _positive(f"{path}.max_connections", self.max_connections)
         _positive(f"{path}.request_head_timeout_seconds", self.request_head_timeout_seconds)
+        _positive(f"{path}.request_body_timeout_seconds", self.request_body_timeout_seconds)
         if self.engine not in PROXY_ENGINES:
             _fail(f"{path}.engine", f"must be one of {', '.join(PROXY_ENGINES)}, got {self.engine!r}")
         for i, route in enumerate(self.routes):

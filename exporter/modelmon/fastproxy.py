@@ -179,6 +179,7 @@ class FastProxy:
         read_timeout: float = 60.0,
         max_clients: int = 4096,
         head_timeout: float = 15.0,
+        body_timeout: float = 60.0,
     ) -> None:
         url = urlsplit(upstream)
         if url.scheme not in ("http", "https") or not url.hostname:
@@ -201,6 +202,7 @@ class FastProxy:
         self.host_field = b"Host: " + hostport.encode("idna") + _CRLF
         self.read_timeout = read_timeout
         self.head_timeout = head_timeout
+        self.body_timeout = body_timeout
         self.max_clients_configured = max_clients
         self.max_clients = max_clients  # fitted to the file descriptor limit in start()
         self.pool = _Pool(self, url.hostname, port,
@@ -213,7 +215,7 @@ class FastProxy:
         self._route_cache: dict[bytes, RouteMatch] = {}
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.TimerHandle | None = None
-        self._sweep_every = min(1.0, read_timeout / 4, head_timeout / 4)
+        self._sweep_every = min(1.0, read_timeout / 4, head_timeout / 4, body_timeout / 4)
         self._all_closed: asyncio.Event | None = None
 
     # --- listening ---------------------------------------------------------------------------
@@ -296,9 +298,14 @@ class FastProxy:
             self.pool.sweep(now, self.read_timeout)
             limit = now - CLIENT_IDLE_SECONDS
             head_limit = now - self.head_timeout
+            body_limit = now - self.body_timeout
             for client in list(self.clients):
                 if client.head_since and client.head_since < head_limit and client.in_head:
                     client.head_timed_out()
+                elif (client.parsing is not None and not client.in_head
+                      and client.last_read < body_limit and not client.paused):
+                    # a body that stopped coming (not one we stopped reading)
+                    client.reject(408, "request body not received in time", "body_timeout")
                 elif client.idle() and client.idle_since < limit and not client.head_since:
                     client.close()
         except Exception:  # pragma: no cover - fail open, keep sweeping
@@ -332,7 +339,8 @@ class _ClientConn(asyncio.Protocol):
     """One client connection: parses requests, answers them in order."""
 
     __slots__ = ("active", "closing", "evicted", "head_bytes", "head_since", "head_size",
-                 "idle_since", "in_feed", "in_head", "lost", "nheaders", "out", "parser", "parsing",
+                 "idle_since", "in_feed", "in_head", "last_read", "lost", "nheaders", "out",
+                 "parser", "parsing",
                  "paused", "pending_reject", "srv", "transport", "version", "waiting",
                  "write_paused")
 
@@ -360,6 +368,7 @@ class _ClientConn(asyncio.Protocol):
         # none is (idle between requests, or a request in progress).
         self.head_since = self.idle_since
         self.evicted = False  # closed to make room for a newer connection
+        self.last_read = self.idle_since  # when bytes last came (the body deadline)
         self.version: str | None = None  # HTTP version of the connection's first request
 
     # --- transport events ----------------------------------------------------------------------
@@ -385,6 +394,7 @@ class _ClientConn(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.paused & _P_DONE:
             return
+        self.last_read = perf()
         self.in_feed = True
         try:
             if self.in_head:
@@ -472,6 +482,7 @@ class _ClientConn(asyncio.Protocol):
             return
         self.paused &= ~reason
         if not self.paused and self.transport is not None and not self.lost:
+            self.last_read = perf()  # time spent paused is not the client's silence
             self.transport.resume_reading()
 
     def flush(self) -> None:
@@ -497,9 +508,10 @@ class _ClientConn(asyncio.Protocol):
         else:
             self.reject(408, "request head not received in time")
 
-    def reject(self, status: int, detail: str) -> None:
-        """Refuse what the client sent and close the connection after the responses owed."""
-        self.srv.stats.connections_closed[(_REJECT_REASONS.get(status, "invalid_request"),)] += 1
+    def reject(self, status: int, detail: str, reason: str | None = None) -> None:
+        """Refuse what the client sent and close the connection after the responses owed;
+        counted under ``reason`` (by default the status's)."""
+        self.srv.stats.connections_closed[(reason or _REJECT_REASONS.get(status, "invalid_request"),)] += 1
         self.pause(_P_DONE)
         self.closing = True
         self.pending_reject = _simple_response(status, json.dumps({"error": detail}).encode(),
