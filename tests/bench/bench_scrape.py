@@ -191,10 +191,10 @@ class GapProbe:
         self._last, self._cpu = now, cpu
         f = self.figures
         f["iterations"] += 1
+        f["busy_max_ms"] = max(f["busy_max_ms"], busy)
         if busy > 1.0:
             f["busy_over_1ms"] += 1
             f["busy_over_2ms"] += busy > 2.0
-            f["busy_max_ms"] = max(f["busy_max_ms"], busy)
         if wall > 2.0:
             f["wall_over_2ms"] += 1
         f["wall_max_ms"] = max(f["wall_max_ms"], wall)
