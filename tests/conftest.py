@@ -258,6 +258,8 @@ RAW_RESPONSES: dict[str, list[bytes | float | str | None]] = {
     "/framing/gzip-chunked": [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
                               b"5\r\n\x1f\x8b\x08\x00\x00\r\n0\r\n\r\n"],
     "/framing/chunked": [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"],
+    "/framing/chunked-gzip": [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"
+                              b"3\r\nabc\r\n0\r\n\r\n", None],  # close-delimited
     "/framing/no-reason": [b"HTTP/1.1 200 \r\nContent-Length: 2\r\n\r\nok"],
 }
 

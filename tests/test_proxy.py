@@ -381,7 +381,9 @@ _PER_HOP = {h for h in HOP_BY_HOP if h != "transfer-encoding"}
 
 
 def _codings(value: str | None) -> list[str]:
-    return [c.strip().lower() for c in (value or "").split(",") if c.strip() not in ("", "chunked")]
+    """The codings on the body: all but a final chunked (the proxy's own framing)."""
+    codings = [c.strip().lower() for c in (value or "").split(",") if c.strip()]
+    return codings[:-1] if codings and codings[-1] == "chunked" else codings
 
 
 # aiohttp's server adds Date and Server, drops a 304's Content-Length, and its client sends a

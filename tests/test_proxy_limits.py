@@ -4,6 +4,8 @@ complete head, a bounded number of connections that always leaves room for the u
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import resource
 import subprocess
 import sys
@@ -15,7 +17,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from conftest import Running, StartSidecar, read_response
 from helpers import free_port, stop, wait_http
-from modelmon.fastproxy import MAX_HEAD_BYTES
+from modelmon.fastproxy import MAX_HEAD_BYTES, MAX_PIPELINED
 
 pytestmark = pytest.mark.engines
 
@@ -199,3 +201,75 @@ async def test_a_slowloris_at_the_fd_limit_leaves_normal_calls_served(upstream: 
         for w in attackers:
             w.close()
         stop(proc)
+
+
+# --- what the adversarial review found -------------------------------------------------------
+
+
+@pytest.mark.only_engine("fast")
+async def test_connection_cannot_remove_the_framing_of_a_request(proxied: Running) -> None:
+    """`Connection: content-length` must not send the body unframed (a smuggled request)."""
+    smuggled = b"GET /status/418 HTTP/1.1\r\nHost: x\r\n\r\n"
+    reader, writer = await _connect(proxied.listeners.traffic_port)
+    writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: content-length, host\r\n"
+                 b"Content-Length: %d\r\n\r\n%s" % (len(smuggled), smuggled))
+    response = await asyncio.wait_for(read_response(reader), 5)
+    writer.close()
+    seen = json.loads(response.body)
+    assert bytes.fromhex(seen["body_hex"]) == smuggled  # the body, as a body
+    names = [k.lower() for k, _ in seen["headers"]]
+    assert "content-length" in names and "host" in names
+    assert proxied.sample("modelmon_requests_total", {"model": "default", "route": "other", "code": "418"}) is None
+
+
+@pytest.mark.only_engine("fast")
+async def test_trailers_are_neither_forwarded_as_fields_nor_buffered_without_bound(proxied: Running) -> None:
+    reader, writer = await _connect(proxied.listeners.traffic_port)
+    writer.write(b"GET /slow?delay=0.2 HTTP/1.1\r\nHost: x\r\n\r\n"  # the next one waits its turn
+                 b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 b"3\r\nabc\r\n0\r\nX-Trailer: evil\r\nAuthorization: Bearer x\r\n\r\n")
+    await asyncio.wait_for(read_response(reader), 5)
+    seen = json.loads((await asyncio.wait_for(read_response(reader), 5)).body)
+    names = {k.lower() for k, _ in seen["headers"]}
+    assert "x-trailer" not in names and "authorization" not in names
+    assert bytes.fromhex(seen["body_hex"]) == b"abc"
+    # a trailer field that never ends: 431 once past the head limit
+    writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 b"1\r\na\r\n0\r\nX-T: ")
+    for _ in range(8):
+        writer.write(b"b" * 32768)
+        await writer.drain()
+    response = await asyncio.wait_for(read_response(reader), 5)
+    writer.close()
+    assert response.status in (431, 502)  # 502 when the upstream answered the cut body first
+    assert proxied.sample("modelmon_proxy_client_connections_closed_total",
+                          {"reason": "head_too_large"}) == 1
+
+
+@pytest.mark.only_engine("fast")
+async def test_pipelined_requests_queue_up_to_a_bound(proxied: Running) -> None:
+    reader, writer = await _connect(proxied.listeners.traffic_port)
+    writer.write(b"GET /status/200 HTTP/1.1\r\nHost: x\r\n\r\n" * 100)
+    statuses = []
+    with contextlib.suppress(asyncio.IncompleteReadError):
+        while True:
+            statuses.append((await asyncio.wait_for(read_response(reader), 5)).status)
+    writer.close()
+    assert statuses[-1] == 429 and set(statuses[:-1]) == {200}
+    assert 2 <= len(statuses) - 1 <= MAX_PIPELINED + 1
+
+
+@pytest.mark.only_engine("fast")
+async def test_a_call_waiting_for_an_upstream_connection_times_out(upstream: TestServer,
+                                                                 start_sidecar: StartSidecar) -> None:
+    running = await start_sidecar(str(upstream.make_url("")),
+                                  upstream={"max_connections": 1, "read_timeout_seconds": 0.5})
+    async with aiohttp.ClientSession() as s:
+        busy = asyncio.ensure_future(s.get(running.traffic_url + "/sse?n=12&delay=0.2"))
+        await asyncio.sleep(0.2)  # it holds the only connection, never silent for long
+        start = time.perf_counter()
+        async with s.get(running.traffic_url + "/status/200") as resp:
+            assert resp.status == 504
+        assert time.perf_counter() - start < 2.5
+        async with await busy as resp:
+            await resp.read()

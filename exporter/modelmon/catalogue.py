@@ -131,7 +131,8 @@ CLIENT_CONNECTIONS_CLOSED = _m(
     "connection limit, 503), evicted (idle, or slow to send its request head, closed to make room), "
     "head_timeout (no complete request head within proxy.request_head_timeout_seconds, 408), "
     "body_timeout (a request body silent for proxy.request_body_timeout_seconds, 408), "
-    "head_too_large (414/431), invalid_request (400), internal_error (500) (fast engine).",
+    "head_too_large (414/431, also trailer fields), pipeline_limit (more than 32 pipelined "
+    "requests queued, 429), invalid_request (400), internal_error (500) (fast engine).",
     ("reason",),
 )
 

@@ -47,6 +47,11 @@ _logger = logging.getLogger("modelmon.proxy")
 perf = time.perf_counter
 
 _HOP = frozenset(h.encode() for h in HOP_BY_HOP)
+# Fields a Connection header may name without effect: removing them would change how the rest
+# of the message is framed (Content-Length) or where it goes (Host).
+_KEPT = frozenset({b"content-length", b"host"})
+# Pipelined requests parsed ahead of the one being answered, per connection (more: 429).
+MAX_PIPELINED = 32
 # Limits on what a client may send before its request is refused (aiohttp's line limits).
 MAX_REQUEST_TARGET = 8190  # -> 414
 MAX_FIELD_SIZE = 8190  # one header name + value -> 431
@@ -79,7 +84,7 @@ _CHUNKED = b"Transfer-Encoding: chunked\r\n"
 
 # modelmon_proxy_client_connections_closed_total{reason} of a refused request
 _REJECT_REASONS = {400: "invalid_request", 408: "head_timeout", 414: "head_too_large",
-                   431: "head_too_large", 500: "internal_error"}
+                   429: "pipeline_limit", 431: "head_too_large", 500: "internal_error"}
 
 # reasons for not reading from a client (bits)
 _P_UPSTREAM = 1  # the upstream's write buffer is full
@@ -122,6 +127,7 @@ def _drop_named(parts: list[bytes], tokens: list[bytes]) -> list[bytes]:
     """Remove the fields a Connection header names from a flat [name, ": ", value, CRLF] list."""
     named = {t.strip().lower() for value in tokens for t in value.split(b",")}
     named -= _HOP
+    named -= _KEPT  # framing and routing: never removed (the body would be sent unframed)
     if not named:
         return parts
     out: list[bytes] = []
@@ -132,9 +138,14 @@ def _drop_named(parts: list[bytes], tokens: list[bytes]) -> list[bytes]:
 
 
 def _codings(value: bytes) -> list[bytes]:
-    """The transfer codings of a Transfer-Encoding field value other than chunked, lowercased
-    (RFC 9112 section 6.1: the proxy re-frames the body; every other coding stays on it)."""
-    return [c for c in (t.strip().lower() for t in value.split(b",")) if c and c != b"chunked"]
+    """The transfer codings of a Transfer-Encoding field value, lowercased, in order."""
+    return [c for c in (t.strip().lower() for t in value.split(b",")) if c]
+
+
+def _unframed(codings: list[bytes]) -> list[bytes]:
+    """``codings`` without a final chunked (RFC 9112 section 6.1): the proxy undoes that one and
+    frames the body itself; every other coding stays on the body, in order."""
+    return codings[:-1] if codings and codings[-1] == b"chunked" else codings
 
 
 def _transfer_encoding(codings: list[bytes], chunked: bool = True) -> bytes:
@@ -338,11 +349,10 @@ class FastProxy:
 class _ClientConn(asyncio.Protocol):
     """One client connection: parses requests, answers them in order."""
 
-    __slots__ = ("active", "closing", "evicted", "head_bytes", "head_since", "head_size",
-                 "idle_since", "in_feed", "in_head", "last_read", "lost", "nheaders", "out",
-                 "parser", "parsing",
-                 "paused", "pending_reject", "srv", "transport", "version", "waiting",
-                 "write_paused")
+    __slots__ = ("active", "body_seen", "closing", "evicted", "head_bytes", "head_since",
+                 "head_size", "idle_since", "in_feed", "in_head", "last_read", "lost", "nheaders",
+                 "out", "overhead", "parser", "parsing", "paused", "pending_reject", "srv",
+                 "transport", "waiting", "write_paused")
 
     def __init__(self, srv: FastProxy) -> None:
         self.srv = srv
@@ -369,7 +379,10 @@ class _ClientConn(asyncio.Protocol):
         self.head_since = self.idle_since
         self.evicted = False  # closed to make room for a newer connection
         self.last_read = self.idle_since  # when bytes last came (the body deadline)
-        self.version: str | None = None  # HTTP version of the connection's first request
+        # Bytes of a body's reads that carried no body byte (chunk framing, trailer fields):
+        # bounded like a head, since llhttp holds an unfinished trailer field too.
+        self.body_seen = False
+        self.overhead = 0
 
     # --- transport events ----------------------------------------------------------------------
 
@@ -400,7 +413,14 @@ class _ClientConn(asyncio.Protocol):
             if self.in_head:
                 self._feed_head(data)
             else:
+                self.body_seen = False
                 self.parser.feed_data(data)
+                if self.body_seen or self.in_head:
+                    self.overhead = 0
+                else:
+                    self.overhead += len(data)
+                    if self.overhead > MAX_HEAD_BYTES:
+                        self.reject(431, "request trailer fields too large")
         except httptools.HttpParserUpgrade:
             # An Upgrade (or CONNECT) request: its head is parsed and forwarded without the
             # Upgrade field; the connection closes after the response.
@@ -583,6 +603,8 @@ class _ClientConn(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         call = self.parsing
         assert call is not None
+        if not self.in_head:  # a trailer field of a chunked body: not forwarded
+            return
         size = len(name) + len(value)
         self.head_size += size
         self.nheaders += 1
@@ -623,10 +645,13 @@ class _ClientConn(asyncio.Protocol):
             self.active = call
             call.start()
         else:
+            if len(self.waiting) >= MAX_PIPELINED:
+                raise _Reject(429, "too many pipelined requests")
             self.waiting.append(call)
             self.pause(_P_PIPELINE)
 
     def on_body(self, data: bytes) -> None:
+        self.body_seen = True
         call = self.parsing
         if call is not None:
             call.request_body(data)
@@ -703,9 +728,7 @@ class _Call:
         if self.method in IDEMPOTENT_METHODS:
             self.replayable = True
         client = self.client
-        if client.version is None:  # formatted by httptools on each call: ask once per connection
-            client.version = parser.get_http_version()
-        self.http10 = client.version == "1.0"
+        self.http10 = parser.get_http_version() == "1.0"  # per request: it may change
         self.keep_alive = parser.should_keep_alive()
         if self.chunked:
             self.has_body = True
@@ -727,6 +750,10 @@ class _Call:
             self.req_copy = []
         if self.conn_tokens:
             self.parts = _drop_named(self.parts, self.conn_tokens)
+            if self.replayable and self.method not in IDEMPOTENT_METHODS:
+                # replayable by its key only if the key still reaches the upstream
+                self.replayable = any(self.parts[i].lower() in IDEMPOTENCY_KEYS
+                                      for i in range(0, len(self.parts), 4))
 
     def start(self) -> None:
         """Our turn: send the request upstream."""
@@ -743,7 +770,7 @@ class _Call:
         if not self.has_host or not srv.preserve_host:
             head.append(srv.host_field)
         if self.chunked:
-            head.append(_transfer_encoding(self.te_codings))
+            head.append(_transfer_encoding(_unframed(self.te_codings)))
         if self.analyse and srv.id_header is not None and self.request_id is None:
             self.request_id = self.extra_id = srv.ids.next().encode()
             head += (srv.id_header, _SEP, self.extra_id, _CRLF)
@@ -827,6 +854,7 @@ class _Call:
         if up.conn_tokens:
             parts = _drop_named(parts, up.conn_tokens)
         head = [_status_line(status, up.reason), *parts]
+        codings = _unframed(up.te_codings)
         if self.is_head or status in (204, 304):
             mode = _NONE
             # No body follows, but Content-Length still describes the representation (RFC 9110
@@ -834,17 +862,19 @@ class _Call:
             if up.length is not None and status != 204:
                 head += (b"Content-Length", _SEP, up.length, _CRLF)
             if up.transfer_encoded and self.is_head:  # the framing a GET would get from us
-                head.append(_transfer_encoding(up.te_codings, not self.http10))
+                head.append(_transfer_encoding(codings, not self.http10 and not up.inner_chunked))
         elif up.length is not None and not up.transfer_encoded:
             mode = _LENGTH
             head += (b"Content-Length", _SEP, up.length, _CRLF)
-        elif self.http10:
+        elif self.http10 or up.inner_chunked:
+            # To an HTTP/1.0 client, or a body that carries chunked framing inside another
+            # coding (chunked may be applied once only): delimited by closing the connection.
             mode = _TO_CLOSE
-            if up.te_codings:  # the codings stay on the body; only chunked is undone
-                head.append(_transfer_encoding(up.te_codings, False))
+            if codings:  # the codings stay on the body; only a final chunked is undone
+                head.append(_transfer_encoding(codings, False))
         else:
             mode = _CHUNKS
-            head.append(_transfer_encoding(up.te_codings))
+            head.append(_transfer_encoding(codings))
         self.resp_mode = mode
         self.resp_encoding = up.encoding
         # llhttp reads a body until the connection closes when neither a length nor chunked
@@ -942,7 +972,7 @@ class _Call:
             self.phase = _WAITING
             self.pending, self.pending_size = self.replay, self.replay_size
             self.replay = None
-            self.client.srv.pool.acquire(self)
+            self.client.srv.pool.acquire(self, fresh=True)  # not another idle one: it may be stale too
             return
         self.replay = None
         if self.phase == _RESPONDING:
@@ -1043,9 +1073,9 @@ class _UpConn(asyncio.Protocol):
     """One keep-alive connection to the upstream, carrying one call at a time."""
 
     __slots__ = ("call", "chunked", "conn_tokens", "done", "encoding", "has_id", "idle_since",
-                 "in_feed", "informational", "last_io", "length", "out", "parser", "parts", "pool",
-                 "read_paused", "reason", "received", "sent", "served", "stray", "te_codings",
-                 "transfer_encoded", "transport")
+                 "in_feed", "informational", "last_io", "length", "out", "parser", "parts",
+                 "paused_since", "pool", "read_paused", "reason", "received", "sent", "served",
+                 "stray", "te_codings", "transfer_encoded", "transport")
 
     def __init__(self, pool: _Pool) -> None:
         self.pool = pool
@@ -1054,6 +1084,7 @@ class _UpConn(asyncio.Protocol):
         self.call: _Call | None = None
         self.out: list[bytes] = []
         self.read_paused = False
+        self.paused_since = 0.0
         self.last_io = 0.0
         self.idle_since = 0.0
         self.served = 0  # calls this connection carried
@@ -1079,6 +1110,11 @@ class _UpConn(asyncio.Protocol):
         self.has_id = False
         self.informational = False
 
+    @property
+    def inner_chunked(self) -> bool:
+        """Chunked applied before another transfer coding (the body is close-delimited)."""
+        return b"chunked" in _unframed(self.te_codings)
+
     def begin(self, call: _Call) -> None:
         self.call = call
         self.served += 1
@@ -1099,6 +1135,7 @@ class _UpConn(asyncio.Protocol):
     def pause_reading(self) -> None:
         if not self.read_paused and self.transport is not None:
             self.read_paused = True
+            self.paused_since = perf()
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
@@ -1213,8 +1250,8 @@ class _UpConn(asyncio.Protocol):
                 self.conn_tokens.append(value)
             elif lname == b"transfer-encoding":
                 self.transfer_encoded = True
-                self.chunked = value.rstrip().lower().endswith(b"chunked")
                 self.te_codings += _codings(value)
+                self.chunked = bool(self.te_codings) and self.te_codings[-1] == b"chunked"
             return
         if lname == b"content-length":
             self.length = value
@@ -1269,9 +1306,11 @@ class _Pool:
         self.closed = False
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def acquire(self, call: _Call) -> None:
+    def acquire(self, call: _Call, fresh: bool = False) -> None:
+        """Give ``call`` a connection: the warmest idle one (unless ``fresh``: a new one), a new
+        one below the limit, or a place in line."""
         idle = self.idle
-        while idle:
+        while idle and not fresh:
             up = idle.pop()
             if up.transport is not None and not up.transport.is_closing():
                 self.busy.add(up)
@@ -1364,10 +1403,16 @@ class _Pool:
 
     def sweep(self, now: float, read_timeout: float) -> None:
         for up in list(self.busy):
-            if up.read_paused:
+            if up.read_paused:  # the client does not read: its silence, not the upstream's
                 up.last_io = now
+                if now - up.paused_since > read_timeout and up.call is not None:
+                    up.call.timed_out()  # a client that stopped reading must not pin it
             elif now - up.last_io > read_timeout and up.call is not None:
                 up.call.timed_out()
+        limit = now - read_timeout
+        for call in self.waiters:  # waiting for a connection counts as waiting for the upstream
+            if call.phase == _WAITING and call.wait_mark < limit:
+                call.timed_out()
         if self.idle:
             limit = now - UPSTREAM_IDLE_SECONDS
             for up in [u for u in self.idle if u.idle_since < limit]:
