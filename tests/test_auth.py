@@ -287,3 +287,20 @@ def test_the_file_is_read_only_when_it_changes(tmp_path: Path, monkeypatch: pyte
     os.utime(path, (1e9 + 1, 1e9 + 1))
     assert [tokens.token() for _ in range(100)] == [OTHER.encode()] * 100
     assert len(opened) == 2
+
+
+async def test_a_malformed_authorization_header_is_not_logged(tmp_path, start_sidecar, caplog) -> None:  # type: ignore[no-untyped-def]
+    """aiohttp's server quotes a header it cannot parse; the token must not reach the log."""
+    import asyncio
+    import logging
+
+    running = await start_sidecar(None)
+    caplog.set_level(logging.DEBUG)
+    secret = "s3cr3t-token-value"
+    for bad in (f"Bearer {secret}\r", f"Bearer {secret}\x01", "Bearer " + secret * 600):
+        reader, writer = await asyncio.open_connection("127.0.0.1", running.listeners.admin_port)
+        writer.write(b"POST /v1/records HTTP/1.1\r\nHost: x\r\nAuthorization: " + bad.encode("latin-1")
+                     + b"\r\nContent-Length: 2\r\n\r\n{}")
+        await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+    assert secret not in caplog.text

@@ -32,6 +32,7 @@ from .fastproxy import FastProxy
 from .fds import raise_fd_limit
 from .health import HealthCollector, HealthState, every, probe_http, probe_tcp
 from .ingest import IngestEndpoints
+from .logs import withhold_request_details
 from .models import ModelCollector, ModelRegistry
 from .performance import PerformanceCollector
 from .pipeline import Analyser, AnalysisQueue, PipelineCollector, PipelineStats
@@ -279,6 +280,7 @@ class Listeners:
     async def start(self) -> None:
         config = self._sidecar.config
         host, grace = config.server.host, config.server.shutdown_grace_seconds
+        withhold_request_details()  # a malformed Authorization header must not reach the log
         admin = web.AppRunner(self._sidecar.admin_app(), access_log=None, shutdown_timeout=grace,
                               handle_signals=False)
         await admin.setup()

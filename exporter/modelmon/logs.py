@@ -17,6 +17,26 @@ def setup_logging(level: str) -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
+class WithheldRequestDetails(logging.Filter):
+    """aiohttp's server logs a malformed request with the offending header line quoted, which
+    may be an ``Authorization`` header: keep the exception's type, drop what it quotes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            record.msg = "invalid HTTP request (%s); its content is not logged"
+            record.args = (type(record.exc_info[1]).__name__,)
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def withhold_request_details() -> None:
+    """Install :class:`WithheldRequestDetails` on aiohttp's server logger (once)."""
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, WithheldRequestDetails) for f in server.filters):
+        server.addFilter(WithheldRequestDetails())
+
+
 class RateLimitedLog:
     """Logs a given key at most once per ``interval`` seconds, reporting how many were
     suppressed, so a flood of bad payloads costs one line per reason per interval."""
