@@ -682,7 +682,7 @@ class _Call:
         self.parts: list[bytes] = []
         self.conn_tokens: list[bytes] = []
         self.chunked = False
-        self.te_codings: list[bytes] = []  # transfer codings other than chunked (gzip, ...)
+        self.te_codings: list[bytes] = []  # every Transfer-Encoding coding, in order
         self.expect = False
         self.has_host = False
         self.length: bytes | None = None
