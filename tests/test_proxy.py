@@ -537,6 +537,26 @@ async def test_upstream_base_path_and_host_rewrite(upstream, start_sidecar: Star
     assert headers["host"] == f"127.0.0.1:{upstream.port}"
 
 
+@pytest.mark.parametrize("preserve_host", [True, False])
+async def test_an_absolute_form_target_gets_the_base_path(upstream, start_sidecar: StartSidecar,  # type: ignore[no-untyped-def]
+                                                          preserve_host: bool) -> None:
+    """RFC 9112 section 3.2.2: an absolute-form target is sent on in origin form under the
+    upstream's path prefix; its authority replaces the Host field (before: sent as it came,
+    without the prefix)."""
+    base = str(upstream.make_url("/echo/base")).rstrip("/")
+    running = await start_sidecar(base, upstream={"preserve_host": preserve_host})
+    reader, writer = await raw_connect(running)
+    writer.write(b"GET http://user@model.example:8080/a?b=1 HTTP/1.1\r\nHost: client.example\r\n"
+                 b"Connection: close\r\n\r\n")
+    response = await asyncio.wait_for(read_response(reader), 5)
+    writer.close()
+    assert response.status == 200
+    seen = json.loads(response.body)
+    assert seen["path_qs"] == "/echo/base/a?b=1"
+    hosts = [v for k, v in seen["headers"] if k.lower() == "host"]
+    assert hosts == (["model.example:8080"] if preserve_host else [f"127.0.0.1:{upstream.port}"])
+
+
 async def test_host_header_preserved_by_default(proxied: Running) -> None:
     async with proxied.session.get(proxied.traffic_url + "/echo", headers={"Host": "client.example"}) as resp:
         seen = await resp.json()
@@ -597,14 +617,22 @@ async def test_close_delimited_response_streams_through(raw_upstream: RawUpstrea
     assert all(served.count("/close-delimited") <= 1 for served in raw_upstream.paths)
 
 
+@pytest.mark.parametrize("buffering", [False, True])
 async def test_upstream_answering_before_reading_the_body(raw_upstream: RawUpstream,
-                                                          start_sidecar: StartSidecar) -> None:
-    running = await start_sidecar(await raw_upstream.start())
+                                                          start_sidecar: StartSidecar,
+                                                          buffering: bool) -> None:
+    running = await start_sidecar(await raw_upstream.start(), proxy={"request_buffering": buffering})
     reader, writer = await raw_connect(running)
     writer.write(b"POST /early-answer HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000)
+    if buffering and running.listeners.fast is not None:  # the upstream sees it once complete
+        await asyncio.sleep(0.2)
+        assert not [h for h in raw_upstream.heads if b"/early-answer" in h]
+        writer.write(b"x" * 99000)
     response = await asyncio.wait_for(read_response(reader), 5)
     assert (response.status, response.body) == (413, b"too big!")
-    writer.write(b"x" * 99000 + b"GET /reason HTTP/1.1\r\nHost: x\r\n\r\n")  # the rest, then another
+    if not buffering or running.listeners.fast is None:
+        writer.write(b"x" * 99000)  # the rest
+    writer.write(b"GET /reason HTTP/1.1\r\nHost: x\r\n\r\n")  # then another
     after = await asyncio.wait_for(read_response(reader), 5)
     writer.close()
     assert (after.status, after.body) == (200, b"ok")

@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestServer
 from conftest import Running, StartSidecar, read_response
 from helpers import free_port, stop, wait_http
 from modelmon.fastproxy import MAX_HEAD_BYTES, MAX_PIPELINED
+from modelmon.fds import ADMIN_CONNECTIONS
 
 pytestmark = pytest.mark.engines
 
@@ -273,3 +274,117 @@ async def test_a_call_waiting_for_an_upstream_connection_times_out(upstream: Tes
         assert time.perf_counter() - start < 2.5
         async with await busy as resp:
             await resp.read()
+
+
+@pytest.mark.only_engine("fast")  # request buffering is the fast engine's
+async def test_a_trickled_body_pins_no_upstream_connection(upstream: TestServer,
+                                                           start_sidecar: StartSidecar) -> None:
+    """A client sending its body a byte at a time holds no upstream connection until the body is
+    complete (before: it held one of upstream.max_connections for as long as it trickled, and
+    every other call waited for it, then got 504)."""
+    running = await start_sidecar(str(upstream.make_url("")), upstream={"max_connections": 1})
+    reader, writer = await _connect(running.listeners.traffic_port)
+    writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n\r\n" + b"x" * 10)
+    await asyncio.sleep(0.1)
+    start = time.perf_counter()
+    async with running.session.post(running.traffic_url + "/echo", data=b"y" * 100) as resp:
+        assert resp.status == 200
+    assert time.perf_counter() - start < 1.0
+    writer.write(b"z" * 10)  # the trickled body completes and is answered in full
+    response = await asyncio.wait_for(read_response(reader), 3)
+    writer.close()
+    assert response.status == 200 and bytes.fromhex(json.loads(response.body)["body_hex"]) == b"x" * 10 + b"z" * 10
+
+
+@pytest.mark.only_engine("fast")  # the fast engine's connection limit
+async def test_at_the_connection_limit_a_held_body_makes_room(upstream: TestServer,
+                                                              start_sidecar: StartSidecar) -> None:
+    """Connections trickling bodies the model has not seen are cut for a newcomer (the most
+    silent first, with 503 and Retry-After); before, they filled every slot and newcomers got 503."""
+    running = await start_sidecar(str(upstream.make_url("")), proxy={"max_connections": 3})
+    port = running.listeners.traffic_port
+    slow = []
+    for _ in range(3):
+        r, w = await _connect(port)
+        w.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+        slow.append((r, w))
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.05)
+    async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/status/200") as resp:
+        assert resp.status == 200
+    first = await asyncio.wait_for(read_response(slow[0][0]), 2)  # the most silent one
+    assert first.status == 503 and first.header("Retry-After") == "1"
+    assert await asyncio.wait_for(slow[0][0].read(), 2) == b""
+    slow[1][1].write(b"x" * 97)  # the others are untouched
+    second = await asyncio.wait_for(read_response(slow[1][0]), 2)
+    assert second.status == 200
+    assert running.sample("modelmon_proxy_client_connections_closed_total", {"reason": "evicted"}) == 1
+    for _, w in slow:
+        w.close()
+
+
+async def _endless_upstream(first: bytes, more: bytes) -> tuple[asyncio.AbstractServer, list[int]]:
+    """An upstream that answers with ``first`` and then ``more`` without end (until cut);
+    records how many bytes it managed to send per connection."""
+    sent: list[int] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        sent.append(0)
+        try:
+            writer.write(first)
+            while sent[-1] < 64 * 1024 * 1024:
+                writer.write(more)
+                sent[-1] += len(more)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(serve, "127.0.0.1", 0), sent
+
+
+@pytest.mark.only_engine("fast")
+@pytest.mark.parametrize(("first", "more"), [
+    (b"HTTP/1.1 200 OK\r\nX-Endless: ", b"a" * 65536),  # one field that never ends
+    (b"", b"HTTP/1.1 100 Continue\r\n\r\n" * 2000),  # informational responses without end
+    (b"HTTP/1.1 200 OK\r\n", b"X-Many: 1\r\n" * 5000),  # fields without end
+])
+async def test_an_upstream_head_that_never_ends_is_a_502(start_sidecar: StartSidecar,
+                                                         first: bytes, more: bytes) -> None:
+    """The upstream's response head is bounded like a request head: 502 within a read of the
+    limit, the connection cut (before: buffered until the upstream stopped, 64 MiB here)."""
+    server, sent = await _endless_upstream(first, more)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        running = await start_sidecar(f"http://127.0.0.1:{port}")
+        async with running.session.get(running.traffic_url + "/anything") as resp:
+            assert resp.status == 502
+            assert (await resp.json())["reason"] == "reset"
+        assert sent and sent[0] < 8 * 1024 * 1024  # cut early, not read to the end
+        assert running.sample("modelmon_upstream_errors_total", {"model": "default", "reason": "reset"}) == 1
+    finally:
+        server.close()
+
+
+@pytest.mark.only_engine("fast")  # the admin port is the same for both engines
+async def test_the_admin_port_holds_a_bounded_number_of_connections(start_sidecar: StartSidecar) -> None:
+    """Connections to the admin port beyond its cap get 503 and are closed, so that a flood of
+    them cannot take the descriptors kept for the upstream pool (before: held without bound)."""
+    running = await start_sidecar(None)
+    held = [await _connect(running.listeners.admin_port) for _ in range(ADMIN_CONNECTIONS)]
+    await asyncio.sleep(0.1)
+    reader, writer = await _connect(running.listeners.admin_port)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    refused = await asyncio.wait_for(read_response(reader), 2)
+    writer.close()
+    assert refused.status == 503 and refused.header("Retry-After") == "1"
+    assert await asyncio.wait_for(reader.read(), 2) == b""
+    for _, w in held[:4]:  # room again once some go
+        w.close()
+    await asyncio.sleep(0.1)
+    async with running.session.get(f"http://127.0.0.1:{running.listeners.admin_port}/healthz") as resp:
+        assert resp.status == 200
+    for _, w in held[4:]:
+        w.close()

@@ -29,7 +29,7 @@ from .auth import AuthCollector, BearerAuth, Handler
 from .config import Config
 from .exposition import MetricsEndpoint, SliceStats, run_in_slices
 from .fastproxy import FastProxy
-from .fds import raise_fd_limit
+from .fds import ADMIN_CONNECTIONS, CappedTCPSite, raise_fd_limit
 from .health import HealthCollector, HealthState, every, probe_http, probe_tcp
 from .ingest import IngestEndpoints
 from .logs import withhold_request_details
@@ -37,6 +37,7 @@ from .models import ModelCollector, ModelRegistry
 from .performance import PerformanceCollector
 from .pipeline import Analyser, AnalysisQueue, PipelineCollector, PipelineStats
 from .proxy import Proxy
+from .proxy import log as proxy_log
 from .resources import ModelProcessFinder, ResourceCollector, ResourceReader
 from .routes import RouteTable
 from .traffic import TrafficCollector, TrafficStats
@@ -200,7 +201,8 @@ class Sidecar:
                          read_timeout=up.read_timeout_seconds,
                          max_clients=self.config.proxy.max_connections,
                          head_timeout=self.config.proxy.request_head_timeout_seconds,
-                         body_timeout=self.config.proxy.request_body_timeout_seconds)
+                         body_timeout=self.config.proxy.request_body_timeout_seconds,
+                         request_buffering=self.config.proxy.request_buffering)
 
     def traffic_server(self) -> web.Server:
         loop = asyncio.get_running_loop()
@@ -266,6 +268,11 @@ class _IngestCollector(Collector):
         yield cat.INGEST_REQUESTS.of(self._endpoint.requests)
 
 
+def _admin_refused() -> None:
+    proxy_log.warning("admin_limit", "admin connection refused with 503: %d held already "
+                      "(the admin port's cap)", ADMIN_CONNECTIONS)
+
+
 class Listeners:
     """The admin and (with an upstream) traffic listeners of a started Sidecar. Port 0 binds
     a free port; ``admin_port``/``traffic_port`` tell which."""
@@ -285,7 +292,7 @@ class Listeners:
                               handle_signals=False)
         await admin.setup()
         self._runners.append(admin)
-        await web.TCPSite(admin, host, config.server.admin_port).start()
+        await CappedTCPSite(admin, host, config.server.admin_port, on_refused=_admin_refused).start()
         self.admin_port = admin.addresses[0][1]
         log.info("admin listening on http://%s:%d (metrics, health, push API)", host, self.admin_port)
         if config.auth.token_file is None:

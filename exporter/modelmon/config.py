@@ -131,6 +131,11 @@ class ProxyConfig:
     # Longest silence between two reads of a request body (nginx's client_body_timeout): 408,
     # and the call is dropped, so that a stalled body cannot hold an upstream connection.
     request_body_timeout_seconds: float = 60.0
+    # Hold a request body (up to 256 KiB) until it is complete before taking an upstream
+    # connection (nginx's proxy_request_buffering), so that clients trickling bodies cannot pin
+    # the upstream pool. Off: the body streams to the model as it arrives (for models that
+    # answer while a request is still being uploaded). Fast engine.
+    request_buffering: bool = True
 
     def validate(self, path: str) -> None:
         _positive(f"{path}.max_connections", self.max_connections)

@@ -92,8 +92,11 @@ _P_BUFFER = 2  # request body buffered while waiting for an upstream connection
 _P_PIPELINE = 4  # a pipelined request waits for the one before it
 _P_DONE = 8  # nothing more will be read (upgrade request, rejected request)
 
-# _Call phases
-_PARSED, _WAITING, _SENDING, _RESPONDING, _DONE = range(5)
+# _Call phases: _PARSED -> [_RECEIVING] -> _WAITING -> _SENDING -> _RESPONDING -> _DONE.
+# _RECEIVING: the body is still coming and is held (up to BODY_BUFFER) before an upstream
+# connection is taken, so that a client trickling its body cannot pin one (nginx buffers
+# request bodies before proxying for the same reason).
+_PARSED, _RECEIVING, _WAITING, _SENDING, _RESPONDING, _DONE = range(6)
 # response framing towards the client
 _NONE, _LENGTH, _CHUNKS, _TO_CLOSE = range(4)
 
@@ -191,6 +194,7 @@ class FastProxy:
         max_clients: int = 4096,
         head_timeout: float = 15.0,
         body_timeout: float = 60.0,
+        request_buffering: bool = True,
     ) -> None:
         url = urlsplit(upstream)
         if url.scheme not in ("http", "https") or not url.hostname:
@@ -214,6 +218,7 @@ class FastProxy:
         self.read_timeout = read_timeout
         self.head_timeout = head_timeout
         self.body_timeout = body_timeout
+        self.request_buffering = request_buffering
         self.max_clients_configured = max_clients
         self.max_clients = max_clients  # fitted to the file descriptor limit in start()
         self.pool = _Pool(self, url.hostname, port,
@@ -275,22 +280,36 @@ class FastProxy:
             self._server = None
 
     def admit(self, client: _ClientConn) -> bool:
-        """Whether a new connection may stay: below the limit, or once the connection that has
-        waited longest without a request in progress (idle, or still sending its head) has been
-        closed to make room. Requests in progress are never cut for a newcomer."""
+        """Whether a new connection may stay: below the limit, or once another has been closed
+        to make room -- the one silent longest among those whose request has not reached the
+        upstream (idle, still sending its head, or still sending a body that is held here).
+        Requests the upstream has seen are never cut for a newcomer."""
         if len(self.clients) - self.evicting < self.max_clients:
             return True
         victim: _ClientConn | None = None
+        since = 0.0
         for other in self.clients:
-            if (other.active is None and not other.waiting and not other.evicted
-                    and (victim is None or other.idle_since < victim.idle_since)):
-                victim = other
+            if other.evicted or other.waiting:
+                continue
+            active = other.active
+            if active is None:
+                other_since = other.idle_since
+            elif active.phase == _RECEIVING:
+                other_since = other.last_read
+            else:
+                continue
+            if victim is None or other_since < since:
+                victim, since = other, other_since
         if victim is None:
             return False
         victim.evicted = True
         self.evicting += 1
-        self.stats.connections_closed[("evicted",)] += 1
-        victim.close()
+        if victim.active is not None:  # its body was held here: the upstream never saw it
+            victim.reject(503, "too many connections: request body too slow", "evicted",
+                          b"Retry-After: 1\r\n")
+        else:
+            self.stats.connections_closed[("evicted",)] += 1
+            victim.close()
         return True
 
     def client_gone(self, client: _ClientConn) -> None:
@@ -528,14 +547,15 @@ class _ClientConn(asyncio.Protocol):
         else:
             self.reject(408, "request head not received in time")
 
-    def reject(self, status: int, detail: str, reason: str | None = None) -> None:
+    def reject(self, status: int, detail: str, reason: str | None = None,
+               headers: bytes = b"") -> None:
         """Refuse what the client sent and close the connection after the responses owed;
         counted under ``reason`` (by default the status's)."""
         self.srv.stats.connections_closed[(reason or _REJECT_REASONS.get(status, "invalid_request"),)] += 1
         self.pause(_P_DONE)
         self.closing = True
         self.pending_reject = _simple_response(status, json.dumps({"error": detail}).encode(),
-                                               close=True)
+                                               headers, close=True)
         parsing = self.parsing
         self.parsing = None
         if parsing is not None:
@@ -738,6 +758,9 @@ class _Call:
             except ValueError:  # pragma: no cover - llhttp rejects invalid lengths
                 self.has_body = False
         srv = client.srv
+        target = self.target
+        if not target.startswith(b"/") and target != b"*" and self.method != b"CONNECT":
+            self._origin_form(srv.preserve_host)
         try:
             match = srv.match(self.target)
             self.model = srv.models.label(match.model)
@@ -754,6 +777,25 @@ class _Call:
                 # replayable by its key only if the key still reaches the upstream
                 self.replayable = any(self.parts[i].lower() in IDEMPOTENCY_KEYS
                                       for i in range(0, len(self.parts), 4))
+
+    def _origin_form(self, preserve_host: bool) -> None:
+        """An absolute-form target (``http://host/path?q``, RFC 9112 section 3.2.2) becomes
+        origin-form, so that it gets the upstream's path prefix like any other; its authority
+        replaces the Host field, as that section requires of the receiver."""
+        url = urlsplit(self.target.decode("latin-1"))
+        if not url.scheme or not url.netloc:
+            return  # not absolute-form either: forwarded as it came (the upstream judges it)
+        origin = url.path or "/"
+        if url.query:
+            origin += "?" + url.query
+        self.target = origin.encode("latin-1")
+        if preserve_host:
+            parts = self.parts
+            self.parts = [f for i in range(0, len(parts), 4) if parts[i].lower() != b"host"
+                          for f in parts[i:i + 4]]
+            authority = url.netloc.rpartition("@")[2]  # without userinfo
+            self.parts += (b"Host", _SEP, authority.encode("latin-1"), _CRLF)
+            self.has_host = True
 
     def start(self) -> None:
         """Our turn: send the request upstream."""
@@ -776,9 +818,16 @@ class _Call:
             head += (srv.id_header, _SEP, self.extra_id, _CRLF)
         head.append(_CRLF)
         self.head = b"".join(head)
-        self.phase = _WAITING
         self.wait_mark = perf()
-        srv.pool.acquire(self)
+        if (srv.request_buffering and self.has_body and not self.req_done
+                and self.pending_size < BODY_BUFFER):
+            self.phase = _RECEIVING  # until the body is complete or BODY_BUFFER of it is held
+        else:
+            self._acquire()
+
+    def _acquire(self) -> None:
+        self.phase = _WAITING
+        self.client.srv.pool.acquire(self)
 
     def request_body(self, data: bytes) -> None:
         copy = self.req_copy
@@ -800,6 +849,8 @@ class _Call:
         self.req_done = True
         if self.chunked and self.phase != _DONE:
             self._send(_LAST_CHUNK)
+        if self.phase == _RECEIVING:
+            self._acquire()
 
     def _send(self, data: bytes) -> None:
         up = self.up
@@ -818,8 +869,11 @@ class _Call:
             return
         self.pending.append(data)
         self.pending_size += len(data)
-        if self.pending_size > BODY_BUFFER:
-            self.client.pause(_P_BUFFER)
+        if self.pending_size >= BODY_BUFFER:
+            if self.phase == _RECEIVING:
+                self._acquire()
+            if self.up is None and self.pending_size > BODY_BUFFER:
+                self.client.pause(_P_BUFFER)
 
     def attach(self, up: _UpConn, reused: bool) -> None:
         """An upstream connection is ready: send the head and whatever body arrived."""
@@ -1072,10 +1126,10 @@ def _lost_detail(exc: Exception | None) -> str:
 class _UpConn(asyncio.Protocol):
     """One keep-alive connection to the upstream, carrying one call at a time."""
 
-    __slots__ = ("call", "chunked", "conn_tokens", "done", "encoding", "has_id", "idle_since",
-                 "in_feed", "informational", "last_io", "length", "out", "parser", "parts",
-                 "paused_since", "pool", "read_paused", "reason", "received", "sent", "served",
-                 "stray", "te_codings", "transfer_encoded", "transport")
+    __slots__ = ("call", "chunked", "conn_tokens", "done", "encoding", "has_id", "head_bytes",
+                 "idle_since", "in_feed", "in_head", "informational", "last_io", "length", "out",
+                 "parser", "parts", "paused_since", "pool", "read_paused", "reason", "received",
+                 "sent", "served", "stray", "te_codings", "transfer_encoded", "transport")
 
     def __init__(self, pool: _Pool) -> None:
         self.pool = pool
@@ -1096,6 +1150,11 @@ class _UpConn(asyncio.Protocol):
         # response in the same read are seen as stray (self.stray) and not as the next response.
         self.done: bool | None = None
         self.stray = False
+        # Inside the response head (from the call's start to its final, non-1xx head), and the
+        # bytes received meanwhile: bounded like a request head, so that an upstream sending a
+        # field (or 1xx responses) without end cannot make us buffer without bound.
+        self.in_head = False
+        self.head_bytes = 0
         self._reset()
 
     def _reset(self) -> None:
@@ -1120,6 +1179,8 @@ class _UpConn(asyncio.Protocol):
         self.served += 1
         self.received = 0
         self.sent = 0
+        self.in_head = True
+        self.head_bytes = 0
         self.last_io = perf()
 
     def flush(self) -> None:
@@ -1162,6 +1223,10 @@ class _UpConn(asyncio.Protocol):
         self.in_feed = True
         try:
             self.parser.feed_data(data)
+            if self.in_head:
+                self.head_bytes += len(data)
+                if self.head_bytes > MAX_HEAD_BYTES and self.call is call:
+                    self._invalid(call, "response header fields too large")
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             if isinstance(cause, _HeadDone):
@@ -1267,6 +1332,7 @@ class _UpConn(asyncio.Protocol):
         if status < 200:  # 1xx: informational, not passed on
             self.informational = True
             return
+        self.in_head = False
         call = self.call
         if call is None:
             return

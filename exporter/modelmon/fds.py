@@ -9,7 +9,12 @@ the upstream pool and a reserve for everything else.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
+from typing import cast
+
+from aiohttp import web
 
 try:
     import resource
@@ -52,3 +57,49 @@ def client_connection_limit(configured: int, upstream_connections: int) -> int:
                     configured, room, soft, upstream_connections, RESERVE)
         return room
     return configured
+
+
+# Admin-port connections held at once (Prometheus keeps one per scraper): part of RESERVE, so
+# that a flood of them cannot take the descriptors the proxy counts on.
+ADMIN_CONNECTIONS = 64
+
+_ADMIN_REFUSED = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                  b"Retry-After: 1\r\nContent-Length: 33\r\nConnection: close\r\n\r\n"
+                  b'{"error": "too many connections"}')
+
+
+class _Refuse(asyncio.Protocol):
+    """A connection over the admin port's cap: told 503 and closed."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        cast(asyncio.Transport, transport).write(_ADMIN_REFUSED)
+        transport.close()
+
+
+class CappedTCPSite(web.TCPSite):
+    """aiohttp's TCP site holding at most ``limit`` connections at once: a connection beyond
+    gets ``503`` with ``Retry-After: 1`` and is closed (``on_refused`` is called)."""
+
+    def __init__(self, runner: web.BaseRunner, host: str, port: int, limit: int = ADMIN_CONNECTIONS,
+                 on_refused: Callable[[], None] | None = None) -> None:
+        super().__init__(runner, host, port)
+        self.limit = limit
+        self._on_refused = on_refused
+        self.refused = 0
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)  # registers the site; TCPSite.start would bind it too
+        server = self._runner.server
+        assert server is not None
+
+        def factory() -> asyncio.BaseProtocol:
+            if len(server.connections) >= self.limit:
+                self.refused += 1
+                if self._on_refused is not None:
+                    self._on_refused()
+                return _Refuse()
+            return server()
+
+        self._server = await asyncio.get_running_loop().create_server(
+            factory, self._host, self._port, backlog=self._backlog)
+        self._bound_port = self._server.sockets[0].getsockname()[1]

@@ -144,8 +144,16 @@ class Proxy:
                 data = copy.data = await body.read()
             else:
                 data = body
-            url = URL(self._base + request.raw_path, encoded=True)
+            target = request.raw_path
             headers = forwardable(request.headers, self._drop_headers)
+            if not target.startswith("/") and "://" in target:
+                # absolute-form (RFC 9112 section 3.2.2): origin form under the base path,
+                # its authority as Host
+                absolute = URL(target, encoded=True)
+                target = absolute.raw_path_qs
+                if "host" not in self._drop_headers and absolute.raw_host:
+                    headers["Host"] = absolute.raw_authority.rpartition("@")[2]
+            url = URL(self._base + target, encoded=True)
             request_id: str | None = None
             extra: tuple[str, str] | None = None  # a generated id to return to the client
             if analyse and self._id_header is not None:
