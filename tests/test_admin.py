@@ -25,9 +25,12 @@ async def test_metrics_text_format_parses(proxied: Running) -> None:
     families = {f.name: f for f in text_string_to_metric_families(body.decode())}
     assert "modelmon_requests" in families
     assert "modelmon_build_info" in families or "modelmon_build" in families
-    assert "modelmon_process_resident_memory_bytes" in families
+    # the standard process and runtime families, under their standard names
+    assert {"process_resident_memory_bytes", "process_open_fds", "python_gc_objects_collected",
+            "python_info"} <= families.keys()
+    assert not [name for name in families if name.startswith("modelmon_process")]
     names = {f.name for f in families.values()}
-    assert all(n.startswith("modelmon_") for n in names), names
+    assert all(n.startswith(("modelmon_", "process_", "python_")) for n in names), names
 
 
 async def test_metrics_openmetrics_negotiation(proxied: Running) -> None:

@@ -50,7 +50,7 @@ async def call(running: Running, path: str, authorization: str | None = None,
 
 
 def refused(running: Running, endpoint: str, reason: str) -> float:
-    value = running.sample("modelmon_auth_refused_requests_total", {"endpoint": endpoint, "reason": reason})
+    value = running.sample("modelmon_auth_refused_requests_total", {"handler": endpoint, "reason": reason})
     return value or 0.0
 
 
@@ -64,7 +64,7 @@ async def test_writes_without_a_token_are_401_with_a_challenge(
         assert headers["WWW-Authenticate"] == 'Bearer realm="modelmon"'  # no error code (RFC 6750 §3.1)
         assert body["error"] == "missing_token"
     assert refused(running, endpoint, "missing_token") == 2
-    assert running.sample("modelmon_ingest_requests_total", {"endpoint": endpoint, "code": "401"}) == 2
+    assert running.sample("modelmon_ingest_requests_total", {"handler": endpoint, "code": "401"}) == 2
     await running.drain()
     assert running.sample("modelmon_analysis_records_total", {"model": "churn", "source": "push"}) is None
 
@@ -87,7 +87,7 @@ async def test_the_right_token_is_accepted(tmp_path: Path, start_sidecar: StartS
     for authorization in (f"Bearer {TOKEN}", f"bearer {TOKEN}", f"BEARER   {TOKEN}"):  # RFC 9110 §11.1
         status, _, _ = await call(running, endpoint, authorization)
         assert status == 202
-    assert running.sample("modelmon_ingest_requests_total", {"endpoint": endpoint, "code": "202"}) == 3
+    assert running.sample("modelmon_ingest_requests_total", {"handler": endpoint, "code": "202"}) == 3
     assert sum(refused(running, endpoint, r) for r in ("missing_token", "invalid_request",
                                                        "invalid_token", "token_unavailable")) == 0
 

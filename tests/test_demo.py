@@ -47,8 +47,7 @@ def test_demo_runs_and_metrics_move(tmp_path: Path) -> None:
     assert value("modelmon_feature_missing_ratio", model="demo", feature="age") > 0
     assert value("modelmon_labels_joined_total", model="demo") > 50
     assert 0.5 < value("modelmon_classification_accuracy", model="demo") < 0.95
-    assert value("modelmon_segment_events_total", model="demo", segment="region", value="eu",
-                 event="predictions") > 0
+    assert value("modelmon_segment_predictions_total", model="demo", segment="region", value="eu") > 0
     out = log.read_text()
     assert f"http://127.0.0.1:{admin}/metrics" in out
     assert "traffic done: responses by status {200:" in out

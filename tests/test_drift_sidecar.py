@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from aiohttp.test_utils import TestServer
 from conftest import Running, StartSidecar
-from modelmon.profile import Profile, categorical_feature, numeric_feature
+from modelmon.profile import NumericFeature, Profile, categorical_feature, numeric_feature
 from prometheus_client.parser import text_string_to_metric_families
 
 
@@ -66,7 +66,7 @@ async def test_pushed_records_drive_drift_and_quality_metrics(
     assert value(m, "modelmon_drift_detected", model="churn", feature="p") == 0
     assert value(m, "modelmon_model_drift_detected", model="churn") == 1
     assert value(m, "modelmon_drift_window_samples", model="churn", feature="age") == 300
-    assert value(m, "modelmon_drift_p_value", model="churn", feature="age", test="ks") < 1e-10
+    assert value(m, "modelmon_drift_p_value", model="churn", feature="age", method="ks") < 1e-10
     assert value(m, "modelmon_drift_score", model="churn", feature="age", method="psi") > 0.5
     assert value(m, "modelmon_data_quality_events_total", model="churn", feature="age", kind="null") == 1
     assert value(m, "modelmon_data_quality_events_total", model="churn", feature="age", kind="absent") == 1
@@ -79,7 +79,10 @@ async def test_pushed_records_drive_drift_and_quality_metrics(
     # Raw histograms in the reference bins, and the reference ratios beside them.
     assert value(m, "modelmon_feature_value_count", model="churn", feature="age") == 300
     assert value(m, "modelmon_feature_value_bucket", model="churn", feature="age", le="+Inf") == 300
-    assert value(m, "modelmon_reference_bucket_ratio", model="churn", feature="age", le="+Inf") == 1.0
+    # the reference: 9,900 valid ages of 10,000, a histogram of counts like the live one
+    assert value(m, "modelmon_reference_value_bucket", model="churn", feature="age", le="+Inf") == 9900
+    assert value(m, "modelmon_reference_value_count", model="churn", feature="age") == 9900
+    assert value(m, "modelmon_reference_mean", model="churn", feature="age") == pytest.approx(40, abs=0.5)
     assert value(m, "modelmon_feature_category_total", model="churn", feature="plan", category="pro") == 300
     assert value(m, "modelmon_feature_category_total", model="churn", feature="plan",
                  category="__other__") == 1
@@ -96,23 +99,65 @@ async def test_reference_ratio_buckets_match_profile_edges(start_sidecar: StartS
     await push(running, [{"features": {"age": 40.0, "plan": "basic"}}])
     await running.drain()
     m = await scrape(running)
-    les = sorted(float(dict(k[1])["le"]) for k in m if k[0] == "modelmon_reference_bucket_ratio"
+    les = sorted(float(dict(k[1])["le"]) for k in m if k[0] == "modelmon_reference_value_bucket"
                  and dict(k[1])["feature"] == "age")
     edges = running.sidecar.analysis.drift_models["churn"].features[0].edges  # type: ignore[union-attr]
     assert les[:-1] == pytest.approx(list(edges)) and les[-1] == float("inf")
-    ratios = [v for _, v in sorted((float(dict(k[1])["le"]), v) for k, v in m.items()
-                                   if k[0] == "modelmon_reference_bucket_ratio"
-                                   and dict(k[1])["feature"] == "age")]
+    live_les = sorted(float(dict(k[1])["le"]) for k in m if k[0] == "modelmon_feature_value_bucket"
+                      and dict(k[1])["feature"] == "age")
+    assert live_les == les
+    total = value(m, "modelmon_reference_value_count", model="churn", feature="age")
+    assert total is not None
+    ratios = [v / total for _, v in sorted((float(dict(k[1])["le"]), v) for k, v in m.items()
+                                           if k[0] == "modelmon_reference_value_bucket"
+                                           and dict(k[1])["feature"] == "age")]
     assert ratios == sorted(ratios) and 0 < ratios[0] < 0.02 and ratios[-1] == 1.0  # first edge: 1st pct
 
 
-async def test_raw_histograms_can_be_switched_off(start_sidecar: StartSidecar, profile_path: Path) -> None:
-    running = await start_sidecar(None, **drift_config(profile_path, export_histograms=False))
+@pytest.mark.parametrize(("live", "reference"), [(False, True), (True, False), (False, False)])
+async def test_live_and_reference_bins_can_be_switched_off(start_sidecar: StartSidecar, profile_path: Path,
+                                                           live: bool, reference: bool) -> None:
+    running = await start_sidecar(None, **drift_config(profile_path, export_histograms=live,
+                                                       export_reference=reference))
     await push(running, [{"features": {"age": 40.0, "plan": "basic"}}])
     await running.drain()
     m = await scrape(running)
-    assert not any(k[0].startswith(("modelmon_feature_value", "modelmon_reference_bucket")) for k in m)
+    live_names = ("modelmon_feature_value", "modelmon_feature_category")
+    reference_names = ("modelmon_reference_value", "modelmon_reference_mean", "modelmon_reference_category")
+    assert any(k[0].startswith(live_names) for k in m) == live
+    assert any(k[0].startswith(reference_names) for k in m) == reference
     assert value(m, "modelmon_data_quality_events_total", model="churn", feature="age", kind="null") is None
+    assert value(m, "modelmon_reference_missing_ratio", model="churn", feature="age") == pytest.approx(0.01)
+
+
+async def test_a_feature_with_negative_edges_keeps_its_count_and_gets_a_window_mean(
+        start_sidecar: StartSidecar, tmp_path: Path) -> None:
+    """An N(0,1) feature: bins with negative edges. Its histogram keeps _count (before: _count and
+    _sum both dropped); _sum is left out as OpenMetrics requires, and the window mean is a gauge."""
+    rng = np.random.default_rng(1)
+    profile = Profile("z", "1", 5000, (numeric_feature("x", rng.normal(0, 1, 5000)),
+                                       numeric_feature("pos", rng.random(5000))))
+    path = tmp_path / "z.json"
+    profile.save(path)
+    running = await start_sidecar(None, models=[{"name": "z", "profile": str(path)}],
+                                  drift={"interval_seconds": 0.1, "min_samples": 50})
+    x = rng.normal(0.5, 1, 200)
+    pos = rng.random(200)
+    async with aiohttp.ClientSession() as s, s.post(running.admin_url + "/v1/records", json={
+            "model": "z", "records": [{"features": {"x": a, "pos": b}} for a, b in zip(x.tolist(), pos.tolist(), strict=True)]}) as r:
+        assert r.status == 202
+    await running.drain()
+    await running.sidecar.compute_drift()
+    m = await scrape(running)
+    assert value(m, "modelmon_feature_value_count", model="z", feature="x") == 200
+    assert value(m, "modelmon_feature_value_bucket", model="z", feature="x", le="+Inf") == 200
+    assert value(m, "modelmon_feature_value_sum", model="z", feature="x") is None
+    assert value(m, "modelmon_reference_value_count", model="z", feature="x") == 5000
+    assert value(m, "modelmon_reference_value_sum", model="z", feature="x") is None
+    assert value(m, "modelmon_feature_window_mean", model="z", feature="x") == pytest.approx(float(np.mean(x)))
+    # no negative edge: _sum is there, and agrees with the window mean
+    assert value(m, "modelmon_feature_value_sum", model="z", feature="pos") == pytest.approx(float(pos.sum()))
+    assert value(m, "modelmon_feature_window_mean", model="z", feature="pos") == pytest.approx(float(np.mean(pos)))
 
 
 async def test_proxied_v1_and_v2_traffic_is_analysed(
@@ -137,3 +182,48 @@ async def test_proxied_v1_and_v2_traffic_is_analysed(
     m = await scrape(running)
     assert value(m, "modelmon_payload_errors_total", model="churn", reason="row_length_mismatch") == 1
     assert value(m, "modelmon_data_quality_events_total", model="churn", feature="age", kind="absent") == 2
+
+
+def numeric_series(edges: int, negative: bool) -> int:
+    """README "Series budget": a numeric feature's series per replica (data-quality counters
+    not included: one per kind that occurred)."""
+    live = edges + 1 + 1 + (0 if negative else 1)  # buckets with +Inf, _count, _sum
+    reference = edges + 1 + 1 + (0 if negative else 1) + 1  # the same, and the reference mean
+    windowed = 5 + 2 + 5  # scores, p-values; detected, samples, missing, out of range, mean
+    return live + reference + windowed + 1  # and the reference missing ratio
+
+
+def categorical_series(categories: int) -> int:
+    """README "Series budget": a categorical feature's series per replica (its top categories
+    and __other__, live and reference)."""
+    return 2 * (categories + 1) + 3 + 1 + 3 + 1  # scores, p-value, detected/samples/missing, ref missing
+
+
+async def test_the_series_budget_is_what_the_readme_says(start_sidecar: StartSidecar, tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    profile = Profile("b", "1", 5000, (numeric_feature("pos", rng.random(5000)),
+                                       numeric_feature("neg", rng.normal(0, 1, 5000)),
+                                       categorical_feature("cat", [f"c{i % 20}" for i in range(5000)])))
+    profile.save(tmp_path / "b.json")
+    running = await start_sidecar(None, models=[{"name": "b", "profile": str(tmp_path / "b.json")}],
+                                  drift={"interval_seconds": 0.1, "min_samples": 10})
+    records = [{"features": {"pos": float(a), "neg": float(b), "cat": f"c{i % 20}"}}
+               for i, (a, b) in enumerate(zip(rng.random(100), rng.normal(0, 1, 100), strict=True))]
+    async with aiohttp.ClientSession() as s, s.post(running.admin_url + "/v1/records",
+                                                    json={"model": "b", "records": records}) as r:
+        assert r.status == 202
+    await running.drain()
+    await running.sidecar.compute_drift()
+    m = await scrape(running)
+    per_feature: dict[str, int] = {}
+    for name, labels in m:
+        feature = dict(labels).get("feature")
+        if feature is not None and name != "modelmon_data_quality_events_total":
+            per_feature[feature] = per_feature.get(feature, 0) + 1
+    edges = {f.name: len(f.edges) for f in profile.features if isinstance(f, NumericFeature)}
+    assert per_feature == {"pos": numeric_series(edges["pos"], negative=False),
+                           "neg": numeric_series(edges["neg"], negative=True),
+                           "cat": categorical_series(20)}
+    # with the defaults (20 bins: 21 edges with the 1st and 99th percentiles; top 20 categories)
+    assert edges["pos"] == 21
+    assert (numeric_series(21, False), numeric_series(21, True), categorical_series(20)) == (62, 60, 50)

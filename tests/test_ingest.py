@@ -32,7 +32,7 @@ async def test_json_batch_is_accepted_and_analysed(receiver: Running) -> None:
     assert (status, body["accepted"], body["rejected"]) == (202, 5, 0)
     await receiver.drain()
     assert receiver.sample("modelmon_analysis_records_total", {"model": "churn", "source": "push"}) == 5
-    assert receiver.sample("modelmon_ingest_requests_total", {"endpoint": "/v1/records", "code": "202"}) == 1
+    assert receiver.sample("modelmon_ingest_requests_total", {"handler": "/v1/records", "code": "202"}) == 1
     assert receiver.sample("modelmon_model_last_prediction_timestamp_seconds", {"model": "churn"}) > 0
 
 
@@ -107,7 +107,7 @@ async def test_malformed_bodies_get_a_clear_400(receiver: Running, payload: byte
 async def test_too_large_body_is_413(receiver: Running) -> None:
     status, body = await post(receiver, b"[" + b" " * 200_000 + b"]")
     assert status == 413 and body["error"] == "body_too_large"
-    assert receiver.sample("modelmon_ingest_requests_total", {"endpoint": "/v1/records", "code": "413"}) == 1
+    assert receiver.sample("modelmon_ingest_requests_total", {"handler": "/v1/records", "code": "413"}) == 1
 
 
 async def test_too_many_records_is_413(receiver: Running) -> None:
@@ -187,5 +187,5 @@ async def test_deeply_nested_values_in_records_are_analysed_and_their_labels_joi
     assert running.sample("modelmon_confusion_total",
                           {"model": "churn", "actual": "1", "predicted": "__other__"}) == 1
     if segments:
-        assert running.sample("modelmon_segment_events_total", {"model": "churn", "segment": "s",
-                                                                "value": "__other__", "event": "labels"}) == 1
+        assert running.sample("modelmon_segment_labels_total", {"model": "churn", "segment": "s",
+                                                                "value": "__other__"}) == 1

@@ -639,12 +639,12 @@ async def test_labels_join_proxied_predictions_by_generated_id(
     assert s("modelmon_confusion_total", {"model": "iris", "actual": "0", "predicted": "1"}) == 1
     assert s("modelmon_classification_accuracy", {"model": "iris"}) == 0.75
     assert s("modelmon_classification_correct_total", {"model": "iris"}) == 3
-    assert s("modelmon_classification_class_metric", {"model": "iris", "class": "1", "metric": "precision"}) == 0.75
+    assert s("modelmon_classification_precision", {"model": "iris", "class": "1"}) == 0.75
     seg = {"model": "iris", "segment": "region"}
-    assert s("modelmon_segment_events_total", {**seg, "value": "eu", "event": "predictions"}) == 2
-    assert s("modelmon_segment_events_total", {**seg, "value": "us", "event": "positive_predictions"}) == 2
-    assert s("modelmon_segment_events_total", {**seg, "value": "eu", "event": "correct"}) == 1
-    assert s("modelmon_segment_events_total", {**seg, "value": "us", "event": "correct"}) == 2
+    assert s("modelmon_segment_predictions_total", {**seg, "value": "eu"}) == 2
+    assert s("modelmon_segment_positive_predictions_total", {**seg, "value": "us"}) == 2
+    assert s("modelmon_segment_correct_predictions_total", {**seg, "value": "eu"}) == 1
+    assert s("modelmon_segment_correct_predictions_total", {**seg, "value": "us"}) == 2
     assert s("modelmon_join_buffer_entries", {"kind": "label"}) == 1  # "unknown" waits
 
 
@@ -660,11 +660,17 @@ async def test_v2_payload_ids_and_batches_join_per_row(upstream: TestServer,
     status, body = await post_labels(running, b"\n".join(orjson.dumps(x) for x in labels), "application/x-ndjson")
     assert status == 202 and body["joined"] == 3
     s = running.sample
-    assert s("modelmon_regression_samples_total", {"model": "reg"}) == 3
-    assert s("modelmon_regression_absolute_error_sum_total", {"model": "reg"}) == pytest.approx(1.0 + 0.25 + 0.0)
-    assert s("modelmon_regression_squared_error_sum_total", {"model": "reg"}) == pytest.approx(1.0 + 0.0625)
-    assert s("modelmon_regression_error_sum", {"model": "reg"}) == pytest.approx(-1.0 + 0.25)
-    assert s("modelmon_regression_metric", {"model": "reg", "metric": "mae"}) == pytest.approx(1.25 / 3)
+    reg = {"model": "reg"}
+    # errors (prediction - label): -1.0, 0.25, 0.0
+    for name in ("absolute_error", "squared_error", "overprediction", "underprediction"):
+        assert s(f"modelmon_regression_{name}_count", reg) == 3
+    assert s("modelmon_regression_absolute_error_sum", reg) == pytest.approx(1.0 + 0.25 + 0.0)
+    assert s("modelmon_regression_squared_error_sum", reg) == pytest.approx(1.0 + 0.0625)
+    assert s("modelmon_regression_overprediction_sum", reg) == pytest.approx(0.25)
+    assert s("modelmon_regression_underprediction_sum", reg) == pytest.approx(1.0)
+    assert s("modelmon_regression_mean_absolute_error", reg) == pytest.approx(1.25 / 3)
+    assert s("modelmon_regression_root_mean_squared_error", reg) == pytest.approx((1.0625 / 3) ** 0.5)
+    assert s("modelmon_regression_mean_error", reg) == pytest.approx(-0.75 / 3)
 
 
 async def test_labels_arriving_before_their_predictions(start_sidecar: StartSidecar) -> None:

@@ -61,15 +61,18 @@ def test_non_finite_values_are_not_binned(values: np.ndarray) -> None:
     assert bin_counts(values, edges).sum() == np.isfinite(values).sum()
 
 
-def test_constant_feature_gets_two_bins() -> None:
+def test_constant_feature_gets_a_bin_of_its_own() -> None:
+    """Below, at, above the constant: a shift either way leaves the reference's bin."""
     f = numeric_feature("c", np.full(1000, 7.0))
-    assert f.edges == (7.0,) and f.counts == (1000, 0)
+    assert len(f.edges) == 2 and f.edges[1] == 7.0 and 7.0 - 1e-5 < f.edges[0] < 7.0
+    assert f.counts == (0, 1000, 0)
     assert (f.min, f.max, f.std) == (7.0, 7.0, 0.0)
 
 
-def test_all_nan_feature() -> None:
+def test_all_nan_feature_has_no_statistics() -> None:
     f = numeric_feature("n", np.full(50, np.nan))
-    assert f.edges == () and f.counts == (0,) and f.missing == 50
+    assert f.edges == () and f.counts == (0,) and f.missing == 50 and f.empty
+    assert all(math.isnan(v) for v in (f.min, f.max, f.mean, f.std))
 
 
 def test_tail_edges_at_1st_and_99th_percentile() -> None:

@@ -90,7 +90,7 @@ async def test_prometheus_scrapes_the_sidecar(
             info = await wait_for(s, url, 'modelmon_model_info{model="iris"}')
             assert info[0]["metric"]["version"] == "3"
             for metric in ("modelmon_upstream_up", "modelmon_analysis_queue_capacity",
-                           "modelmon_build_info", "modelmon_process_resident_memory_bytes"):
+                           "modelmon_build_info", "process_resident_memory_bytes"):
                 assert await wait_for(s, url, metric), metric
             # The exposition is clean: the target is healthy with no scrape error.
             async with s.get(url + "/api/v1/targets") as resp:
@@ -108,7 +108,9 @@ max by (model, feature) (abs(
   / on (model, feature) group_left
     sum by (model, feature) (increase(modelmon_feature_value_count[5m]))
   - on (model, feature, le) group_left
-    max by (model, feature, le) (modelmon_reference_bucket_ratio)
+    max by (model, feature, le) (modelmon_reference_value_bucket)
+  / on (model, feature) group_left
+    max by (model, feature) (modelmon_reference_value_count)
 ))"""
 
 FLEET_TVD = """
@@ -134,11 +136,16 @@ async def test_fleet_drift_in_promql_matches_the_engine(
     profile = Profile("churn", "1", 10_000, (
         numeric_feature("age", rng.normal(40, 10, 10_000)),
         categorical_feature("plan", rng.choice(["basic", "pro"], 10_000, p=[0.7, 0.3]).tolist()),
+        # edges at or below -1e6, where Python's and Go's float formatting differ
+        numeric_feature("balance", rng.normal(-5e6, 1e6, 10_000)),
     ))
     profile.save(tmp_path / "p.json")
     overrides = {"models": [{"name": "churn", "profile": str(tmp_path / "p.json")}],
                  "drift": {"interval_seconds": 0.2}}
-    replicas = [await start_sidecar(None, **overrides), await start_sidecar(None, **overrides)]
+    # the fleet query reads the reference from whichever replicas export it
+    replicas = [await start_sidecar(None, **overrides),
+                await start_sidecar(None, **{**overrides, "models": [
+                    {"name": "churn", "profile": str(tmp_path / "p.json"), "export_reference": False}]})]
     config, url = prometheus
     proc = start_prometheus(config, url, [f"127.0.0.1:{r.listeners.admin_port}" for r in replicas])
     try:
@@ -146,16 +153,23 @@ async def test_fleet_drift_in_promql_matches_the_engine(
         async with aiohttp.ClientSession() as s:
             await wait_for(s, url, 'count(modelmon_feature_value_count{feature="age"} == 0) == 2')
             ages, plans = rng.normal(45, 10, 800), rng.choice(["basic", "pro"], 800, p=[0.5, 0.5])
+            balances = rng.normal(-4.5e6, 1e6, 800)
             for i, replica in enumerate(replicas):  # the replicas see different halves of the traffic
                 part = slice(i * 400, (i + 1) * 400)
-                records = [{"features": {"age": float(a), "plan": str(p)}}
-                           for a, p in zip(ages[part], plans[part], strict=True)]
+                records = [{"features": {"age": float(a), "plan": str(p), "balance": float(b)}}
+                           for a, p, b in zip(ages[part], plans[part], balances[part], strict=True)]
                 async with s.post(replica.admin_url + "/v1/records", json={"records": records}) as r:
                     assert r.status == 202
                 await replica.drain()
             await wait_for(s, url, 'sum(modelmon_feature_value_count{feature="age"}) == 800')
             await asyncio.sleep(2.5)  # a couple more scrapes at the final values
-            ks = float((await wait_for(s, url, FLEET_KS))[0]["value"][1])
+            fleet_ks = {r["metric"]["feature"]: float(r["value"][1]) for r in await wait_for(s, url, FLEET_KS)}
+            # the live and reference le values are the same strings: every bucket joins
+            joined = await wait_for(s, url, 'count by (feature) (modelmon_feature_value_bucket{feature="balance"}'
+                                            ' * on (model, feature, le) group_left '
+                                            'max by (model, feature, le) (modelmon_reference_value_bucket))')
+            buckets = await wait_for(s, url, 'count(max by (le) '
+                                             '(modelmon_feature_value_bucket{feature="balance"}))')
             tvd = float((await wait_for(s, url, FLEET_TVD))[0]["value"][1])
     finally:
         stop(proc)
@@ -164,10 +178,15 @@ async def test_fleet_drift_in_promql_matches_the_engine(
     from modelmon.drift.engine import DriftSettings, ModelDrift
 
     combined = ModelDrift("churn", profile, DriftSettings(), 10)
-    combined.observe(Batch(800, columns={"age": ages, "plan": plans.tolist()}))
-    expected_ks = combined.compute().features[0].scores["ks"]
-    assert ks == pytest.approx(expected_ks, abs=2e-3)
-    assert expected_ks > 0.1  # a real shift, so the agreement means something
+    combined.observe(Batch(800, columns={"age": ages, "plan": plans.tolist(), "balance": balances}))
+    scores = {f.name: f.scores for f in combined.compute().features}
+    assert set(fleet_ks) == {"age", "balance"}
+    for feature in ("age", "balance"):
+        assert fleet_ks[feature] == pytest.approx(scores[feature]["ks"], abs=2e-3), feature
+        assert scores[feature]["ks"] > 0.1  # a real shift, so the agreement means something
+    edges = profile.features[2].edges  # type: ignore[union-attr]
+    assert min(edges) <= -1e6 and float(buckets[0]["value"][1]) == len(edges) + 1
+    assert float(joined[0]["value"][1]) == 2 * (len(edges) + 1)  # both replicas, every bucket
     ref_pro = profile.features[1].counts[1] / 10_000
     expected_tvd = abs(float((plans == "pro").mean()) - ref_pro)
     assert tvd == pytest.approx(expected_tvd, abs=2e-3)

@@ -324,12 +324,17 @@ async def test_at_the_connection_limit_a_held_body_makes_room(upstream: TestServ
 
 
 async def _endless_upstream(first: bytes, more: bytes) -> tuple[asyncio.AbstractServer, list[int]]:
-    """An upstream that answers with ``first`` and then ``more`` without end (until cut);
-    records how many bytes it managed to send per connection."""
+    """An upstream that answers ``/anything`` with ``first`` and then ``more`` without end (until
+    cut), anything else (the health probe) with a short 200; records how many bytes it managed to
+    send per ``/anything`` call."""
     sent: list[int] = []
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
+        head = await reader.readuntil(b"\r\n\r\n")
+        if not head.startswith(b"GET /anything "):
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            writer.close()
+            return
         sent.append(0)
         try:
             writer.write(first)
@@ -362,7 +367,7 @@ async def test_an_upstream_head_that_never_ends_is_a_502(start_sidecar: StartSid
         async with running.session.get(running.traffic_url + "/anything") as resp:
             assert resp.status == 502
             assert (await resp.json())["reason"] == "reset"
-        assert sent and sent[0] < 8 * 1024 * 1024  # cut early, not read to the end
+        assert len(sent) == 1 and sent[0] < 8 * 1024 * 1024  # cut early, not read to the end
         assert running.sample("modelmon_upstream_errors_total", {"model": "default", "reason": "reset"}) == 1
     finally:
         server.close()
@@ -370,21 +375,104 @@ async def test_an_upstream_head_that_never_ends_is_a_502(start_sidecar: StartSid
 
 @pytest.mark.only_engine("fast")  # the admin port is the same for both engines
 async def test_the_admin_port_holds_a_bounded_number_of_connections(start_sidecar: StartSidecar) -> None:
-    """Connections to the admin port beyond its cap get 503 and are closed, so that a flood of
-    them cannot take the descriptors kept for the upstream pool (before: held without bound)."""
+    """The admin port holds at most ADMIN_CONNECTIONS: idle ones (or ones still sending a head)
+    make room for a newcomer, oldest first, so they cannot lock out scrapes and probes; when
+    every one has a request in progress the newcomer gets 503 (before: held without bound)."""
     running = await start_sidecar(None)
-    held = [await _connect(running.listeners.admin_port) for _ in range(ADMIN_CONNECTIONS)]
+    port = running.listeners.admin_port
+    idle = [await _connect(port) for _ in range(ADMIN_CONNECTIONS)]
+    idle[-1][1].write(b"GET /healthz HTTP/1.1\r\nX-Slow: ")  # a head never finished
     await asyncio.sleep(0.1)
-    reader, writer = await _connect(running.listeners.admin_port)
+    for _ in range(3):  # the first newcomer closes the oldest idle one; each is served
+        async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/healthz") as resp:
+            assert resp.status == 200
+    assert await asyncio.wait_for(idle[0][0].read(), 2) == b""
+    assert not idle[1][0].at_eof()
+    for _, w in idle:
+        w.close()
+    await asyncio.sleep(0.1)
+    # every slot with a request in progress (bodies still coming): the newcomer is refused
+    busy = []
+    for _ in range(ADMIN_CONNECTIONS):
+        r, w = await _connect(port)
+        w.write(b"POST /v1/records HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 1000\r\n\r\n{")
+        busy.append((r, w))
+    await asyncio.sleep(0.2)
+    reader, writer = await _connect(port)
     writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     refused = await asyncio.wait_for(read_response(reader), 2)
     writer.close()
     assert refused.status == 503 and refused.header("Retry-After") == "1"
     assert await asyncio.wait_for(reader.read(), 2) == b""
-    for _, w in held[:4]:  # room again once some go
+    for _, w in busy:
         w.close()
     await asyncio.sleep(0.1)
-    async with running.session.get(f"http://127.0.0.1:{running.listeners.admin_port}/healthz") as resp:
+    async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/healthz") as resp:
         assert resp.status == 200
-    for _, w in held[4:]:
-        w.close()
+
+
+@pytest.mark.only_engine("fast")
+@pytest.mark.parametrize("size", [MAX_HEAD_BYTES - 200, MAX_HEAD_BYTES + 2000])
+async def test_the_upstream_head_limit_is_exact_whatever_the_reads(start_sidecar: StartSidecar,
+                                                                     size: int) -> None:
+    """A response head just under the limit passes, one just over it is a 502 -- both in one
+    write, so that the head completes inside the read that crosses the limit (before: passed)."""
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n"
+        filler = size - len(head) - len(b"X-Fill: \r\n\r\n")
+        writer.write(head + b"X-Fill: " + b"f" * filler + b"\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        running = await start_sidecar(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}",
+                                      upstream={"health_path": "/"})
+        reader, writer = await asyncio.open_connection("127.0.0.1", running.listeners.traffic_port,
+                                                       limit=1 << 20)  # an 80 KiB head
+        writer.write(b"GET /h HTTP/1.1\r\nHost: x\r\n\r\n")
+        response = await asyncio.wait_for(read_response(reader), 5)
+        writer.close()
+        assert response.status == (200 if size <= MAX_HEAD_BYTES else 502)
+    finally:
+        server.close()
+
+
+@pytest.mark.only_engine("fast")
+async def test_a_slow_upload_does_not_use_up_the_wait_for_a_connection(upstream: TestServer,
+                                                                       start_sidecar: StartSidecar) -> None:
+    """The pool wait (upstream.read_timeout_seconds) starts once the body is held complete, and
+    neither span counts as sidecar overhead (before: a body that took longer than the timeout to
+    arrive got 504 at once when the pool was busy)."""
+    running = await start_sidecar(str(upstream.make_url("")),
+                                  upstream={"max_connections": 1, "read_timeout_seconds": 1.0})
+    reader, writer = await _connect(running.listeners.traffic_port)
+    writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n")
+    for byte in b"abc":
+        writer.write(bytes([byte]))
+        await asyncio.sleep(0.5)  # 1.5 s of upload, longer than the read timeout
+    async with aiohttp.ClientSession() as s:
+        busy = asyncio.ensure_future(s.get(running.traffic_url + "/slow?delay=0.6"))
+        await asyncio.sleep(0.2)  # it holds the only connection
+        writer.write(b"d")
+        response = await asyncio.wait_for(read_response(reader), 5)
+        async with await busy as resp:
+            assert resp.status == 200
+    writer.close()
+    assert response.status == 200 and bytes.fromhex(json.loads(response.body)["body_hex"]) == b"abcd"
+    overhead = running.sample("modelmon_sidecar_overhead_seconds_sum", {"model": "default", "route": "other"})
+    assert overhead is not None and overhead < 0.2
+
+
+@pytest.mark.only_engine("fast")
+@pytest.mark.parametrize("target", [b"http://[::1/a", b"http://[zz]/a", b"http://@/a", b"http://user@/a",
+                                    b"http://h:99999/a", b"http:///a"])
+async def test_an_absolute_target_without_a_valid_host_is_400(proxied: Running, target: bytes) -> None:
+    reader, writer = await _connect(proxied.listeners.traffic_port)
+    writer.write(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    response = await asyncio.wait_for(read_response(reader), 5)
+    writer.close()
+    assert response.status == 400
+    assert proxied.sample("modelmon_proxy_client_connections_closed_total", {"reason": "internal_error"}) is None

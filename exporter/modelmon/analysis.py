@@ -10,14 +10,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client.core import Metric
-from prometheus_client.registry import Collector
 
 from . import catalogue as cat
 from .config import Config, ModelConfig
 from .instruments import counter_vec
 from .performance import JoinBuffer, LabelStats, ModelPerformance, Prediction
 from .pipeline import Decoded
-from .profile import CategoricalFeature, Profile, load_profile
+from .profile import CategoricalFeature, Profile, category_key, load_profile
 from .protocols import (
     ABSENT,
     Extracted,
@@ -53,6 +52,7 @@ class Analysis:
         self.models: dict[str, ModelAnalysis] = {}
         self.drift_models: dict[str, Any] = {}
         self.export_histograms: dict[str, bool] = {}
+        self.export_reference: dict[str, bool] = {}
         self._configs = {m.name: m for m in config.models}
         for model in config.models:
             self.models[model.name] = self._build(model)
@@ -82,13 +82,18 @@ class Analysis:
                             len(drift.features) + drift.dropped_features)
             self.drift_models[model.name] = drift
             self.export_histograms[model.name] = model.export_histograms
+            self.export_reference[model.name] = model.export_reference
             inputs = inputs or [f.name for f in profile.inputs()]
             outputs = [f.name for f in profile.outputs()]
             targets = [f for f in profile.features if f.role == "target"]
             if not classes and targets and isinstance(targets[0], CategoricalFeature):
                 classes = list(targets[0].categories)
+        # Labels and predictions are counted under their canonical keys (category_key: JSON
+        # true and a profile's or config's "True" are one class): so are the configured ones.
+        classes = list(dict.fromkeys(category_key(c) for c in classes))
+        positive = None if model.positive_class is None else category_key(model.positive_class)
         performance = ModelPerformance(
-            model.name, model.task, classes, lc.max_classes, model.positive_class, model.segments,
+            model.name, model.task, classes, lc.max_classes, positive, model.segments,
             lc.max_segment_values, lc.window_seconds, lc.sub_windows, self._clock)
         return ModelAnalysis(Extractor(model.protocol, generic),
                              FeatureMapper(inputs, outputs, model.classes or None, model.prediction_output),
@@ -189,7 +194,9 @@ class Analysis:
         return {name: m.performance for name, m in list(self.models.items())}
 
 
-class AnalysisCollector(Collector):
+class AnalysisCollector(cat.CatalogueCollector):
+    owns = (cat.PAYLOAD_ERRORS,)
+
     def __init__(self, analysis: Analysis) -> None:
         self._analysis = analysis
 

@@ -12,15 +12,13 @@ import asyncio
 import contextlib
 import gc
 import logging
-import platform
 import signal
 from collections.abc import Iterator
 
 import aiohttp
 from aiohttp import web
-from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import Metric
-from prometheus_client.registry import Collector
 
 from . import __version__
 from . import catalogue as cat
@@ -29,7 +27,7 @@ from .auth import AuthCollector, BearerAuth, Handler
 from .config import Config
 from .exposition import MetricsEndpoint, SliceStats, run_in_slices
 from .fastproxy import FastProxy
-from .fds import ADMIN_CONNECTIONS, CappedTCPSite, raise_fd_limit
+from .fds import ADMIN_CONNECTIONS, ADMIN_KEEPALIVE_SECONDS, CappedTCPSite, raise_fd_limit
 from .health import HealthCollector, HealthState, every, probe_http, probe_tcp
 from .ingest import IngestEndpoints
 from .logs import withhold_request_details
@@ -58,10 +56,12 @@ LANDING_PAGE = """<!doctype html>
 """
 
 
-class BuildInfoCollector(Collector):
+class BuildInfoCollector(cat.CatalogueCollector):
+    owns = (cat.BUILD_INFO,)
+
     def collect(self) -> Iterator[Metric]:
         info = cat.BUILD_INFO.info()
-        info.add_metric([], {"version": __version__, "python_version": platform.python_version()})
+        info.add_metric([], {"version": __version__})
         yield info
 
 
@@ -107,8 +107,12 @@ class Sidecar:
             from .drift.service import DriftCollector
 
             self.registry.register(DriftCollector(self.analysis.drift_models,
-                                                  self.analysis.export_histograms))
-        ProcessCollector(namespace="modelmon", registry=self.registry)
+                                                  self.analysis.export_histograms,
+                                                  self.analysis.export_reference))
+        # The standard process_* and python_* families, under the names dashboards expect.
+        ProcessCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
 
     async def start(self) -> None:
         up = self.config.upstream
@@ -260,7 +264,9 @@ class Sidecar:
         return web.json_response(body, status=200 if result.up else 503)
 
 
-class _IngestCollector(Collector):
+class _IngestCollector(cat.CatalogueCollector):
+    owns = (cat.INGEST_REQUESTS,)
+
     def __init__(self, endpoint: IngestEndpoints) -> None:
         self._endpoint = endpoint
 
@@ -269,8 +275,8 @@ class _IngestCollector(Collector):
 
 
 def _admin_refused() -> None:
-    proxy_log.warning("admin_limit", "admin connection refused with 503: %d held already "
-                      "(the admin port's cap)", ADMIN_CONNECTIONS)
+    proxy_log.warning("admin_limit", "admin connection refused with 503: %d held already, each "
+                      "with a request in progress (the admin port's cap)", ADMIN_CONNECTIONS)
 
 
 class Listeners:
@@ -288,8 +294,10 @@ class Listeners:
         config = self._sidecar.config
         host, grace = config.server.host, config.server.shutdown_grace_seconds
         withhold_request_details()  # a malformed Authorization header must not reach the log
+        # Idle keep-alive connections close after 75 s (aiohttp's client default; the server's
+        # is an hour), so that a scraper's dropped connection does not hold a slot.
         admin = web.AppRunner(self._sidecar.admin_app(), access_log=None, shutdown_timeout=grace,
-                              handle_signals=False)
+                              handle_signals=False, keepalive_timeout=ADMIN_KEEPALIVE_SECONDS)
         await admin.setup()
         self._runners.append(admin)
         await CappedTCPSite(admin, host, config.server.admin_port, on_refused=_admin_refused).start()

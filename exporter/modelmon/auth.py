@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable, Iterator
 
 from aiohttp import web
 from prometheus_client.core import Metric
-from prometheus_client.registry import Collector
 
 from . import catalogue as cat
 from .config import AuthConfig, ConfigError
@@ -94,7 +93,7 @@ class BearerAuth:
         self.file = TokenFile(config.token_file)
         if self.file.token() is None:
             raise ConfigError(f"auth.token_file: {self.file.problem}")
-        self.refused = counter_vec()  # (endpoint, reason)
+        self.refused = counter_vec()  # (handler: the path, reason)
         self._log = RateLimitedLog(logger)  # one line per reason per 10 s
 
     def protects(self, group: str) -> bool:
@@ -156,7 +155,9 @@ class BearerAuth:
                                  headers={"WWW-Authenticate": challenge, "Cache-Control": "no-store"})
 
 
-class AuthCollector(Collector):
+class AuthCollector(cat.CatalogueCollector):
+    owns = (cat.AUTH_REFUSED,)
+
     def __init__(self, auth: BearerAuth) -> None:
         self._auth = auth
 

@@ -7,16 +7,23 @@ generated from the same list, so a name can never drift between them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from enum import Enum
+from typing import ClassVar
 
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     InfoMetricFamily,
+    Metric,
+    Sample,
+    SummaryMetricFamily,
 )
+from prometheus_client.registry import Collector
 
 PREFIX = "modelmon_"
 
@@ -35,6 +42,7 @@ class Kind(str, Enum):
     COUNTER = "counter"
     GAUGE = "gauge"
     HISTOGRAM = "histogram"
+    SUMMARY = "summary"
     INFO = "info"
 
 
@@ -69,6 +77,16 @@ class MetricSpec:
         assert self.kind is Kind.HISTOGRAM, self.name
         return HistogramMetricFamily(self.name, self.help, labels=list(self.labels))
 
+    def summary(self) -> SummaryMetricFamily:
+        """A summary without quantiles: ``_sum`` and ``_count`` (add_metric(labels, count, sum))."""
+        assert self.kind is Kind.SUMMARY, self.name
+        return SummaryMetricFamily(self.name, self.help, labels=list(self.labels))
+
+    def empty(self) -> Metric:
+        """The family with no samples: what a collector's ``describe()`` declares."""
+        return {Kind.COUNTER: self.counter, Kind.GAUGE: self.gauge, Kind.HISTOGRAM: self.histogram,
+                Kind.SUMMARY: self.summary, Kind.INFO: self.info}[self.kind]()
+
     def of(self, samples: Mapping[tuple[str, ...], float]) -> CounterMetricFamily | GaugeMetricFamily:
         """A counter or gauge family holding ``samples`` (label values -> value), read from a
         snapshot so the dict may keep changing while the scrape runs."""
@@ -81,6 +99,47 @@ class MetricSpec:
         assert self.kind is Kind.INFO, self.name
         # Info labels are passed as the value dict of add_metric([], {...}).
         return InfoMetricFamily(self.name, self.help)
+
+
+def le_value(edge: float) -> str:
+    """A bucket edge as Prometheus writes ``le``: Go's ``strconv.FormatFloat(edge, 'g', -1, 64)``
+    (shortest round-trip digits; exponent form below 1e-4 and from 1e6 in magnitude, with at
+    least two exponent digits), ``.0`` added to a plain integer, ``+Inf``/``-Inf``/``NaN``.
+
+    This is what client_golang exposes and what Prometheus 3 normalises every histogram ``le``
+    to, so live and reference buckets join whatever the server's version. client_python's
+    ``floatToGoString`` differs for negative edges at or below -1e6 ("-1234567.0") and for
+    magnitudes from 1e10 ("1e+010")."""
+    if math.isinf(edge):
+        return "+Inf" if edge > 0 else "-Inf"
+    if math.isnan(edge):
+        return "NaN"
+    sign, digits, exponent = Decimal(repr(edge)).normalize().as_tuple()
+    assert isinstance(exponent, int)
+    text = "".join(map(str, digits))
+    exp10 = len(text) + exponent - 1  # decimal exponent of the first digit
+    minus = "-" if sign else ""
+    if edge != 0 and (exp10 < -4 or exp10 >= 6):
+        mantissa = text[0] + ("." + text[1:] if len(text) > 1 else "")
+        return f"{minus}{mantissa}e{'-' if exp10 < 0 else '+'}{abs(exp10):02d}"
+    plain = format(abs(Decimal(repr(edge))).normalize(), "f")
+    return minus + (plain if "." in plain else plain + ".0")
+
+
+def add_histogram(family: HistogramMetricFamily, labels: list[str],
+                  buckets: list[tuple[str, float]], sum_value: float | None) -> None:
+    """Add one histogram to ``family``: its cumulative ``buckets`` (``le`` strings, +Inf last),
+    ``_count`` (the +Inf bucket) always, and ``_sum`` only when no bucket threshold is negative.
+
+    OpenMetrics 1.0 (Histogram): with negative thresholds the MetricPoint MUST NOT carry a sum,
+    as it would no longer be a counter. client_python's ``add_metric`` then drops ``_count`` as
+    well; the count is still a counter, and every query of the form
+    ``rate(x_bucket) / ignoring(le) rate(x_count)`` needs it, so it is kept here."""
+    family.add_metric(labels, buckets, None)
+    names = dict(zip(family._labelnames, labels, strict=True))  # client_python's own field
+    family.samples.append(Sample(family.name + "_count", names, buckets[-1][1], None))
+    if sum_value is not None and float(buckets[0][0]) >= 0:
+        family.samples.append(Sample(family.name + "_sum", names, sum_value, None))
 
 
 def _m(
@@ -205,13 +264,16 @@ RECORDS_ANALYSED = _m(
     "analysis_records", C, "Records analysed, by model and source (proxy, push).", ("model", "source"),
 )
 INGEST_REQUESTS = _m(
-    "ingest_requests", C, "Push API requests, by endpoint and HTTP status code.", ("endpoint", "code"),
+    "ingest_requests", C,
+    "Push API requests, by handler (the path: /v1/records, /v1/labels) and HTTP status code.",
+    ("handler", "code"),
 )
 AUTH_REFUSED = _m(
     "auth_refused_requests", C,
-    "Admin-port requests refused for want of the bearer token (auth.token_file), by endpoint and "
-    "reason (missing_token, invalid_request, invalid_token, token_unavailable).",
-    ("endpoint", "reason"),
+    "Admin-port requests refused for want of the bearer token (auth.token_file), by handler "
+    "(the path: /v1/records, /v1/labels, /metrics, ...) and reason (missing_token, "
+    "invalid_request, invalid_token, token_unavailable).",
+    ("handler", "reason"),
 )
 
 # --- drift and data quality (models with a reference profile) ---------------------------------
@@ -223,8 +285,16 @@ PROFILE_INFO = _m(
 )
 FEATURE_VALUE = _m(
     "feature_value", H,
-    "Values of a numeric feature or output, counted cumulatively in the reference profile's bins "
-    "(le = the profile's bin edges); compare with modelmon_reference_bucket_ratio in PromQL.",
+    "Finite values of a numeric feature or output, counted cumulatively in the reference "
+    "profile's bins (le = the profile's bin edges, the same as modelmon_reference_value's). "
+    "_count always; _sum only when no bin edge is negative (OpenMetrics), see "
+    "modelmon_feature_window_mean.",
+    ("model", "feature"),
+)
+FEATURE_WINDOW_MEAN = _m(
+    "feature_window_mean", G,
+    "Mean of a numeric feature's finite values in the sliding window (compare with "
+    "modelmon_reference_mean); absent while the window holds none.",
     ("model", "feature"),
 )
 FEATURE_CATEGORY = _m(
@@ -233,10 +303,17 @@ FEATURE_CATEGORY = _m(
     "others and unseen ones as __other__.",
     ("model", "feature", "category"),
 )
-REFERENCE_BUCKET = _m(
-    "reference_bucket_ratio", G,
-    "Share of the reference data at or below each bin edge (cumulative, like a histogram's le).",
-    ("model", "feature", "le"),
+REFERENCE_VALUE = _m(
+    "reference_value", H,
+    "The reference profile's values of a numeric feature, as a histogram of counts in its bins "
+    "(static; le as on modelmon_feature_value, so both get the same le treatment by Prometheus 2 "
+    "and 3): the reference share at or below an edge is _bucket / _count. _sum only when no edge "
+    "is negative.",
+    ("model", "feature"),
+)
+REFERENCE_MEAN = _m(
+    "reference_mean", G, "Mean of a numeric feature's values in the reference profile (static).",
+    ("model", "feature"),
 )
 REFERENCE_CATEGORY = _m(
     "reference_category_ratio", G, "Share of the reference data in each category.",
@@ -251,8 +328,9 @@ DRIFT_SCORE = _m(
 )
 DRIFT_P_VALUE = _m(
     "drift_p_value", G,
-    "p-value of the drift test in the sliding window (chi2 on the merged bins, ks on the binned CDFs).",
-    ("model", "feature", "test"),
+    "p-value of a drift test in the sliding window, by method (chi2 on the merged bins, ks on "
+    "the binned CDFs).",
+    ("model", "feature", "method"),
 )
 DRIFT_DETECTED = _m(
     "drift_detected", G,
@@ -345,56 +423,124 @@ CORRECT = _m(
     "Joined classification predictions that matched their label (accuracy = this / labels_joined).",
     ("model",),
 )
-REGRESSION_SAMPLES = _m("regression_samples", C, "Joined regression predictions.", ("model",))
 REGRESSION_ABS_ERROR = _m(
-    "regression_absolute_error_sum", C, "Sum of |prediction - label| over joined predictions.", ("model",),
+    "regression_absolute_error", Kind.SUMMARY,
+    "|prediction - label| of joined regression predictions: MAE over a range is "
+    "rate(_sum) / rate(_count); _count counts the joined regressions.",
+    ("model",),
 )
 REGRESSION_SQ_ERROR = _m(
-    "regression_squared_error_sum", C, "Sum of (prediction - label)^2 over joined predictions.", ("model",),
+    "regression_squared_error", Kind.SUMMARY,
+    "(prediction - label)^2 of joined regression predictions: RMSE over a range is "
+    "sqrt(rate(_sum) / rate(_count)).",
+    ("model",),
 )
-REGRESSION_ERROR = _m(
-    "regression_error_sum", G,
-    "Sum of (prediction - label) over joined predictions (signed, so a gauge).", ("model",),
+REGRESSION_OVER = _m(
+    "regression_overprediction", Kind.SUMMARY,
+    "max(prediction - label, 0) of joined regression predictions; with "
+    "modelmon_regression_underprediction the bias over a range is (rate(over_sum) - "
+    "rate(under_sum)) / rate(_count).",
+    ("model",),
+)
+REGRESSION_UNDER = _m(
+    "regression_underprediction", Kind.SUMMARY,
+    "max(label - prediction, 0) of joined regression predictions (see "
+    "modelmon_regression_overprediction).",
+    ("model",),
 )
 ACCURACY = _m(
     "classification_accuracy", G, "Accuracy of the predictions joined in the sliding window.", ("model",),
 )
-CLASS_METRIC = _m(
-    "classification_class_metric", G,
-    "Per-class precision, recall and F1 of the predictions joined in the sliding window.",
-    ("model", "class", "metric"),
+PRECISION = _m(
+    "classification_precision", G,
+    "Precision of a class over the predictions joined in the sliding window; absent while the "
+    "class was never predicted.",
+    ("model", "class"),
 )
-REGRESSION_METRIC = _m(
-    "regression_metric", G,
-    "MAE, RMSE and bias (mean of prediction - label) of the predictions joined in the sliding window.",
-    ("model", "metric"),
+RECALL = _m(
+    "classification_recall", G,
+    "Recall of a class over the predictions joined in the sliding window; absent while no label "
+    "was of the class.",
+    ("model", "class"),
+)
+F1 = _m(
+    "classification_f1_score", G,
+    "F1 score of a class over the predictions joined in the sliding window (absent when its "
+    "precision or recall is).",
+    ("model", "class"),
+)
+MAE = _m(
+    "regression_mean_absolute_error", G,
+    "Mean absolute error of the predictions joined in the sliding window, in the label's unit.",
+    ("model",),
+)
+RMSE = _m(
+    "regression_root_mean_squared_error", G,
+    "Root mean squared error of the predictions joined in the sliding window, in the label's unit.",
+    ("model",),
+)
+BIAS = _m(
+    "regression_mean_error", G,
+    "Mean of (prediction - label) of the predictions joined in the sliding window (the bias; "
+    "positive: the model predicts too high).",
+    ("model",),
 )
 PERFORMANCE_SAMPLES = _m(
     "performance_window_samples", G, "Joined predictions in the performance sliding window.", ("model",),
 )
-SEGMENT_EVENTS = _m(
-    "segment_events", C,
-    "Per value of a configured segment feature: predictions, positive_predictions, labels "
-    "(joined), correct (joined classifications).",
-    ("model", "segment", "value", "event"),
+SEGMENT_PREDICTIONS = _m(
+    "segment_predictions", C,
+    "Predictions per value of a configured segment feature (models[].segments).",
+    ("model", "segment", "value"),
+)
+SEGMENT_POSITIVE = _m(
+    "segment_positive_predictions", C,
+    "Predictions of models[].positive_class per value of a configured segment feature: the "
+    "positive-prediction rate of a group is this / modelmon_segment_predictions_total.",
+    ("model", "segment", "value"),
+)
+SEGMENT_LABELS = _m(
+    "segment_labels", C, "Labels joined to a prediction, per value of a configured segment feature.",
+    ("model", "segment", "value"),
+)
+SEGMENT_CORRECT = _m(
+    "segment_correct_predictions", C,
+    "Joined classification predictions that matched their label, per value of a configured "
+    "segment feature: a group's accuracy is this / modelmon_segment_labels_total.",
+    ("model", "segment", "value"),
 )
 SEGMENT_ABS_ERROR = _m(
-    "segment_absolute_error_sum", C,
-    "Per value of a configured segment feature: sum of |prediction - label| of joined regressions.",
+    "segment_absolute_error", Kind.SUMMARY,
+    "|prediction - label| of joined regression predictions per value of a configured segment "
+    "feature: a group's MAE is rate(_sum) / rate(_count).",
     ("model", "segment", "value"),
 )
 
 # --- the sidecar itself ----------------------------------------------------------------------
 BUILD_INFO = _m(
-    "build", Kind.INFO, "modelmon's version and the Python it runs on.", ("version", "python_version"),
+    "build", Kind.INFO, "modelmon's version (the Python it runs on: python_info).", ("version",),
 )
 
 ALL: tuple[MetricSpec, ...] = tuple(v for v in list(globals().values()) if isinstance(v, MetricSpec))
 
-# Sidecar process metrics come from prometheus_client's ProcessCollector under our prefix.
+
+class CatalogueCollector(Collector):
+    """A collector of catalogue metrics. ``owns`` lists the entries it exports -- each entry has
+    exactly one owner, and a collector exports nothing else (tests/test_catalogue.py) -- and
+    ``describe()`` declares them, so that the registry knows its names without a collection."""
+
+    owns: ClassVar[tuple[MetricSpec, ...]] = ()
+
+    def describe(self) -> list[Metric]:
+        return [spec.empty() for spec in self.owns]
+
+# The sidecar's own process and runtime metrics come from client_python's collectors under their
+# standard names, the ones every process dashboard and alert expects.
 PROCESS_METRICS_NOTE = (
-    "The sidecar's own process metrics are exported by prometheus_client's ProcessCollector "
-    "with the modelmon_ prefix: modelmon_process_cpu_seconds_total, "
-    "modelmon_process_resident_memory_bytes, modelmon_process_virtual_memory_bytes, "
-    "modelmon_process_open_fds, modelmon_process_max_fds, modelmon_process_start_time_seconds."
+    "The sidecar's own process and runtime metrics come from prometheus_client's standard "
+    "collectors under their standard names: process_cpu_seconds_total, "
+    "process_resident_memory_bytes, process_virtual_memory_bytes, process_open_fds, "
+    "process_max_fds, process_start_time_seconds (ProcessCollector); python_gc_objects_collected_total, "
+    "python_gc_objects_uncollectable_total, python_gc_collections_total (GCCollector); "
+    "python_info (PlatformCollector: the Python version and implementation)."
 )

@@ -11,7 +11,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from . import __version__
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, DriftConfig, load_config
 from .logs import setup_logging
 
 
@@ -48,6 +48,7 @@ def _load(args: argparse.Namespace) -> Config:
 
 def _profile(args: argparse.Namespace) -> int:
     from .datasource import DataSourceError
+    from .profile import reference_note
     from .profile_builder import build_profile
 
     progress = _progress_bar() if sys.stderr.isatty() else None
@@ -66,6 +67,11 @@ def _profile(args: argparse.Namespace) -> int:
         kinds[f.kind] += 1
     print(f"{args.out}: {profile.rows} rows, {kinds['numeric']} numeric and "
           f"{kinds['categorical']} categorical features, {profile.hash}", file=sys.stderr)
+    min_samples = DriftConfig().min_samples  # the default; the sidecar logs the same per its config
+    for f in profile.features:
+        note = reference_note(f, min_samples)
+        if note is not None and f.role != "target":
+            print(f"  warning: feature {f.name}: {note}", file=sys.stderr)
     return 0
 
 

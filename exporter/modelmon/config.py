@@ -226,8 +226,12 @@ class ModelConfig:
     artifact_path: str | None = None
     # Reference profile (from `modelmon profile`): enables drift and data-quality metrics.
     profile: str | None = None
-    # Export the raw per-bin counters and reference ratios (the PromQL/fleet view of drift).
+    # Export the live per-bin counts (modelmon_feature_value, modelmon_feature_category: the
+    # PromQL/fleet view of drift).
     export_histograms: bool = True
+    # Export the reference profile's bins (modelmon_reference_value, _mean, _category_ratio):
+    # static series, built once. The fleet rules read them from any replica that exports them.
+    export_reference: bool = True
     # Wire format of the model's payloads; auto = by route, else by the payload's keys.
     protocol: str = "auto"
     generic: GenericProtocolConfig | None = None

@@ -2,7 +2,10 @@
 
 Every reader yields ``{column: values}`` chunks, so files larger than memory stream through.
 Numeric columns come as float64 arrays (missing values as NaN); other columns as object
-arrays of strings (missing values as None).
+arrays of their values -- text (CSV), or the source's own values (Parquet, NumPy: strings,
+bytes, booleans, ...), missing values as None -- which ``profile.category_key`` spells the way
+it spells live JSON values. Boolean columns are of the second kind in every source, as they are
+in a CSV file (``True``/``False``): categorical, counted as ``true``/``false``.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from .profile import MISSING_TEXT
+
 CHUNK_ROWS = 65_536
-MISSING_STRINGS = frozenset({"", "na", "nan", "null", "none", "n/a", "NA", "NaN", "NULL", "None"})
 
 Chunk = dict[str, NDArray[Any]]
 Progress = Callable[[int, float | None], None]  # (rows so far, fraction done or None)
@@ -30,11 +34,11 @@ class DataSourceError(ValueError):
 
 def column_values(raw: list[str]) -> NDArray[Any]:
     """Float64 if every non-missing value parses as a number, else strings (None = missing)."""
-    cleaned = ["nan" if v.strip() in MISSING_STRINGS else v for v in raw]
+    cleaned = ["nan" if v.strip() in MISSING_TEXT else v for v in raw]
     try:
         return np.asarray(cleaned, dtype=np.float64)
     except ValueError:
-        return np.asarray([None if v.strip() in MISSING_STRINGS else v for v in raw], dtype=object)
+        return np.asarray([None if v.strip() in MISSING_TEXT else v for v in raw], dtype=object)
 
 
 def read_csv(path: Path, progress: Progress | None = None) -> tuple[list[str], Iterator[Chunk]]:
@@ -115,9 +119,11 @@ def read_numpy(path: Path, names: list[str] | None, progress: Progress | None = 
 
 
 def _as_column(values: NDArray[Any]) -> NDArray[Any]:
-    if values.dtype.kind in "biuf":
+    if values.dtype.kind in "iuf":
         return values.astype(np.float64)
-    return np.asarray([None if v is None else str(v) for v in values.tolist()], dtype=object)
+    # Python values (bool, str, bytes, None, ...), spelled by category_key; one element per row
+    # even when the rows are lists
+    return np.fromiter(values.tolist(), dtype=object, count=len(values))
 
 
 def read_parquet(path: Path, progress: Progress | None = None) -> tuple[list[str], Iterator[Chunk]]:

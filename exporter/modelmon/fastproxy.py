@@ -39,7 +39,7 @@ import httptools
 from .fds import client_connection_limit
 from .models import ModelRegistry
 from .pipeline import AnalysisQueue, Exchange
-from .proxy import CLIENT_CLOSED, HOP_BY_HOP, RequestIds, UpstreamError, log
+from .proxy import BINARY_HEADER, CLIENT_CLOSED, HOP_BY_HOP, RequestIds, UpstreamError, log
 from .routes import OTHER_ROUTE, RouteMatch, RouteTable
 from .traffic import TrafficStats
 
@@ -72,6 +72,7 @@ UPSTREAM_IDLE_SECONDS = 4.0  # below common keep-alive timeouts of model servers
 REPLAY_LIMIT = 64 * 1024
 IDEMPOTENT_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 IDEMPOTENCY_KEYS = frozenset({b"idempotency-key", b"x-idempotency-key"})
+_BINARY_HEADER = BINARY_HEADER.lower().encode()  # binary tensor data: the JSON object's length
 ROUTE_CACHE_SIZE = 4096
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -652,6 +653,8 @@ class _ClientConn(asyncio.Protocol):
             call.request_id = value
         elif lname in IDEMPOTENCY_KEYS:
             call.replayable = True
+        elif lname == _BINARY_HEADER:
+            call.header_length = value
         call.parts += (name, _SEP, value, _CRLF)
 
     def on_headers_complete(self) -> None:
@@ -689,11 +692,12 @@ class _Call:
 
     __slots__ = (
         "analyse", "chunked", "client", "conn_tokens", "encoding", "expect", "extra_id",
-        "has_body", "has_host", "head", "http10", "is_head", "keep_alive", "length", "method",
-        "model", "parts", "pending", "pending_size", "phase", "replay", "replay_size",
-        "replayable", "req_copy", "req_copy_size", "req_done", "request_id", "resp_copy",
-        "resp_copy_size", "resp_encoding", "resp_eof", "resp_mode", "retried", "route", "status",
-        "t0", "target", "te_codings", "up", "wait_mark", "waited",
+        "has_body", "has_host", "head", "header_length", "http10", "is_head", "keep_alive",
+        "length", "method", "model", "parts", "pending", "pending_size", "phase", "replay",
+        "replay_size", "replayable", "req_copy", "req_copy_size", "req_done", "request_id",
+        "resp_copy", "resp_copy_size", "resp_encoding", "resp_eof", "resp_header_length",
+        "resp_mode", "retried", "route", "status", "t0", "target", "te_codings", "up",
+        "wait_mark", "waited",
     )
 
     def __init__(self, client: _ClientConn) -> None:
@@ -707,6 +711,9 @@ class _Call:
         self.has_host = False
         self.length: bytes | None = None
         self.encoding = b""
+        # Inference-Header-Content-Length of the request and of the response (binary tensors)
+        self.header_length: bytes | None = None
+        self.resp_header_length: bytes | None = None
         self.request_id: bytes | None = None
         self.extra_id: bytes | None = None  # a generated id, returned to the client
         self.method = b""
@@ -781,10 +788,19 @@ class _Call:
     def _origin_form(self, preserve_host: bool) -> None:
         """An absolute-form target (``http://host/path?q``, RFC 9112 section 3.2.2) becomes
         origin-form, so that it gets the upstream's path prefix like any other; its authority
-        replaces the Host field, as that section requires of the receiver."""
-        url = urlsplit(self.target.decode("latin-1"))
-        if not url.scheme or not url.netloc:
+        replaces the Host field, as that section requires of the receiver. One without a valid
+        host (``http://@/a``, ``http://[zz]/a``, a port beyond 65535) is refused with 400
+        (RFC 9110 section 4.2.1: a recipient MUST reject an empty host as invalid)."""
+        text = self.target.decode("latin-1")
+        if "://" not in text:
             return  # not absolute-form either: forwarded as it came (the upstream judges it)
+        try:
+            url = urlsplit(text)
+            if not url.scheme or not url.hostname:
+                raise ValueError("no host")
+            url.port  # noqa: B018 - raises ValueError when out of range
+        except ValueError as exc:
+            raise _Reject(400, f"invalid absolute request target: {exc}") from None
         origin = url.path or "/"
         if url.query:
             origin += "?" + url.query
@@ -826,6 +842,11 @@ class _Call:
             self._acquire()
 
     def _acquire(self) -> None:
+        # The body's receipt was the client's time, not the sidecar's (like the upstream's):
+        # the wait for a connection (pool sweep, read timeout) starts now.
+        now = perf()
+        self.waited += now - self.wait_mark
+        self.wait_mark = now
         self.phase = _WAITING
         self.client.srv.pool.acquire(self)
 
@@ -931,6 +952,7 @@ class _Call:
             head.append(_transfer_encoding(codings))
         self.resp_mode = mode
         self.resp_encoding = up.encoding
+        self.resp_header_length = up.header_length
         # llhttp reads a body until the connection closes when neither a length nor chunked
         # framing delimits it (also: a last transfer coding other than chunked).
         self.resp_eof = mode != _NONE and not up.chunked and (up.length is None or up.transfer_encoded)
@@ -1080,7 +1102,7 @@ class _Call:
         self.phase = _DONE
         client = self.client
         srv = client.srv
-        if phase == _WAITING:
+        if phase in (_RECEIVING, _WAITING):  # neither is time spent in the sidecar
             self.waited += perf() - self.wait_mark
         client.resume(_P_UPSTREAM | _P_BUFFER)
         try:
@@ -1106,10 +1128,15 @@ class _Call:
                 srv.queue.drop("body_too_large", 1,
                                f"model={self.model}: body over analysis.max_body_bytes")
                 return
-            srv.queue.offer(Exchange(
+            exchange = Exchange(
                 self.model, self.route, status, b"".join(req), b"".join(resp),
                 self.encoding.decode("latin-1"), self.up_encoding(),
-                self.request_id.decode("latin-1") if self.request_id is not None else None))
+                self.request_id.decode("latin-1") if self.request_id is not None else None)
+            if self.header_length is not None:
+                exchange.request_header_length = self.header_length.decode("latin-1")
+            if self.resp_header_length is not None:
+                exchange.response_header_length = self.resp_header_length.decode("latin-1")
+            srv.queue.offer(exchange)
         except Exception as exc:  # fail open
             log.warning("handoff", "analysis hand-off failed: %s", exc)
 
@@ -1127,9 +1154,10 @@ class _UpConn(asyncio.Protocol):
     """One keep-alive connection to the upstream, carrying one call at a time."""
 
     __slots__ = ("call", "chunked", "conn_tokens", "done", "encoding", "has_id", "head_bytes",
-                 "idle_since", "in_feed", "in_head", "informational", "last_io", "length", "out",
-                 "parser", "parts", "paused_since", "pool", "read_paused", "reason", "received",
-                 "sent", "served", "stray", "te_codings", "transfer_encoded", "transport")
+                 "header_length", "idle_since", "in_feed", "in_head", "informational", "last_io",
+                 "length", "out", "parser", "parts", "paused_since", "pool", "read_paused",
+                 "reason", "received", "sent", "served", "stray", "te_codings",
+                 "transfer_encoded", "transport")
 
     def __init__(self, pool: _Pool) -> None:
         self.pool = pool
@@ -1166,6 +1194,7 @@ class _UpConn(asyncio.Protocol):
         self.transfer_encoded = False  # a Transfer-Encoding field was sent
         self.te_codings: list[bytes] = []
         self.encoding = b""
+        self.header_length: bytes | None = None  # Inference-Header-Content-Length
         self.has_id = False
         self.informational = False
 
@@ -1222,11 +1251,20 @@ class _UpConn(asyncio.Protocol):
         client = call.client
         self.in_feed = True
         try:
-            self.parser.feed_data(data)
-            if self.in_head:
-                self.head_bytes += len(data)
-                if self.head_bytes > MAX_HEAD_BYTES and self.call is call:
-                    self._invalid(call, "response header fields too large")
+            if self.in_head and self.head_bytes + len(data) > MAX_HEAD_BYTES:
+                # Exact like the request side: up to one byte past the limit, then judge.
+                cut = MAX_HEAD_BYTES - self.head_bytes + 1
+                self.head_bytes += cut
+                self.parser.feed_data(data[:cut])
+                if self.in_head:
+                    if self.call is call:
+                        self._invalid(call, "response header fields too large")
+                elif len(data) > cut:
+                    self.parser.feed_data(data[cut:])
+            else:
+                if self.in_head:
+                    self.head_bytes += len(data)
+                self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             if isinstance(cause, _HeadDone):
@@ -1325,6 +1363,8 @@ class _UpConn(asyncio.Protocol):
             self.encoding = value
         elif lname == self.pool.srv.id_lower:
             self.has_id = True
+        elif lname == _BINARY_HEADER:
+            self.header_length = value
         self.parts += (name, _SEP, value, _CRLF)
 
     def on_headers_complete(self) -> None:

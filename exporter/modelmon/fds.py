@@ -62,6 +62,7 @@ def client_connection_limit(configured: int, upstream_connections: int) -> int:
 # Admin-port connections held at once (Prometheus keeps one per scraper): part of RESERVE, so
 # that a flood of them cannot take the descriptors the proxy counts on.
 ADMIN_CONNECTIONS = 64
+ADMIN_KEEPALIVE_SECONDS = 75.0
 
 _ADMIN_REFUSED = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
                   b"Retry-After: 1\r\nContent-Length: 33\r\nConnection: close\r\n\r\n"
@@ -77,8 +78,11 @@ class _Refuse(asyncio.Protocol):
 
 
 class CappedTCPSite(web.TCPSite):
-    """aiohttp's TCP site holding at most ``limit`` connections at once: a connection beyond
-    gets ``503`` with ``Retry-After: 1`` and is closed (``on_refused`` is called)."""
+    """aiohttp's TCP site holding at most ``limit`` connections at once. At the limit the oldest
+    connection without a request in progress (idle, or still sending its head) is closed to
+    make room, as on the traffic port; if every one has a request in progress the newcomer gets
+    ``503`` with ``Retry-After: 1`` and is closed (``on_refused`` is called). So idle
+    connections cannot lock scrapes and health probes out."""
 
     def __init__(self, runner: web.BaseRunner, host: str, port: int, limit: int = ADMIN_CONNECTIONS,
                  on_refused: Callable[[], None] | None = None) -> None:
@@ -92,12 +96,23 @@ class CappedTCPSite(web.TCPSite):
         server = self._runner.server
         assert server is not None
 
+        closing: set[asyncio.BaseTransport] = set()  # evicted, their connection_lost still due
+
         def factory() -> asyncio.BaseProtocol:
-            if len(server.connections) >= self.limit:
-                self.refused += 1
-                if self._on_refused is not None:
-                    self._on_refused()
-                return _Refuse()
+            connections = server._connections  # handler -> transport, oldest first (aiohttp's)
+            closing.intersection_update(connections.values())
+            if len(connections) - len(closing) >= self.limit:
+                for handler, transport in connections.items():
+                    # aiohttp's own field: the request being handled, None between requests
+                    if handler._current_request is None and transport not in closing:
+                        closing.add(transport)
+                        transport.close()
+                        break
+                else:
+                    self.refused += 1
+                    if self._on_refused is not None:
+                        self._on_refused()
+                    return _Refuse()
             return server()
 
         self._server = await asyncio.get_running_loop().create_server(

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import aiohttp
 from prometheus_client.core import Metric
-from prometheus_client.registry import Collector
 
 from . import catalogue as cat
 from .config import DependencyConfig
@@ -76,7 +75,15 @@ class HealthState:
         self.upstream_probes[("success" if result.up else "failure",)] += 1
 
 
-class HealthCollector(Collector):
+class HealthCollector(cat.CatalogueCollector):
+    owns = (
+        cat.UPSTREAM_UP,
+        cat.UPSTREAM_PROBE_DURATION,
+        cat.UPSTREAM_PROBES,
+        cat.DEPENDENCY_UP,
+        cat.DEPENDENCY_PROBE_DURATION,
+    )
+
     def __init__(self, state: HealthState) -> None:
         self._state = state
 

@@ -11,16 +11,17 @@ index and reason; the valid rest of the batch is accepted.
 from __future__ import annotations
 
 import logging
+import math
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol
 
-import orjson
 from aiohttp import web
 
 from .auth import BearerAuth
 from .config import IngestConfig
 from .instruments import counter_vec
+from .jsondecode import JSONDecodeError, loads
 from .logs import RateLimitedLog
 from .models import ModelRegistry
 from .pipeline import AnalysisQueue, PushedRecords
@@ -89,7 +90,8 @@ def validate_record(record: Any) -> str | None:
     if rid is not None and (problem := _id_type_problem(rid)) is not None:
         return problem
     ts = record.get("timestamp")
-    if ts is not None and (isinstance(ts, bool) or not isinstance(ts, int | float)):
+    if ts is not None and (isinstance(ts, bool) or not isinstance(ts, int | float)
+                           or not math.isfinite(ts)):
         return "'timestamp' must be Unix seconds"
     return None
 
@@ -115,6 +117,9 @@ def validate_label(item: Any) -> str | None:
     label = item["label"]
     if label is None or isinstance(label, list | dict):
         return "'label' must be a class (string, integer, boolean) or a number"
+    if isinstance(label, float) and not math.isfinite(label):
+        # NaN/Infinity literals are read (the one JSON dialect), but are no ground truth.
+        return f"'label' must be a finite number, got {label!r}"
     if isinstance(label, str) and len(label) > MAX_LABEL_CHARS:
         return (f"'label' is too long: {len(label)} characters, at most {MAX_LABEL_CHARS} "
                 "(a class name, or a text the prediction must equal)")
@@ -129,14 +134,14 @@ def parse_batch(body: bytes, ndjson: bool, key: str = "records"
         errors: list[dict[str, Any]] = []
         for index, line in enumerate(ln for ln in body.split(b"\n") if ln.strip()):
             try:
-                records.append(orjson.loads(line))
-            except orjson.JSONDecodeError as exc:
+                records.append(loads(line))
+            except JSONDecodeError as exc:
                 records.append(None)
                 errors.append({"index": index, "error": f"invalid JSON: {exc}"})
         return records, None, errors
     try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
+        payload = loads(body)
+    except JSONDecodeError as exc:
         raise BadRequest(400, "invalid_json", f"body is not JSON ({exc}); "
                          "send NDJSON with Content-Type: application/x-ndjson") from None
     if isinstance(payload, list):
@@ -183,7 +188,7 @@ class IngestEndpoints:
         self._queue = queue
         self._labels = labels
         self._auth = auth  # when set, both endpoints need its bearer token
-        self.requests = counter_vec()  # (endpoint, code)
+        self.requests = counter_vec()  # (handler: the path, code)
 
     async def records(self, request: web.Request) -> web.Response:
         return await self._guarded(request, "/v1/records", self._records)

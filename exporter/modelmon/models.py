@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client.core import Metric
-from prometheus_client.registry import Collector
 
 from . import catalogue as cat
 from .cardinality import BoundedLabelValues
@@ -76,7 +75,9 @@ class ModelRegistry:
         return {name: cfg.version for name, cfg in self._configs.items()}
 
 
-class ModelCollector(Collector):
+class ModelCollector(cat.CatalogueCollector):
+    owns = (cat.MODEL_INFO, cat.MODEL_TRAINED, cat.LAST_PREDICTION,)
+
     def __init__(self, registry: ModelRegistry) -> None:
         self._registry = registry
 

@@ -6,8 +6,8 @@ bounded buffer of their own for their prediction. A join updates, per model:
 
 - classification: a confusion matrix (bounded classes) as counters, from which accuracy,
   precision, recall and F1 follow in PromQL across replicas, plus windowed in-process gauges;
-- regression: sums of error, absolute error and squared error and a count (MAE, RMSE, bias in
-  PromQL), plus windowed gauges;
+- regression: summaries (a sum and a count) of the absolute error, the squared error, and the
+  over- and under-prediction (MAE, RMSE, bias in PromQL), plus windowed gauges;
 - segments: per value of each configured segment feature, predictions, positive predictions,
   labels, correct predictions and absolute error, so disparities between groups are visible.
 """
@@ -23,7 +23,6 @@ from hashlib import blake2b
 from typing import Any
 
 from prometheus_client.core import Metric
-from prometheus_client.registry import Collector
 
 from . import catalogue as cat
 from .cardinality import OVERFLOW, BoundedLabelValues
@@ -498,9 +497,12 @@ class ModelPerformance:
         self.segment_features = list(segments)
         self._segment_values = [BoundedLabelValues(max_segment_values) for _ in segments]
         self.confusion = counter_vec()  # (actual, predicted)
-        self.regression = counter_vec()  # (stat,): n, error, absolute_error, squared_error
+        # (stat,): n, error, absolute_error, squared_error, overprediction, underprediction,
+        # invalid (labels or predictions that are not numbers)
+        self.regression = counter_vec()
         self.segments = counter_vec()  # (segment, value, event)
-        self.segment_abs_error = counter_vec()  # (segment, value)
+        # (segment, value) -> [joined regressions, sum of their absolute errors]
+        self.segment_abs_error: dict[tuple[str, str], list[float]] = {}
         self.joins = 0
         self.correct = 0
         self.window = SlidingCounter(window, slots, clock)
@@ -552,8 +554,11 @@ class ModelPerformance:
                              ("squared_error", err * err)):
             self.regression[(stat,)] += amount
             self.window.add(("regression", stat), amount)
+        self.regression[("overprediction",) if err > 0 else ("underprediction",)] += abs(err)
         for name, value in zip(self.segment_features, segments, strict=True):
-            self.segment_abs_error[(name, value)] += abs(err)
+            entry = self.segment_abs_error.setdefault((name, value), [0.0, 0.0])
+            entry[0] += 1
+            entry[1] += abs(err)
 
     def windowed(self) -> dict[str, Any]:
         """Accuracy and per-class precision/recall/F1, or MAE/RMSE/bias, over the window."""
@@ -589,7 +594,35 @@ class LabelStats:
         self.received = counter_vec()  # (outcome,)
 
 
-class PerformanceCollector(Collector):
+class PerformanceCollector(cat.CatalogueCollector):
+    owns = (
+        cat.LABELS,
+        cat.LABELS_JOINED,
+        cat.JOIN_BUFFER_ENTRIES,
+        cat.JOIN_EXPIRED,
+        cat.JOIN_EVICTED,
+        cat.LABEL_DELAY,
+        cat.CONFUSION,
+        cat.CORRECT,
+        cat.REGRESSION_ABS_ERROR,
+        cat.REGRESSION_SQ_ERROR,
+        cat.REGRESSION_OVER,
+        cat.REGRESSION_UNDER,
+        cat.ACCURACY,
+        cat.PRECISION,
+        cat.RECALL,
+        cat.F1,
+        cat.MAE,
+        cat.RMSE,
+        cat.BIAS,
+        cat.PERFORMANCE_SAMPLES,
+        cat.SEGMENT_PREDICTIONS,
+        cat.SEGMENT_POSITIVE,
+        cat.SEGMENT_LABELS,
+        cat.SEGMENT_CORRECT,
+        cat.SEGMENT_ABS_ERROR,
+    )
+
     def __init__(self, models: Callable[[], dict[str, ModelPerformance]], buffer: JoinBuffer,
                  stats: LabelStats) -> None:
         self._models = models
@@ -611,34 +644,30 @@ class PerformanceCollector(Collector):
         delay = cat.LABEL_DELAY.histogram()
         confusion = cat.CONFUSION.counter()
         correct = cat.CORRECT.counter()
-        samples_total = cat.REGRESSION_SAMPLES.counter()
-        abs_error = cat.REGRESSION_ABS_ERROR.counter()
-        sq_error = cat.REGRESSION_SQ_ERROR.counter()
-        error = cat.REGRESSION_ERROR.gauge()
-        segments = cat.SEGMENT_EVENTS.counter()
-        segment_abs = cat.SEGMENT_ABS_ERROR.counter()
+        errors = {stat: spec.summary() for stat, spec in _ERROR_SUMMARIES.items()}
+        segment_events = {event: spec.counter() for event, spec in _SEGMENT_EVENTS.items()}
+        segment_abs = cat.SEGMENT_ABS_ERROR.summary()
         accuracy = cat.ACCURACY.gauge()
-        per_class = cat.CLASS_METRIC.gauge()
-        regression = cat.REGRESSION_METRIC.gauge()
+        per_class = [spec.gauge() for spec in (cat.PRECISION, cat.RECALL, cat.F1)]
+        regression = {key: spec.gauge() for key, spec in (("mae", cat.MAE), ("rmse", cat.RMSE),
+                                                          ("bias", cat.BIAS))}
         samples = cat.PERFORMANCE_SAMPLES.gauge()
         for model, perf in self._models().items():
             if perf.joins:
                 joined.add_metric([model], perf.joins)
                 delay.add_metric([model], perf.delay.cumulative(), perf.delay.sum)
-            for (actual, predicted), value in list(perf.confusion.items()):
-                confusion.add_metric([model, actual, predicted], value)
+            for (actual, predicted), cell in list(perf.confusion.items()):
+                confusion.add_metric([model, actual, predicted], cell)
             if perf.confusion:
                 correct.add_metric([model], perf.correct)
-            if perf.regression:
-                r = perf.regression
-                samples_total.add_metric([model], r[("n",)])
-                abs_error.add_metric([model], r[("absolute_error",)])
-                sq_error.add_metric([model], r[("squared_error",)])
-                error.add_metric([model], r[("error",)])
-            for key, count in list(perf.segments.items()):
-                segments.add_metric([model, *key], count)
-            for key, total in list(perf.segment_abs_error.items()):
-                segment_abs.add_metric([model, *key], total)
+            r = perf.regression
+            if r.get(("n",)):
+                for stat, summary in errors.items():
+                    summary.add_metric([model], int(r[("n",)]), r[(stat,)])
+            for (segment, group, event), count in list(perf.segments.items()):
+                segment_events[event].add_metric([model, segment, group], count)
+            for (segment, group), (n, total) in list(perf.segment_abs_error.items()):
+                segment_abs.add_metric([model, segment, group], int(n), total)
             w = perf.windowed()
             if not w:
                 continue
@@ -646,11 +675,26 @@ class PerformanceCollector(Collector):
             if "accuracy" in w:
                 accuracy.add_metric([model], w["accuracy"])
                 for c, values in w["classes"].items():
-                    for metric, v in zip(("precision", "recall", "f1"), values, strict=True):
+                    for gauge, v in zip(per_class, values, strict=True):
                         if v is not None:
-                            per_class.add_metric([model, c, metric], v)
+                            gauge.add_metric([model, c], v)
             else:
-                for metric in ("mae", "rmse", "bias"):
-                    regression.add_metric([model, metric], w[metric])
-        yield from (joined, delay, confusion, correct, samples_total, abs_error, sq_error, error, segments,
-                    segment_abs, accuracy, per_class, regression, samples)
+                for key, gauge in regression.items():
+                    gauge.add_metric([model], w[key])
+        yield from (joined, delay, confusion, correct, *errors.values(), *segment_events.values(),
+                    segment_abs, accuracy, *per_class, *regression.values(), samples)
+
+
+# The summaries of joined regressions, by the running sum each reads (ModelPerformance.regression).
+_ERROR_SUMMARIES = {
+    "absolute_error": cat.REGRESSION_ABS_ERROR,
+    "squared_error": cat.REGRESSION_SQ_ERROR,
+    "overprediction": cat.REGRESSION_OVER,
+    "underprediction": cat.REGRESSION_UNDER,
+}
+_SEGMENT_EVENTS = {
+    "predictions": cat.SEGMENT_PREDICTIONS,
+    "positive_predictions": cat.SEGMENT_POSITIVE,
+    "labels": cat.SEGMENT_LABELS,
+    "correct": cat.SEGMENT_CORRECT,
+}

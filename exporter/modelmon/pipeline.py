@@ -10,7 +10,6 @@ drain carries on with the next.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import time
@@ -20,13 +19,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import orjson
 from prometheus_client.core import Metric
-from prometheus_client.registry import Collector
 
 from . import catalogue as cat
 from .instruments import counter_vec
+from .jsondecode import JSONDecodeError, loads
 from .logs import RateLimitedLog
+from .protocols.base import BinaryBody
 
 log = RateLimitedLog(logging.getLogger("modelmon.pipeline"))
 
@@ -51,6 +50,10 @@ class Exchange:
     response_encoding: str = ""
     request_id: str | None = None
     received_at: float = field(default_factory=time.time)
+    # The Inference-Header-Content-Length field of the request and of the response, as sent:
+    # set, the body is a JSON object of that many bytes followed by binary tensor data.
+    request_header_length: str | None = None
+    response_header_length: str | None = None
 
 
 @dataclass(slots=True)
@@ -223,14 +226,19 @@ def decode(item: Item, limit: int) -> Decoded:
     if isinstance(item, PushedRecords):
         return Decoded(item.model, "push", len(item.records), records=item.records,
                        received_at=item.received_at)
-    request = decode_body(item.request_body, item.request_encoding, limit)
-    response = decode_body(item.response_body, item.response_encoding, limit) if item.response_body else None
+    request = decode_body(item.request_body, item.request_encoding, limit, item.request_header_length)
+    response = decode_body(item.response_body, item.response_encoding, limit,
+                           item.response_header_length) if item.response_body else None
     return Decoded(item.model, "proxy", count_rows(request), request, response, route=item.route,
                    request_id=item.request_id, received_at=item.received_at)
 
 
-def decode_body(body: bytes, encoding: str, limit: int) -> Any:
-    """JSON-decode a (possibly gzip/deflate-encoded) body, refusing to inflate past ``limit``."""
+def decode_body(body: bytes, encoding: str, limit: int, header_length: str | None = None) -> Any:
+    """JSON-decode a (possibly gzip/deflate-encoded) body, refusing to inflate past ``limit``.
+
+    With ``header_length`` (the message's Inference-Header-Content-Length) the body is in the
+    binary tensor data extension: a :class:`BinaryBody` of its JSON object and the bytes after.
+    The content coding applies to the whole body (as tritonclient compresses it)."""
     if encoding in ("gzip", "deflate"):
         inflater = zlib.decompressobj(wbits=47)  # 47: auto-detect gzip or zlib header
         try:
@@ -241,16 +249,38 @@ def decode_body(body: bytes, encoding: str, limit: int) -> Any:
             raise AnalysisError("body_too_large", f"inflated body exceeds {limit} bytes")
     elif encoding not in ("", "identity"):
         raise AnalysisError("invalid_json", f"unsupported content-encoding {encoding!r}")
+    if header_length is not None:
+        return binary_body(body, header_length)
+    return json_loads(body)
+
+
+def json_loads(body: bytes) -> Any:
     try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        error = exc
+        # modelmon's JSON dialect, the same at every entry point: NaN/Infinity literals (as
+        # Python clients send them) are counted as nan/inf, numbers beyond range as ±inf.
+        return loads(body)
+    except JSONDecodeError as exc:
+        raise AnalysisError("invalid_json", f"body is not JSON: {exc}") from None
+
+
+def binary_body(body: bytes, header_length: str) -> BinaryBody:
+    """Split a binary-extension body at its JSON object's length. A length that is not a
+    decimal number, is 0 (a raw tensor without JSON: its shape and datatype are the server's
+    to know) or runs past the body, or a JSON object that does not decode, gives a BinaryBody
+    that the adapter counts as a payload error."""
+    text = header_length.strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 19):
+        return BinaryBody(None, memoryview(b""), "binary_header_invalid")
+    length = int(text)
+    if length == 0:
+        return BinaryBody(None, memoryview(b""), "binary_raw_request")
+    if length > len(body):
+        return BinaryBody(None, memoryview(b""), "binary_truncated")
     try:
-        # Python clients send NaN/Infinity literals (not JSON, but common); the stdlib parser
-        # takes them, so such values are counted as NaN/inf rather than losing the record.
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep
-        raise AnalysisError("invalid_json", f"body is not JSON: {error}") from None
+        header = json_loads(body[:length])
+    except AnalysisError:
+        return BinaryBody(None, memoryview(b""), "binary_json_invalid")
+    return BinaryBody(header, memoryview(body)[length:])
 
 
 def count_rows(payload: Any) -> int:
@@ -259,6 +289,8 @@ def count_rows(payload: Any) -> int:
     Full per-protocol feature extraction lives in the protocol adapters; this only sizes
     the batch so the records counter means "rows seen".
     """
+    if isinstance(payload, BinaryBody):
+        payload = payload.header
     if isinstance(payload, dict):
         for key in ("instances", "dataframe_records"):
             rows = payload.get(key)
@@ -275,7 +307,9 @@ def count_rows(payload: Any) -> int:
     return 1
 
 
-class PipelineCollector(Collector):
+class PipelineCollector(cat.CatalogueCollector):
+    owns = (cat.QUEUE_DEPTH, cat.QUEUE_CAPACITY, cat.RECORDS_DROPPED, cat.RECORDS_ANALYSED,)
+
     def __init__(self, queue: AnalysisQueue) -> None:
         self._queue = queue
 

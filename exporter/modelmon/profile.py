@@ -13,8 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -22,12 +23,17 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from .jsondecode import loads
+
 FORMAT = "modelmon.profile"
 FORMAT_VERSION = 1
 DEFAULT_BINS = 20
 DEFAULT_TOP_K = 20
 TAIL_QUANTILES = (0.01, 0.99)
 OTHER = "__other__"
+# How CSV files (and pandas) spell a missing value. Such text is missing in a reference built
+# from any source, and counted as null in live values: one spelling of "missing" on both sides.
+MISSING_TEXT = frozenset({"", "na", "nan", "null", "none", "n/a", "NA", "NaN", "NULL", "None"})
 
 Role = Literal["input", "output", "target"]
 
@@ -43,6 +49,7 @@ class NumericFeature:
     edges: tuple[float, ...]
     counts: tuple[int, ...]  # len(edges) + 1 bins
     missing: int
+    # Over the finite values; NaN when there are none (null in the file): see ``empty``.
     min: float
     max: float
     mean: float
@@ -52,6 +59,12 @@ class NumericFeature:
     @property
     def count(self) -> int:
         return sum(self.counts)
+
+    @property
+    def empty(self) -> bool:
+        """The reference holds no value at all (every row missing): nothing to compare with.
+        Older profiles stored min = max = 0 for such a column; the counts tell."""
+        return self.count == 0
 
     def validate(self) -> None:
         if len(self.counts) != len(self.edges) + 1:
@@ -75,6 +88,10 @@ class CategoricalFeature:
     @property
     def count(self) -> int:
         return sum(self.counts)
+
+    @property
+    def empty(self) -> bool:
+        return self.count == 0
 
     def validate(self) -> None:
         if len(self.counts) != len(self.categories) + 1:
@@ -127,12 +144,18 @@ def _feature_dict(f: Feature) -> dict[str, Any]:
     for key, value in d.items():
         if isinstance(value, tuple):
             d[key] = list(value)
+        elif isinstance(value, float) and not math.isfinite(value):
+            d[key] = None  # the statistics of a column without values: null, plain JSON
     return d
+
+
+def _stat(value: Any) -> float:
+    return math.nan if value is None else float(value)
 
 
 def load_profile(path: str | Path) -> Profile:
     try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        doc = loads(Path(path).read_bytes())
     except (OSError, ValueError) as exc:
         raise ProfileError(f"{path}: cannot read profile: {exc}") from None
     return profile_from_dict(doc, str(path))
@@ -151,8 +174,8 @@ def profile_from_dict(doc: Mapping[str, Any], where: str = "profile") -> Profile
             if kind == "numeric":
                 f: Feature = NumericFeature(
                     raw["name"], raw["role"], tuple(float(e) for e in raw["edges"]),
-                    tuple(int(c) for c in raw["counts"]), int(raw["missing"]), float(raw["min"]),
-                    float(raw["max"]), float(raw["mean"]), float(raw["std"]))
+                    tuple(int(c) for c in raw["counts"]), int(raw["missing"]), _stat(raw["min"]),
+                    _stat(raw["max"]), _stat(raw["mean"]), _stat(raw["std"]))
             elif kind == "categorical":
                 f = CategoricalFeature(raw["name"], raw["role"], tuple(str(c) for c in raw["categories"]),
                                        tuple(int(c) for c in raw["counts"]), int(raw["missing"]))
@@ -176,17 +199,42 @@ def profile_from_dict(doc: Mapping[str, Any], where: str = "profile") -> Profile
 
 # --- building ------------------------------------------------------------------------------------
 
+# An atom's own bin reaches this far below it (relative): past float32 rounding (2^-24), so a
+# float32 reference value and the shortest decimal a client writes for it share the bin, while
+# neighbouring integers up to 2^23 stay apart.
+ATOM_MARGIN = 2.0**-23
+
 
 def quantile_edges(values: NDArray[np.float64], bins: int = DEFAULT_BINS) -> tuple[float, ...]:
     """Interior bin edges at ``bins`` equal-probability quantiles plus the 1st and 99th
     percentiles; duplicates (discrete or constant data) collapse. Values equal to an edge fall
-    in the bin below it (Prometheus ``le`` semantics)."""
+    in the bin below it (Prometheus ``le`` semantics).
+
+    Where quantiles collapse, the reference has a point mass (an atom: a constant column, the
+    zeros of a zero-inflated one, the values of a discrete one). The lowest atom ``e`` gets a
+    second edge just below it (``e - |e| * ATOM_MARGIN``, or the float below 0), so that it has
+    a bin of its own: otherwise the values below it -- a constant reference shifted down, a
+    reference all identical but one lower value, anything below a discrete column's minimum --
+    share its bin, and no binned statistic can see them move. (Above an atom they never share:
+    bins are closed on the right. Atoms higher up keep sharing their bin with the values just
+    below them, the ordinary resolution of a bin: an edge under every atom would leave empty
+    bins between a discrete column's values, which smoothing turns into distance noise.) The
+    atom absorbed at least one quantile, so this never makes more than ``bins + 1`` edges."""
     finite = values[np.isfinite(values)]
     if finite.size == 0:
         return ()
     probs = np.unique(np.concatenate([np.linspace(0.0, 1.0, bins + 1)[1:-1], TAIL_QUANTILES]))
-    edges = np.unique(np.quantile(finite, probs, method="linear"))
-    return tuple(float(e) for e in edges)
+    raw = np.quantile(finite, probs, method="linear")
+    edges, multiplicity = np.unique(raw, return_counts=True)
+    out = edges.tolist()
+    atoms = np.flatnonzero(multiplicity > 1)
+    if atoms.size:
+        i = int(atoms[0])
+        e = out[i]
+        below = e - abs(e) * ATOM_MARGIN if e != 0.0 else -math.ulp(0.0)
+        if below < e and (i == 0 or below > out[i - 1]):
+            out.insert(i, below)
+    return tuple(float(e) for e in out)
 
 
 def bin_counts(values: NDArray[np.float64], edges: tuple[float, ...]) -> NDArray[np.int64]:
@@ -202,10 +250,11 @@ def numeric_feature(name: str, values: Iterable[Any] | NDArray[np.float64], role
     finite = arr[np.isfinite(arr)]
     edges = quantile_edges(finite, bins)
     counts = bin_counts(finite, edges) if finite.size else np.zeros(1, dtype=np.int64)
+    nan = math.nan  # no values: no min, max, mean or std (null in the file)
     return NumericFeature(
         name, role, edges, tuple(int(c) for c in counts), int(arr.size - finite.size),
-        float(finite.min()) if finite.size else 0.0, float(finite.max()) if finite.size else 0.0,
-        float(finite.mean()) if finite.size else 0.0, float(finite.std()) if finite.size else 0.0,
+        float(finite.min()) if finite.size else nan, float(finite.max()) if finite.size else nan,
+        float(finite.mean()) if finite.size else nan, float(finite.std()) if finite.size else nan,
     )
 
 
@@ -214,7 +263,7 @@ def categorical_feature(name: str, values: Iterable[Any], role: Role = "input",
     counts: dict[str, int] = {}
     missing = 0
     for v in values:
-        if v is None or (isinstance(v, float) and math.isnan(v)) or v == "":
+        if is_missing(v):
             missing += 1
             continue
         key = category_key(v)
@@ -231,15 +280,119 @@ def categorical_from_counts(name: str, counts: Mapping[str, int], missing: int, 
                               (*(c for _, c in top), rest), missing)
 
 
-def category_key(value: Any) -> str:
-    """The string a categorical value is counted under (JSON true -> "true", 3.0 -> "3").
+def reference_note(f: Feature, min_values: int) -> str | None:
+    """What drift monitoring can say of ``f`` when its reference is degenerate (None when it
+    is not): for ``modelmon profile``'s output and the sidecar's log (see docs/drift.md)."""
+    n = f.count
+    if n == 0:
+        return ("the reference holds no values (every row missing): no drift scores, p-values or "
+                "verdict, and no out-of-range or unseen-category counts; values, quality events "
+                "and the missing ratio are still counted")
+    if n < min_values:
+        return (f"the reference holds only {n} value(s), fewer than drift.min_samples "
+                f"({min_values}): no drift scores, p-values or verdict")
+    if isinstance(f, NumericFeature) and f.min == f.max:
+        return (f"the reference holds a single value ({f.min!r}): any other value is out of "
+                "range and, once enough arrive, drift; the normalised Wasserstein distance is "
+                "not defined (std 0) and not exported")
+    return None
 
-    A JSON array or object is no category: it gets a fixed key, never its repr, which is as
-    large as the payload and recursive (a deeply nested value raised RecursionError)."""
-    if isinstance(value, bool):
+
+def canonical_categories(f: CategoricalFeature) -> CategoricalFeature:
+    """``f`` with its categories under their canonical keys: a profile written before keys
+    were canonical (``True``, ``3.0``) is read as if built today, categories that now share a
+    key merged (their counts added, in the first one's place). The profile's hash is the
+    file's: only the sidecar's view of it changes."""
+    keys = [category_key(c) for c in f.categories]
+    if keys == list(f.categories):
+        return f
+    merged: dict[str, int] = {}
+    for key, count in zip(keys, f.counts, strict=False):
+        merged[key] = merged.get(key, 0) + count
+    return replace(f, categories=tuple(merged), counts=(*merged.values(), f.counts[-1]))
+
+
+def is_missing(value: Any) -> bool:
+    """A missing value however a source spells it: None, NaN, or MISSING_TEXT (as text or
+    bytes, surrounding blanks ignored)."""
+    if value is None:
+        return True
+    if isinstance(value, float | np.floating):
+        return bool(value != value)
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "backslashreplace")
+    return isinstance(value, str) and value.strip() in MISSING_TEXT
+
+
+# A JSON number (RFC 8259 section 6). Text spelled so is the number it spells: "3.0" is 3,
+# as CSV files write the integers of a float column.
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
+
+
+def category_key(value: Any) -> str:
+    """The one spelling a categorical value is counted under, whatever its source wrote.
+
+    A value in a reference built from CSV, Parquet or NumPy and the same value decoded from a
+    live JSON payload get the same key: booleans are ``true``/``false`` (JSON ``true``, Python
+    and pandas ``True``, ``TRUE``); an integral number is its integer digits (``3`` for JSON
+    ``3`` and ``3.0``, CSV ``3.0``, NumPy ``int8(3)`` and ``float32(3)``); other numbers the
+    shortest text that reads back as the same float64 (float32 values: as float32, ``0.1``);
+    text that spells a JSON number is that number (``"3.0"`` -> ``3``; ``"007"`` stays text);
+    bytes are UTF-8 text. (Integers beyond 64 bits keep their digits, but no source gives one:
+    the JSON dialect reads them as floats, CSV numbers are read as floats.) A JSON array or
+    object is no category: it gets a fixed key, never its repr (as large as the payload, and
+    recursive). Keys are their own keys: ``category_key(category_key(v)) == category_key(v)``."""
+    kind = type(value)
+    if kind is str:
+        return _text_key(value)
+    if kind is bool:
         return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
+    if kind is int:
+        return str(value)
+    if kind is float:
+        return _float_key(value)
+    if isinstance(value, np.generic):
+        if isinstance(value, np.bool_):
+            return "true" if value else "false"
+        if isinstance(value, np.floating) and value.dtype.itemsize < 8:
+            return _float_key(float(str(value)))  # NumPy's shortest text for a float32/float16
+        return category_key(value.item())
     if isinstance(value, list | dict):
         return "[...]" if isinstance(value, list) else "{...}"
-    return str(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return category_key(int(value))
+    if isinstance(value, float):
+        return _float_key(float(value))
+    if isinstance(value, bytes | bytearray):
+        return _text_key(bytes(value).decode("utf-8", "backslashreplace"))
+    return _text_key(str(value))  # Decimal, dates, ...: their text, canonical as text is
+
+
+def _float_key(value: float) -> str:
+    if value != value:
+        return "nan"
+    if value in (math.inf, -math.inf):
+        return "inf" if value > 0 else "-inf"
+    if value.is_integer():
+        return str(int(value))
+    return repr(value)
+
+
+def _text_key(text: str) -> str:
+    if not text:
+        return text
+    first = text[0]
+    if "0" <= first <= "9" or first == "-":
+        number = _JSON_NUMBER.fullmatch(text)
+        if number is None:
+            return text
+        if number.group(1) is None and number.group(2) is None:  # integer digits: exact
+            return "0" if text == "-0" else text
+        return _float_key(float(text))
+    if len(text) in (4, 5):
+        lower = text.lower()
+        if lower in ("true", "false"):
+            return lower
+    return text

@@ -31,6 +31,7 @@ from .profile import (
     bin_counts,
     categorical_from_counts,
     category_key,
+    is_missing,
     quantile_edges,
 )
 
@@ -93,10 +94,11 @@ class _Numeric:
 
     def feature(self, name: str, role: Role) -> NumericFeature:
         assert self.counts is not None
-        std = math.sqrt(self.m2 / self.n) if self.n else 0.0
+        if not self.n:  # no values: no statistics (null in the file), see NumericFeature.empty
+            return NumericFeature(name, role, self.edges, tuple(int(c) for c in self.counts),
+                                  self.missing, math.nan, math.nan, math.nan, math.nan)
         return NumericFeature(name, role, self.edges, tuple(int(c) for c in self.counts), self.missing,
-                              self.lo if self.n else 0.0, self.hi if self.n else 0.0,
-                              self.mean, std)
+                              self.lo, self.hi, self.mean, math.sqrt(self.m2 / self.n))
 
 
 @dataclass
@@ -107,7 +109,7 @@ class _Categorical:
 
     def add(self, values: NDArray[Any]) -> None:
         for v in values.tolist():
-            if v is None or (isinstance(v, float) and math.isnan(v)):
+            if is_missing(v):
                 self.missing += 1
                 continue
             key = category_key(v)

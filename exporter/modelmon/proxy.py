@@ -39,6 +39,9 @@ _AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 BUFFER_LIMIT = 256 * 1024
 # Client closed the connection before the response was sent (nginx's convention).
 CLIENT_CLOSED = 499
+# Triton's and KServe's binary tensor data extension: the length of the JSON object that starts
+# the body, the tensors' raw bytes following it (request and response alike).
+BINARY_HEADER = "Inference-Header-Content-Length"
 
 
 class RequestIds:
@@ -189,7 +192,8 @@ class Proxy:
             if analyse and request.body_exists:  # a bodyless call carries nothing to analyse
                 self._hand_off(model, match.route, status, copy.data, response_body,
                                request.headers.get("Content-Encoding", ""),
-                               upstream.headers.get("Content-Encoding", ""), request_id)
+                               upstream.headers.get("Content-Encoding", ""), request_id,
+                               request.headers.get(BINARY_HEADER), upstream.headers.get(BINARY_HEADER))
             return response
         finally:
             in_flight[(model,)] -= 1
@@ -296,7 +300,8 @@ class Proxy:
     def _hand_off(
         self, model: str, route: str, status: int, request_body: bytes | None,
         response_body: bytes | None, request_encoding: str, response_encoding: str,
-        request_id: str | None = None,
+        request_id: str | None = None, request_header_length: str | None = None,
+        response_header_length: str | None = None,
     ) -> None:
         """Queue the exchange for analysis; never raises into the request path."""
         if not 200 <= status < 300:
@@ -307,7 +312,9 @@ class Proxy:
                 self._queue.drop("body_too_large", 1, f"model={model}: body over analysis.max_body_bytes")
                 return
             self._queue.offer(Exchange(model, route, status, request_body, response_body,
-                                       request_encoding, response_encoding, request_id))
+                                       request_encoding, response_encoding, request_id,
+                                       request_header_length=request_header_length,
+                                       response_header_length=response_header_length))
         except Exception as exc:  # fail open
             log.warning("handoff", "analysis hand-off failed: %s", exc)
 

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 
 import psutil
 from prometheus_client.core import Metric
-from prometheus_client.registry import Collector
 
 from . import catalogue as cat
 
@@ -163,8 +162,16 @@ class ResourceReader:
         return ResourceSnapshot(True, rss, cpu, cgroups)
 
 
-class ResourceCollector(Collector):
+class ResourceCollector(cat.CatalogueCollector):
     """Exports the latest ResourceSnapshot, which the health monitor refreshes off the loop."""
+
+    owns = (
+        cat.MODEL_PROCESS_UP,
+        cat.MODEL_MEMORY_RSS,
+        cat.MODEL_CPU,
+        cat.CGROUP_MEMORY_USAGE,
+        cat.CGROUP_MEMORY_LIMIT,
+    )
 
     def __init__(self, process_configured: bool) -> None:
         self.snapshot = ResourceSnapshot()

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from prometheus_client.core import Metric
-from prometheus_client.registry import Collector
 
 from . import catalogue as cat
 from .instruments import HistogramVec, counter_vec
@@ -31,7 +30,18 @@ class TrafficStats:
         self.overhead.labels(model, route).observe(max(overhead, 0.0))
 
 
-class TrafficCollector(Collector):
+class TrafficCollector(cat.CatalogueCollector):
+    owns = (
+        cat.REQUESTS,
+        cat.REQUEST_DURATION,
+        cat.OVERHEAD,
+        cat.IN_FLIGHT,
+        cat.UPSTREAM_ERRORS,
+        cat.CLIENT_CONNECTIONS,
+        cat.CLIENT_CONNECTIONS_LIMIT,
+        cat.CLIENT_CONNECTIONS_CLOSED,
+    )
+
     def __init__(self, stats: TrafficStats) -> None:
         self._stats = stats
 

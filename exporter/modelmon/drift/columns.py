@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..profile import category_key
+from ..profile import MISSING_TEXT, category_key
 
 # Data-quality event kinds, in the order of the quality matrix columns.
 QUALITY_KINDS = ("nan", "inf", "null", "absent", "wrong_type", "below_min", "above_max",
@@ -37,8 +37,10 @@ class Batch:
 
 def numeric_values(values: Column) -> tuple[NDArray[np.float64], int, int]:
     """(float64 array with NaN for unusable entries, nulls, wrong types). A numeric feature takes
-    JSON numbers (and booleans as 1/0); strings, lists and objects are wrong types. Fast path: one
-    C-level conversion when every value is a number; per-value fallback otherwise."""
+    JSON numbers (and booleans as 1/0); null and text spelling a missing value (``""``, ``NA``,
+    ...: ``profile.MISSING_TEXT``, missing in a reference from CSV too) are nulls; other strings,
+    lists and objects are wrong types. Fast path: one C-level conversion when every value is a
+    number; per-value fallback otherwise."""
     if isinstance(values, np.ndarray) and values.dtype.kind in "biuf":
         return values.astype(np.float64, copy=False).ravel(), 0, 0
     seq = values.tolist() if isinstance(values, np.ndarray) else values
@@ -51,33 +53,47 @@ def numeric_values(values: Column) -> tuple[NDArray[np.float64], int, int]:
     out = np.empty(len(seq))
     nulls = wrong = 0
     for i, v in enumerate(seq):
-        if isinstance(v, (int, float)):  # bool is an int: true/false count as 1/0
+        if isinstance(v, _NUMBERS):  # bool is an int: true/false count as 1/0
             try:
                 out[i] = v
-            except OverflowError:  # an integer beyond float range (the stdlib parser keeps it)
+            except OverflowError:  # an integer beyond float range
                 out[i] = math.inf if v > 0 else -math.inf
         else:
             out[i] = math.nan
-            if v is None:
+            if v is None or (type(v) is str and v.strip() in MISSING_TEXT):
                 nulls += 1
             else:
                 wrong += 1
     return out, nulls, wrong
 
 
+_NUMBERS = (int, float, np.integer, np.floating, np.bool_)
+
+
 def category_codes(values: Column, index: Mapping[str, int], other: int
                    ) -> tuple[NDArray[np.int64], int, int, int, int]:
-    """(codes of valid values, nulls, NaNs, wrong types, unseen). Unseen categories (not among
-    the reference's top-K) are coded ``other``: counted, never dropped."""
+    """(codes of valid values, nulls, NaNs, wrong types, unseen). Values are looked up by their
+    canonical key (``profile.category_key``: ``True`` and ``true``, ``3.0`` and ``3`` are one
+    category), ``index`` maps keys to codes. Unseen categories (not among the reference's
+    top-K) are coded ``other``: counted, never dropped. Text spelling a missing value is null,
+    as the profile builder reads it."""
     seq = values.tolist() if isinstance(values, np.ndarray) else values
     codes: list[int] = []
     nulls = nans = wrong = unseen = 0
     for v in seq:
-        if v is None:
+        # The common case first: text that is a reference category as it stands (keys are
+        # their own keys, so no other spelling can mean another category).
+        code = index.get(v) if type(v) is str else None
+        if code is not None:
+            codes.append(code)
+        elif v is None:
             nulls += 1
         elif isinstance(v, float) and math.isnan(v):
             nans += 1
-        elif isinstance(v, (str, int, float)):
+        elif isinstance(v, str | int | float | bytes | np.generic):
+            if type(v) is str and v.strip() in MISSING_TEXT:
+                nulls += 1
+                continue
             code = index.get(category_key(v))
             if code is None:
                 unseen += 1

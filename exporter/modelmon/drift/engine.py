@@ -14,15 +14,17 @@ step), so that a scrape or the drift schedule can run them on the proxy's event 
 queued rows of 100 features takes ~3 ms, scoring 100 features ~2.5 ms.
 
 Default verdict ("auto"): for numeric features, a binned chi-square test of homogeneity
-(sparse bins merged until every expected window count is >= 5) and a two-sample KS test on the
-binned CDFs, combined with a Bonferroni correction (drift when 2 * min(p_chi2, p_ks) < alpha);
-for categorical features the chi-square test alone. Default alpha 0.005, at least 100 samples
-in the window. The model-level verdict applies a further Bonferroni correction across features.
-See docs/drift.md for the measured false-alarm and detection rates.
+(sparse bins merged until every expected count of the table is >= 5) and a two-sample KS test
+on the binned CDFs, combined with a Bonferroni correction (drift when 2 * min(p_chi2, p_ks) <
+alpha); for categorical features the chi-square test alone. Default alpha 0.005, at least 100
+samples in the window and in the reference. The model-level verdict applies a further
+Bonferroni correction across features. See docs/drift.md for the measured false-alarm and
+detection rates, and for what is said of degenerate references.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
@@ -32,10 +34,21 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..config import DriftConfig
-from ..profile import CategoricalFeature, Feature, NumericFeature, Profile
+from ..logs import RateLimitedLog
+from ..profile import (
+    CategoricalFeature,
+    Feature,
+    NumericFeature,
+    Profile,
+    canonical_categories,
+    reference_note,
+)
 from . import stats
-from .columns import QUALITY_KINDS, Batch, Q, category_codes, numeric_values
+from .columns import QUALITY_KINDS, Batch, Column, Q, category_codes, numeric_values
 from .window import SlidingCounts
+
+log = logging.getLogger("modelmon.drift")
+limited_log = RateLimitedLog(log)
 
 TEST_METHODS = ("auto", "chi2", "ks")
 DISTANCE_METHODS = ("psi", "jensen_shannon", "hellinger", "wasserstein")
@@ -65,6 +78,7 @@ class FeatureDrift:
     detected: bool | None
     missing_ratio: float | None
     out_of_range_ratio: float | None
+    mean: float | None = None  # of the finite values in the window (numeric features)
 
 
 @dataclass(frozen=True)
@@ -104,10 +118,23 @@ class ModelDrift:
         self.profile = profile
         self.settings = settings
         # Targets (ground truth) are profiled for the performance metrics, not scored for drift.
-        monitored = [f for f in profile.features if f.role != "target"]
+        # Categories under their canonical keys (a profile from before they were canonical).
+        monitored = [canonical_categories(f) if isinstance(f, CategoricalFeature) else f
+                     for f in profile.features if f.role != "target"]
         self.features: list[Feature] = monitored[:max_features]
         self.dropped_features = len(monitored) - len(self.features)
         self.position = {f.name: i for i, f in enumerate(self.features)}
+        # Rows without an input the profile names count it absent: the payload's names or
+        # positions are all the engine sees of a feature that never arrives.
+        self._inputs = frozenset(f.name for f in self.features if f.role == "input")
+        # A reference without values has nothing to compare with; one with fewer than
+        # min_samples values is too small for a test or a distance to mean anything.
+        self._empty = [f.empty for f in self.features]
+        self._scored = [f.count >= settings.min_samples for f in self.features]
+        for f in self.features:
+            note = reference_note(f, settings.min_samples)
+            if note is not None:
+                log.warning("model %s feature %s: %s", model, f.name, note)
         self.offsets: list[int] = []
         total = 0
         for f in self.features:
@@ -122,13 +149,15 @@ class ModelDrift:
         self.bins = SlidingCounts((total,), window, slots, clock)
         self.quality = SlidingCounts((len(self.features), len(QUALITY_KINDS)), window, slots, clock)
         self.rows = SlidingCounts((len(self.features),), window, slots, clock)
-        self.value_sums = np.zeros(len(self.features))  # cumulative sum of finite values
+        # Sums of finite values: the window's give its mean, the totals the histograms' _sum.
+        self.sums = SlidingCounts((len(self.features),), window, slots, clock)
         self.numeric = _Group([(i, f) for i, f in enumerate(self.features)
                                if isinstance(f, NumericFeature)], self.offsets)
         self.categorical = _Group([(i, f) for i, f in enumerate(self.features)
                                    if isinstance(f, CategoricalFeature)], self.offsets)
         self._points = self._wasserstein_points()
-        self._scale = np.array([f.std if f.std > 0 else 1.0 for f in self.numeric.features
+        # Wasserstein is normalised by the reference's std: undefined for a constant reference.
+        self._scale = np.array([f.std if f.std > 0 else np.nan for f in self.numeric.features
                                 if isinstance(f, NumericFeature)])
         self.snapshot: ModelDriftSnapshot | None = None
         self._pending_columns: dict[str, list[Any]] = {}
@@ -165,11 +194,21 @@ class ModelDrift:
             if column is None:
                 column = columns[name] = []
             column.extend(values.tolist() if isinstance(values, np.ndarray) else values)
-        for name, count in batch.absent.items():
+        for name, count in self._absent(batch).items():
             absent[name] = absent.get(name, 0) + count
         self._pending_rows += batch.rows
         if self._pending_rows >= FLUSH_ROWS:
             self.flush()
+
+    def _absent(self, batch: Batch) -> dict[str, int]:
+        """The batch's absent counts, plus every row for each profiled input that no row had
+        (a payload naming only some of the features, a single-row request without one)."""
+        absent = batch.absent
+        if batch.rows > 0:
+            missing = self._inputs.difference(batch.columns, absent)  # one C-level pass
+            if missing:
+                absent = {**absent, **dict.fromkeys(sorted(missing), batch.rows)}
+        return absent
 
     def flush(self) -> None:
         """Bin the queued rows now (before scoring, and before a scrape reads the counts)."""
@@ -181,7 +220,7 @@ class ModelDrift:
         step (rows added meanwhile queue for the next flush) and counted at the last."""
         columns, absent, rows = self._pending_columns, self._pending_absent, self._pending_rows
         self._pending_columns, self._pending_absent, self._pending_rows = {}, {}, 0
-        if columns or absent:  # rows with no feature at all leave nothing to bin
+        if columns or absent:  # rows without any monitored feature leave nothing to count
             yield from self.observe_steps(Batch(rows, dict(columns), absent))
 
     def observe(self, batch: Batch) -> None:
@@ -189,45 +228,30 @@ class ModelDrift:
             pass
 
     def observe_steps(self, batch: Batch) -> Iterator[None]:
-        """``observe``, FEATURES_PER_STEP features a step; the counts change at the last."""
+        """``observe``, FEATURES_PER_STEP features a step; the counts change at the last.
+
+        Whatever one feature's values hold, the batch is counted: if classifying a column
+        raises, its values are classified one at a time and a value that still raises is
+        counted as ``wrong_type`` -- the queued rows are never lost, a scrape never fails."""
         quality = np.zeros((len(self.features), len(QUALITY_KINDS)))
         rows = np.zeros(len(self.features))
         sums = np.zeros(len(self.features))
         indices: list[NDArray[np.int64]] = []
+        absent = self._absent(batch)
         for i, (name, values) in enumerate(batch.columns.items()):
             if i and i % FEATURES_PER_STEP == 0:
                 yield
             pos = self.position.get(name)
             if pos is None:
                 continue
-            feature = self.features[pos]
-            rows[pos] = len(values) + batch.absent.get(name, 0)
-            quality[pos, Q["absent"]] = batch.absent.get(name, 0)
-            edges = self._edges[pos]
-            if edges is not None:
-                assert isinstance(feature, NumericFeature)
-                arr, nulls, wrong = numeric_values(values)
-                finite_mask = np.isfinite(arr)
-                finite = arr[finite_mask]
-                n_nan = int(np.isnan(arr).sum())
-                quality[pos, Q["null"]] = nulls
-                quality[pos, Q["wrong_type"]] = wrong
-                quality[pos, Q["nan"]] = n_nan - nulls - wrong
-                quality[pos, Q["inf"]] = arr.size - finite.size - n_nan
-                quality[pos, Q["below_min"]] = int((finite < feature.min).sum())
-                quality[pos, Q["above_max"]] = int((finite > feature.max).sum())
-                sums[pos] = float(finite.sum())
-                indices.append(np.searchsorted(edges, finite, side="left") + self.offsets[pos])
-            else:
-                index = self._cat_index[pos]
-                assert index is not None
-                codes, nulls, nans, wrong, unseen = category_codes(values, index, len(index))
-                quality[pos, Q["null"]] = nulls
-                quality[pos, Q["nan"]] = nans
-                quality[pos, Q["wrong_type"]] = wrong
-                quality[pos, Q["unseen_category"]] = unseen
-                indices.append(codes + self.offsets[pos])
-        for name, count in batch.absent.items():  # features missing from every row
+            rows[pos] = len(values) + absent.get(name, 0)
+            try:
+                codes, sums[pos] = self._classify(pos, values, quality[pos])
+            except Exception as exc:
+                codes, sums[pos] = self._classify_each(pos, values, quality[pos], exc)
+            quality[pos, Q["absent"]] = absent.get(name, 0)
+            indices.append(codes + self.offsets[pos])
+        for name, count in absent.items():  # features missing from every row
             pos = self.position.get(name)
             if pos is not None and name not in batch.columns:
                 rows[pos] = count
@@ -235,9 +259,65 @@ class ModelDrift:
         if indices:
             flat = np.concatenate(indices)
             self.bins.add(np.bincount(flat, minlength=self.total_bins).astype(np.float64))
-        self.value_sums += sums
+        self.sums.add(sums)
         self.quality.add(quality)
         self.rows.add(rows)
+
+    def _classify(self, pos: int, values: Column, q: NDArray[np.float64]
+                  ) -> tuple[NDArray[np.int64], float]:
+        """Count one feature's values' quality events into ``q`` (its row of the quality
+        matrix); their bins (within the feature) and the sum of their finite values."""
+        feature = self.features[pos]
+        edges = self._edges[pos]
+        if edges is not None:
+            assert isinstance(feature, NumericFeature)
+            arr, nulls, wrong = numeric_values(values)
+            finite = arr[np.isfinite(arr)]
+            n_nan = int(np.isnan(arr).sum())
+            q[Q["null"]] = nulls
+            q[Q["wrong_type"]] = wrong
+            q[Q["nan"]] = n_nan - nulls - wrong
+            q[Q["inf"]] = arr.size - finite.size - n_nan
+            if not self._empty[pos]:  # no reference values, no range
+                q[Q["below_min"]] = int((finite < feature.min).sum())
+                q[Q["above_max"]] = int((finite > feature.max).sum())
+            return np.searchsorted(edges, finite, side="left"), float(finite.sum())
+        index = self._cat_index[pos]
+        assert index is not None
+        codes, nulls, nans, wrong, unseen = category_codes(values, index, len(index))
+        q[Q["null"]] = nulls
+        q[Q["nan"]] = nans
+        q[Q["wrong_type"]] = wrong
+        if not self._empty[pos]:  # no reference categories: nothing is "unseen"
+            q[Q["unseen_category"]] = unseen
+        return codes, 0.0
+
+    def _classify_each(self, pos: int, values: Column, q: NDArray[np.float64], error: Exception
+                       ) -> tuple[NDArray[np.int64], float]:
+        """``_classify`` value by value, after it raised on the whole column."""
+        try:  # a message built from client data: bounded, and it may itself raise
+            detail = " ".join(str(error).split())[:200]
+        except Exception:
+            detail = "(message unavailable)"
+        limited_log.warning(f"classify:{self.model}", "model %s feature %s: values classified one "
+                            "by one after %s: %s", self.model, self.features[pos].name,
+                            type(error).__name__, detail)
+        q[:] = 0.0
+        one = np.zeros_like(q)
+        codes: list[NDArray[np.int64]] = []
+        total = 0.0
+        seq = values.tolist() if isinstance(values, np.ndarray) else values
+        for value in seq:
+            one[:] = 0.0
+            try:
+                value_codes, value_sum = self._classify(pos, [value], one)
+            except Exception:
+                q[Q["wrong_type"]] += 1
+                continue
+            q += one
+            codes.append(value_codes)
+            total += value_sum
+        return (np.concatenate(codes) if codes else np.zeros(0, dtype=np.int64)), total
 
     # --- scoring (scheduler) -------------------------------------------------------------------
 
@@ -259,6 +339,7 @@ class ModelDrift:
         window = np.append(self.bins.window(), 0.0)  # trailing zero: the padding sentinel
         quality = self.quality.window()
         rows = self.rows.window()
+        sums = self.sums.window()
         s = self.settings
         results: dict[int, FeatureDrift] = {}
         combined: list[tuple[float, float]] = []  # (p-value, alpha) for the model-level verdict
@@ -294,13 +375,17 @@ class ModelDrift:
                     total_rows = rows[pos]
                     missing = ((q[Q["nan"]] + q[Q["null"]] + q[Q["absent"]]) / total_rows
                                if total_rows else None)
-                    oor = ((q[Q["below_min"]] + q[Q["above_max"]]) / n) if numeric and n else None
-                    ready = n >= s.min_samples
+                    oor = ((q[Q["below_min"]] + q[Q["above_max"]]) / n
+                           if numeric and n and not self._empty[pos] else None)
+                    # Both samples need min_samples values: the window, and the reference.
+                    ready = n >= s.min_samples and self._scored[pos]
                     detected = None
                     feature_scores: dict[str, float] = {}
                     feature_p: dict[str, float] = {}
                     if ready:
-                        feature_scores = {k: float(v[r]) for k, v in scores.items()}
+                        # A score that is not defined (Wasserstein of a constant reference) is
+                        # left out, not exported as NaN.
+                        feature_scores = {k: float(v[r]) for k, v in scores.items() if v[r] == v[r]}
                         feature_p = {k: float(v[r]) for k, v in p_values.items()}
                         if method == "auto":
                             p = min(feature_p.values()) * len(feature_p)  # Bonferroni over the tests
@@ -309,12 +394,13 @@ class ModelDrift:
                         elif method in feature_p:
                             detected = feature_p[method] < threshold
                             combined.append((feature_p[method], threshold))
-                        else:
-                            detected = feature_scores.get(method, 0.0) > threshold
+                        elif method in feature_scores:
+                            detected = feature_scores[method] > threshold
                             distance_votes.append(detected)
                     results[pos] = FeatureDrift(
                         feature.name, "numeric" if numeric else "categorical", n, int(total_rows),
                         feature_scores, feature_p, detected, missing, oor,
+                        float(sums[pos]) / n if numeric and n else None,
                     )
         model_detected: bool | None = None
         if combined or distance_votes:

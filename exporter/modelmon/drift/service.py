@@ -7,14 +7,13 @@ from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
+import numpy as np
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
 from .. import catalogue as cat
 from ..exposition import FrozenFamily
@@ -39,18 +38,42 @@ def cap_categories(profile: Profile, max_categories: int) -> Profile:
     return replace(profile, features=tuple(features))
 
 
-class DriftCollector(Collector):
+class DriftCollector(cat.CatalogueCollector):
     """Exports the drift state of every model with a profile (``monitors``: model -> ModelDrift;
-    ``export_histograms``: model -> whether to export the raw bins).
+    ``export_histograms``: model -> whether to export the live bins; ``export_reference``:
+    model -> whether to export the reference's).
 
     ``collect_steps()`` builds the families a few features at a time, with a ``None`` between
     steps where a scrape gives the event loop back (see ``modelmon.exposition``); ``collect()``
     is the same, in one go. The reference profile's families never change: they are built once
     and frozen, so a scrape formats them once per exposition format."""
 
-    def __init__(self, monitors: dict[str, ModelDrift], export_histograms: dict[str, bool]) -> None:
+    owns = (
+        cat.PROFILE_INFO,
+        cat.FEATURE_VALUE,
+        cat.FEATURE_CATEGORY,
+        cat.FEATURE_WINDOW_MEAN,
+        cat.REFERENCE_VALUE,
+        cat.REFERENCE_MEAN,
+        cat.REFERENCE_CATEGORY,
+        cat.REFERENCE_MISSING_RATIO,
+        cat.DRIFT_SCORE,
+        cat.DRIFT_P_VALUE,
+        cat.DRIFT_DETECTED,
+        cat.MODEL_DRIFT_DETECTED,
+        cat.WINDOW_SAMPLES,
+        cat.MISSING_RATIO,
+        cat.OUT_OF_RANGE_RATIO,
+        cat.QUALITY_EVENTS,
+        cat.DRIFT_LAST_SUCCESS,
+        cat.DRIFT_COMPUTE_DURATION,
+    )
+
+    def __init__(self, monitors: dict[str, ModelDrift], export_histograms: dict[str, bool],
+                 export_reference: dict[str, bool] | None = None) -> None:
         self._monitors = monitors
         self._export_histograms = export_histograms
+        self._export_reference = export_reference if export_reference is not None else {}
         # Built now, off the serving path (the profile's hash alone takes ~5 ms for 100 features).
         now = list(monitors.items())
         self._static = _result(self._build_static(now, self._static_key(now)))
@@ -72,11 +95,13 @@ class DriftCollector(Collector):
         yield from self._histograms(monitors, static.les, values, categories)
         yield values
         yield categories
-        yield static.ref_buckets
+        yield static.ref_values
+        yield static.ref_means
         yield static.ref_categories
         windowed = (cat.DRIFT_SCORE.gauge(), cat.DRIFT_P_VALUE.gauge(), cat.DRIFT_DETECTED.gauge(),
                     cat.MODEL_DRIFT_DETECTED.gauge(), cat.WINDOW_SAMPLES.gauge(),
                     cat.MISSING_RATIO.gauge(), cat.OUT_OF_RANGE_RATIO.gauge(),
+                    cat.FEATURE_WINDOW_MEAN.gauge(),
                     cat.DRIFT_LAST_SUCCESS.gauge(), cat.DRIFT_COMPUTE_DURATION.gauge())
         yield from self._windowed(monitors, *windowed)
         yield from windowed
@@ -88,12 +113,14 @@ class DriftCollector(Collector):
     # --- the reference profile's families: built once ---------------------------------------------
 
     def _static_key(self, monitors: Sequence[tuple[str, ModelDrift]]) -> tuple[object, ...]:
-        return tuple((model, id(m), self._export_histograms.get(model, True)) for model, m in monitors)
+        return tuple((model, id(m), self._export_histograms.get(model, True),
+                      self._export_reference.get(model, True)) for model, m in monitors)
 
     def _build_static(self, monitors: Sequence[tuple[str, ModelDrift]], key: tuple[object, ...]
                       ) -> Generator[None, None, _StaticFamilies]:
         info = cat.PROFILE_INFO.info()
-        ref_buckets = cat.REFERENCE_BUCKET.gauge()
+        ref_values = cat.REFERENCE_VALUE.histogram()
+        ref_means = cat.REFERENCE_MEAN.gauge()
         ref_categories = cat.REFERENCE_CATEGORY.gauge()
         reference_missing = cat.REFERENCE_MISSING_RATIO.gauge()
         les: dict[tuple[str, int], list[str]] = {}
@@ -104,20 +131,29 @@ class DriftCollector(Collector):
             for f in m.features:
                 rows = f.count + f.missing
                 reference_missing.add_metric([model, f.name], f.missing / rows if rows else 0.0)
-            if not self._export_histograms.get(model, True):
+            reference = self._export_reference.get(model, True)
+            if not reference and not self._export_histograms.get(model, True):
                 continue
             for pos, f in enumerate(m.features):
                 if pos and pos % FEATURES_PER_STEP == 0:
                     yield
                 if isinstance(f, NumericFeature):
-                    les[model, pos] = [floatToGoString(e) for e in f.edges] + ["+Inf"]  # type: ignore[no-untyped-call]
-                    for le, ratio in zip(les[model, pos], m.reference_cumulative(f), strict=True):
-                        ref_buckets.add_metric([model, f.name, le], ratio)
-                else:
+                    # The same le strings on both histograms, as Go writes them (what Prometheus 3
+                    # normalises le to, on histograms only: hence the reference is a histogram
+                    # too, not a gauge).
+                    les[model, pos] = [cat.le_value(e) for e in f.edges] + ["+Inf"]
+                    if reference:
+                        cumulative = np.cumsum(f.counts, dtype=np.float64).tolist()
+                        cat.add_histogram(ref_values, [model, f.name],
+                                          list(zip(les[model, pos], cumulative, strict=True)),
+                                          f.mean * cumulative[-1] if cumulative[-1] else 0.0)
+                        if cumulative[-1] > 0:
+                            ref_means.add_metric([model, f.name], f.mean)
+                elif reference:
                     total = sum(f.counts)
                     for name, ref in zip((*f.categories, OTHER), f.counts, strict=True):
                         ref_categories.add_metric([model, f.name, name], ref / total if total else 0.0)
-        return _StaticFamilies(key, FrozenFamily(info), FrozenFamily(ref_buckets),
+        return _StaticFamilies(key, FrozenFamily(info), FrozenFamily(ref_values), FrozenFamily(ref_means),
                                FrozenFamily(ref_categories), FrozenFamily(reference_missing), les)
 
     # --- live families: a step every FEATURES_PER_STEP features ------------------------------------
@@ -129,14 +165,14 @@ class DriftCollector(Collector):
             if not self._export_histograms.get(model, True):
                 continue
             bins = m.bins.total.copy()  # counts and sums as of one instant, whatever runs between steps
-            sums = m.value_sums.copy()
+            sums = m.sums.total.copy()
             for pos, f in enumerate(m.features):
                 if pos and pos % FEATURES_PER_STEP == 0:
                     yield
                 start = m.offsets[pos]
                 counts = bins[start:start + len(f.counts)]
                 if isinstance(f, NumericFeature):
-                    values.add_metric([model, f.name],
+                    cat.add_histogram(values, [model, f.name],
                                       list(zip(les[model, pos], counts.cumsum().tolist(), strict=True)),
                                       float(sums[pos]))
                 else:
@@ -147,7 +183,8 @@ class DriftCollector(Collector):
                   p_values: GaugeMetricFamily, detected: GaugeMetricFamily,
                   model_detected: GaugeMetricFamily, samples: GaugeMetricFamily,
                   missing: GaugeMetricFamily, out_of_range: GaugeMetricFamily,
-                  last: GaugeMetricFamily, duration: GaugeMetricFamily) -> Iterator[None]:
+                  mean: GaugeMetricFamily, last: GaugeMetricFamily,
+                  duration: GaugeMetricFamily) -> Iterator[None]:
         for model, m in monitors:
             snap = m.snapshot  # immutable: the scoring pass replaces it whole
             if snap is None:
@@ -170,6 +207,8 @@ class DriftCollector(Collector):
                     missing.add_metric([model, f.name], f.missing_ratio)
                 if f.out_of_range_ratio is not None:
                     out_of_range.add_metric([model, f.name], f.out_of_range_ratio)
+                if f.mean is not None:
+                    mean.add_metric([model, f.name], f.mean)
 
     def _quality(self, monitors: Sequence[tuple[str, ModelDrift]],
                  events: CounterMetricFamily) -> Iterator[None]:
@@ -199,7 +238,8 @@ def _result(steps: Generator[None, None, _T]) -> _T:
 class _StaticFamilies:
     key: tuple[object, ...]
     info: FrozenFamily
-    ref_buckets: FrozenFamily
+    ref_values: FrozenFamily
+    ref_means: FrozenFamily
     ref_categories: FrozenFamily
     reference_missing: FrozenFamily
     les: dict[tuple[str, int], list[str]]  # (model, feature position) -> the bins' "le" values

@@ -170,18 +170,27 @@ MIN_EXPECTED = 5.0
 
 def merge_sparse_bins(ref: Counts, cur: Counts, mask: Mask,
                       min_expected: float = MIN_EXPECTED) -> tuple[Counts, Counts, Mask]:
-    """Merge adjacent bins (left to right) until each has an expected window count of at least
-    ``min_expected`` under the reference proportions, so the chi-square approximation holds
-    for small windows and thin tail bins. A short last group joins the one before it."""
-    p = proportions(ref, mask)
-    n_cur = cur.sum(axis=1)
+    """Merge adjacent bins (left to right) until every expected count of the 2 x k table is at
+    least ``min_expected`` (Cochran's rule), so the chi-square approximation holds for small
+    windows and thin tail bins. A short last group joins the one before it.
+
+    Expected counts are those of the test of homogeneity (``scipy.stats.contingency.
+    expected_freq``): a bin's pooled count times a row's share of the table; the smaller row
+    decides. (Expected window counts under the reference proportions alone would give 0 to
+    every bin the reference left empty, and merge them away: a constant reference, or a
+    single category, against a window that moved elsewhere would then have p = 1.)"""
+    pooled = np.where(mask, ref + cur, 0.0)
+    n_ref = np.where(mask, ref, 0.0).sum(axis=1)
+    n_cur = np.where(mask, cur, 0.0).sum(axis=1)
+    total = n_ref + n_cur
+    share = np.divide(np.minimum(n_ref, n_cur), total, out=np.zeros_like(total), where=total > 0)
     rows = ref.shape[0]
     out_ref = np.zeros_like(ref)
     out_cur = np.zeros_like(cur)
     out_mask = np.zeros_like(mask)
     for r in range(rows):
         bins = np.flatnonzero(mask[r])
-        expected = p[r, bins] * n_cur[r]
+        expected = pooled[r, bins] * share[r]
         starts = [0]
         acc = 0.0
         for i, e in enumerate(expected):

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..drift.columns import Batch
 from . import kserve_v1, mlflow, oip_v2, seldon
-from .base import ABSENT, Column, Extracted, PayloadError, columns_from_dicts, request_id
+from .base import ABSENT, BinaryBody, Column, Extracted, PayloadError, columns_from_dicts, request_id
 from .generic import GenericSpec, JsonPath
 from .generic import extract as generic_extract
 
@@ -33,12 +33,14 @@ _ADAPTERS: dict[str, Callable[[Any, Any], Extracted]] = {
 }
 MAX_PROBABILITY_SUFFIX = "_max_probability"
 
-__all__ = ["ABSENT", "PROTOCOLS", "Extracted", "Extractor", "FeatureMapper", "GenericSpec", "JsonPath",
-           "PayloadError", "records_extracted", "sniff"]
+__all__ = ["ABSENT", "PROTOCOLS", "BinaryBody", "Extracted", "Extractor", "FeatureMapper", "GenericSpec",
+           "JsonPath", "PayloadError", "records_extracted", "sniff"]
 
 
 def sniff(payload: Any) -> str | None:
     """The protocol a request body looks like, or None."""
+    if isinstance(payload, BinaryBody):
+        payload = payload.header
     if not isinstance(payload, dict):
         return None
     if "dataframe_split" in payload or "dataframe_records" in payload:
@@ -71,6 +73,12 @@ class Extractor:
         if protocol == "auto":  # the route decides where it is unambiguous, else the payload
             protocol = ROUTE_PROTOCOLS.get(route) or sniff(request) or ""
         try:
+            if isinstance(request, BinaryBody) and request.error is not None:
+                raise PayloadError(request.error)
+            if protocol != "oip_v2" and (isinstance(request, BinaryBody) or isinstance(response, BinaryBody)):
+                # the binary tensor extension belongs to the Open Inference Protocol
+                raise PayloadError("binary_unsupported_protocol",
+                                   f"binary tensors under {protocol or 'auto'}")
             if protocol == "generic":
                 assert self._generic is not None
                 return generic_extract(request, response, self._generic)

@@ -1,12 +1,24 @@
 """KServe V1 / TensorFlow Serving REST: ``{"instances": [...]}`` (rows as lists or objects) or
 ``{"inputs": ...}`` (columnar: an object of columns, or a list of rows); response
-``{"predictions": [...]}`` (scalars, probability vectors, or objects of named outputs)."""
+``{"predictions": [...]}`` (scalars, probability vectors, or objects of named outputs).
+
+Binary values sent as ``{"b64": "..."}`` objects (TensorFlow Serving's encoding,
+https://www.tensorflow.org/tfx/serving/api_rest#encoding_binary_values) are not read: a payload
+error ``base64_value``."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from .base import ABSENT, Extracted, PayloadError, columns_from_dicts, columns_from_lists, request_id
+from .base import (
+    ABSENT,
+    Extracted,
+    PayloadError,
+    columns_from_dicts,
+    columns_from_lists,
+    reject_base64,
+    request_id,
+)
 
 
 def extract(request: Any, response: Any) -> Extracted:
@@ -26,6 +38,7 @@ def extract(request: Any, response: Any) -> Extracted:
             out = Extracted(n)
             for name, values in inputs.items():
                 out.inputs[str(name)] = values if isinstance(values, list) else [values]
+            reject_base64(out)
         elif isinstance(inputs, list):
             out = Extracted(len(inputs))
             rows_into(inputs, out)
@@ -46,6 +59,7 @@ def rows_into(rows: list[Any], out: Extracted) -> None:
         columns_from_dicts(rows, out)
     else:
         columns_from_lists(rows, out)
+    reject_base64(out)
 
 
 def predictions_into(response: Any, out: Extracted, key: str) -> None:

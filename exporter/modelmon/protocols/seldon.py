@@ -1,7 +1,12 @@
 """Seldon Core V1: ``{"data": {"names": [...], "ndarray": [[...]]}}`` or
 ``{"data": {"names": [...], "tensor": {"shape": [...], "values": [...]}}}``; the response has
 the same shape (its ``names`` name the output columns, e.g. the classes of a probability
-vector)."""
+vector).
+
+Other forms are payload errors: ``binData``, ``strData`` and ``jsonData`` carry no table
+(``no_data``), nor does a ``data`` holding a ``tftensor`` (``no_ndarray``); ``tensor.values``
+other than numbers (a repeated double in prediction.proto) are ``bad_tensor_data``, not nulls.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +33,8 @@ def _table(data: Any, where: str) -> tuple[list[str] | None, list[Any]]:
             raise PayloadError("bad_tensor", f"{where}: tensor needs shape and values")
         if math.prod(shape) != len(values):
             raise PayloadError("tensor_shape_mismatch")
+        if not all(type(v) in (int, float) for v in values):  # a repeated double: no strings or nulls
+            raise PayloadError("bad_tensor_data", f"{where}: tensor values must be numbers")
         try:
             array = np.asarray(values, dtype=np.float64)
             rows = array.reshape(shape[0], math.prod(shape[1:])).tolist()
