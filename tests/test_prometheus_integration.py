@@ -46,8 +46,10 @@ scrape_configs:
     )
 
 
-async def query(session: aiohttp.ClientSession, url: str, promql: str) -> list[dict]:  # type: ignore[type-arg]
-    async with session.get(url + "/api/v1/query", params={"query": promql}) as resp:
+async def query(session: aiohttp.ClientSession, url: str, promql: str,  # type: ignore[type-arg]
+                at: float | None = None) -> list[dict]:
+    params = {"query": promql} if at is None else {"query": promql, "time": f"{at:.3f}"}
+    async with session.get(url + "/api/v1/query", params=params) as resp:
         body = await resp.json()
     assert body["status"] == "success", body
     return body["data"]["result"]  # type: ignore[no-any-return]
@@ -163,31 +165,50 @@ async def test_fleet_drift_in_promql_matches_the_engine(
                 await replica.drain()
             await wait_for(s, url, 'sum(modelmon_feature_value_count{feature="age"}) == 800')
             await asyncio.sleep(2.5)  # a couple more scrapes at the final values
-            fleet_ks = {r["metric"]["feature"]: float(r["value"][1]) for r in await wait_for(s, url, FLEET_KS)}
+            at = time.time()  # every query at one instant: the same samples, the same extrapolation
+            fleet_ks = {r["metric"]["feature"]: float(r["value"][1]) for r in await query(s, url, FLEET_KS, at)}
+            # increase() extrapolates each replica's counts by its own factor (its scrapes fall
+            # at other times): the fleet statistic is that of the counts so weighted
+            weights = {r["metric"]["instance"]: float(r["value"][1]) / 400 for r in await query(
+                s, url, 'increase(modelmon_feature_value_count{feature="age"}[5m])', at)}
             # the live and reference le values are the same strings: every bucket joins
             joined = await wait_for(s, url, 'count by (feature) (modelmon_feature_value_bucket{feature="balance"}'
                                             ' * on (model, feature, le) group_left '
                                             'max by (model, feature, le) (modelmon_reference_value_bucket))')
             buckets = await wait_for(s, url, 'count(max by (le) '
                                              '(modelmon_feature_value_bucket{feature="balance"}))')
-            tvd = float((await wait_for(s, url, FLEET_TVD))[0]["value"][1])
+            tvd = float((await query(s, url, FLEET_TVD, at))[0]["value"][1])
     finally:
         stop(proc)
-    # The engine's view of all 800 values, from one combined window.
+    # Independently: the binned KS of the (so weighted) combined counts against the profile's.
+    w = [weights[f"127.0.0.1:{r.listeners.admin_port}"] for r in replicas]
+    assert all(1.0 <= x < 2.0 for x in w), w  # an extrapolation, not lost or double counts
+    halves = [slice(0, 400), slice(400, 800)]
+    assert set(fleet_ks) == {"age", "balance"}
+    for pos, (feature, values) in enumerate((("age", ages), ("balance", balances))):
+        ref = profile.features[0 if pos == 0 else 2]
+        edges = np.asarray(ref.edges)  # type: ignore[union-attr]
+        live = sum(wi * np.searchsorted(np.sort(values[h]), edges, side="right") for wi, h in zip(w, halves, strict=True))
+        live_cdf = live / sum(wi * 400 for wi in w)
+        ref_cdf = np.cumsum(ref.counts)[:-1] / sum(ref.counts)
+        expected_ks = float(np.max(np.abs(live_cdf - ref_cdf)))
+        assert fleet_ks[feature] == pytest.approx(expected_ks, abs=1e-9), feature
+        assert expected_ks > 0.1  # a real shift, so the agreement means something
+    # and the engine agrees with the unweighted combination, up to the weights' effect
     from modelmon.drift.columns import Batch
     from modelmon.drift.engine import DriftSettings, ModelDrift
 
     combined = ModelDrift("churn", profile, DriftSettings(), 10)
     combined.observe(Batch(800, columns={"age": ages, "plan": plans.tolist(), "balance": balances}))
     scores = {f.name: f.scores for f in combined.compute().features}
-    assert set(fleet_ks) == {"age", "balance"}
     for feature in ("age", "balance"):
-        assert fleet_ks[feature] == pytest.approx(scores[feature]["ks"], abs=2e-3), feature
-        assert scores[feature]["ks"] > 0.1  # a real shift, so the agreement means something
+        assert fleet_ks[feature] == pytest.approx(scores[feature]["ks"], abs=abs(w[0] - w[1]) + 1e-9)
     edges = profile.features[2].edges  # type: ignore[union-attr]
     assert min(edges) <= -1e6 and float(buckets[0]["value"][1]) == len(edges) + 1
     assert float(joined[0]["value"][1]) == 2 * (len(edges) + 1)  # both replicas, every bucket
     ref_pro = profile.features[1].counts[1] / 10_000
-    expected_tvd = abs(float((plans == "pro").mean()) - ref_pro)
-    assert tvd == pytest.approx(expected_tvd, abs=2e-3)
+    pro = [float((plans[h] == "pro").sum()) for h in halves]
+    live_pro = (w[0] * pro[0] + w[1] * pro[1]) / (w[0] * 400 + w[1] * 400)
+    expected_tvd = abs(live_pro - ref_pro)
+    assert tvd == pytest.approx(expected_tvd, abs=1e-9)
     assert expected_tvd > 0.1
