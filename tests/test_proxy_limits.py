@@ -476,3 +476,22 @@ async def test_an_absolute_target_without_a_valid_host_is_400(proxied: Running, 
     writer.close()
     assert response.status == 400
     assert proxied.sample("modelmon_proxy_client_connections_closed_total", {"reason": "internal_error"}) is None
+
+
+@pytest.mark.only_engine("fast")
+async def test_an_upgrade_request_with_a_body_is_400(proxied: Running) -> None:
+    """llhttp reads past an upgrade's head as the new protocol, so its body could never be
+    forwarded (before: the upstream waited for it, and the client got 504 after the read timeout)."""
+    reader, writer = await _connect(proxied.listeners.traffic_port)
+    writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
+                 b"Content-Length: 5\r\n\r\nhello")
+    response = await asyncio.wait_for(read_response(reader), 3)
+    writer.close()
+    assert response.status == 400
+    # without a body, an upgrade request is still forwarded (without its Upgrade field)
+    reader, writer = await _connect(proxied.listeners.traffic_port)
+    writer.write(b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+    response = await asyncio.wait_for(read_response(reader), 3)
+    writer.close()
+    assert response.status == 200
+    assert "upgrade" not in {k.lower() for k, _ in json.loads(response.body)["headers"]}

@@ -664,6 +664,11 @@ class _ClientConn(asyncio.Protocol):
         call = self.parsing
         assert call is not None
         call.parsed(self.parser)
+        if call.has_body and self.parser.should_upgrade():
+            # llhttp takes what follows an upgrade's head for the new protocol, never as its
+            # body: the body could not be forwarded (and an h2c upgrade with one is a known way
+            # to smuggle a request past a proxy).
+            raise _Reject(400, "an upgrade request with a body is not supported")
         if self.active is None and not self.waiting:
             self.active = call
             call.start()
