@@ -1,4 +1,4 @@
-"""Command line: ``modelmon serve | check-config | demo``."""
+"""Command line: ``modelmon serve | check-config | profile | mixin | demo``."""
 
 from __future__ import annotations
 
@@ -75,6 +75,30 @@ def _profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mixin(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .mixin import RUNBOOK_FILE, Mixin, example_yaml, load_mixin_config
+
+    try:
+        config = load_mixin_config(args.config)
+    except ConfigError as exc:
+        print(f"invalid mixin config: {exc}", file=sys.stderr)
+        return 1
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in Mixin(config).files().items():
+        path = Path(args.runbook) if name == RUNBOOK_FILE and args.runbook else out / name
+        path.write_text(text, encoding="utf-8")
+        written.append(str(path))
+    if args.example_config:
+        Path(args.example_config).write_text(example_yaml(config), encoding="utf-8")
+        written.append(args.example_config)
+    print("wrote " + ", ".join(written), file=sys.stderr)
+    return 0
+
+
 def _progress_bar() -> Callable[[int, float | None], None]:
     def show(rows: int, fraction: float | None) -> None:
         bar = "" if fraction is None else f" [{'#' * int(fraction * 30):<30}] {fraction:4.0%}"
@@ -118,6 +142,15 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--top-k", type=int, default=20, help="categories kept per categorical feature")
     profile.add_argument("--names", nargs="+", help="column names for a 2-D .npy file")
 
+    mixin = sub.add_parser("mixin", help="write the recording and alerting rules, alertmanager.yml "
+                                         "and the runbook (the modelmon mixin)")
+    mixin.add_argument("--config", "-c", help="mixin configuration YAML (default: the built-in defaults; "
+                                              "see alertmanager/mixin.example.yaml)")
+    mixin.add_argument("--out", "-o", required=True, help="directory to write the files into")
+    mixin.add_argument("--runbook", help="where to write the runbook (default: OUT/runbook.md)")
+    mixin.add_argument("--example-config", metavar="FILE",
+                       help="also write the configuration, every key with its value and meaning")
+
     demo = sub.add_parser("demo", help="model server + sidecar + traffic, on embedded defaults")
     demo.add_argument("--duration", type=float, help="seconds to run (default: until Ctrl-C)")
     demo.add_argument("--rps", type=float, default=20.0, help="requests per second (default 20)")
@@ -159,6 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "profile":
         return _profile(args)
+    if args.command == "mixin":
+        return _mixin(args)
     setup_logging("info")
     from .demo.runner import run_demo
 
