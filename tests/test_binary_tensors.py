@@ -482,3 +482,32 @@ def test_a_binary_body_under_another_protocol_is_a_named_payload_error() -> None
     with pytest.raises(Exception) as raised:
         Extractor("kserve_v1").extract(V2, request, None)
     assert getattr(raised.value, "reason", None) == "binary_unsupported_protocol"
+
+
+async def test_a_length_given_twice_differently_is_no_length_on_both_engines(
+    start_sidecar: StartSidecar, profile_path: Path,
+) -> None:
+    """Two different Inference-Header-Content-Length values: which one splits the body? Neither
+    -- a payload error on both engines (before: the fast engine took the last, aiohttp the
+    first). The same value twice is one length."""
+    upstream_app = web.Application()
+
+    async def ok(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response({"outputs": []})
+
+    upstream_app.router.add_post("/v2/models/{name}/infer", ok)
+    upstream = TestServer(upstream_app, host="127.0.0.1")
+    await upstream.start_server()
+    try:
+        running = await start_sidecar(str(upstream.make_url("")), **config(profile_path, "m"))
+        good, length = binary_request(FP32_2, BYTES_2)
+        for extra in (str(int(length) + 1), length):
+            async with running.session.post(running.traffic_url + "/v2/models/m/infer", data=good,
+                                            headers=[(HEADER, length), (HEADER, extra)]) as r:
+                assert r.status == 200
+        await running.drain()
+    finally:
+        await upstream.close()
+    assert state(running, "m")["payload_errors"] == {"binary_header_invalid": 1}
+    assert state(running, "m")["rows"][0] == 2  # the request with one length, twice

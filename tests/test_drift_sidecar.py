@@ -227,3 +227,26 @@ async def test_the_series_budget_is_what_the_readme_says(start_sidecar: StartSid
     # with the defaults (20 bins: 21 edges with the 1st and 99th percentiles; top 20 categories)
     assert edges["pos"] == 21
     assert (numeric_series(21, False), numeric_series(21, True), categorical_series(20)) == (62, 60, 50)
+
+
+async def test_a_negative_value_drops_the_sum_of_a_feature_whose_bins_are_positive(
+        start_sidecar: StartSidecar, profile_path: Path) -> None:
+    """`p` (uniform on [0, 1)): its _sum is a counter until a value below zero arrives; then it
+    would fall, so it is no longer exported (before: exported, and Prometheus saw a reset)."""
+    running = await start_sidecar(None, **drift_config(profile_path))
+    await push(running, [{"features": {"p": 0.5}}, {"features": {"p": 0.25}}])
+    await running.drain()
+    m = await scrape(running)
+    assert value(m, "modelmon_feature_value_sum", model="churn", feature="p") == pytest.approx(0.75)
+    assert value(m, "modelmon_reference_value_sum", model="churn", feature="p") is not None
+    await push(running, [{"features": {"p": -1e6}}])
+    await running.drain()
+    m = await scrape(running)
+    assert value(m, "modelmon_feature_value_sum", model="churn", feature="p") is None
+    assert value(m, "modelmon_feature_value_count", model="churn", feature="p") == 3
+    await push(running, [{"features": {"p": 0.5}}])  # for good
+    await running.drain()
+    m = await scrape(running)
+    assert value(m, "modelmon_feature_value_sum", model="churn", feature="p") is None
+    # a reference with values below zero never had one
+    assert value(m, "modelmon_reference_value_sum", model="churn", feature="age") is not None

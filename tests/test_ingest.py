@@ -82,6 +82,11 @@ async def test_ids_beyond_64_bits_are_rejected_saying_why(receiver: Running) -> 
     assert beyond.startswith("'id' is an integer beyond 64 bits (~1.2345678901234568e+29)")
     assert beyond.endswith("send it as a string")
     assert fraction == "'id' must be a string or an integer, got a number with a fraction or an exponent (1.5)"
+    # 400 digits: beyond float range too (before: "a number with a fraction or an exponent (inf)")
+    body = b'{"records": [{"features": {"x": 1}, "id": ' + b"9" * 400 + b"}]}"
+    status, got = await post(receiver, body)
+    assert status == 400
+    assert got["errors"][0]["error"].startswith("'id' is an integer beyond 64 bits (beyond float range)")
 
 
 async def test_all_invalid_is_400(receiver: Running) -> None:

@@ -298,3 +298,28 @@ async def test_a_deeply_nested_proxied_body_is_dropped_and_the_queue_behind_it_a
     assert running_sidecar.sample("modelmon_analysis_dropped_records_total", {"reason": "analysis_error"}) is None
     assert "Exception in callback" not in caplog.text
     assert any("invalid_json" in r.getMessage() and "depth" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(("shape", "rows"), [
+    ([3, 2], 3), ([0, 4], 0), ([-1000000, 1], 1), ([10**18, 1], 1), ([True, 1], 1), (["3", 1], 1),
+])
+def test_a_claimed_batch_size_is_a_row_count_only_when_it_can_be(shape: list[Any], rows: int) -> None:
+    """An OIP tensor's shape is the client's claim: a negative one, or more rows than an
+    analysable body (analysis.max_body_bytes) could hold, is not counted as rows (before: the rows counter went down by a million, or up by
+    10**18)."""
+    body = json.dumps({"inputs": [{"name": "x", "shape": shape, "datatype": "FP32", "data": [1.0]}]})
+    exchange = pipeline.Exchange("m", "oip_v2", 200, body.encode(), b"{}", "", "", None)
+    assert pipeline.decode(exchange, 1 << 20).rows == rows
+
+
+@pytest.mark.parametrize(("body", "encoding", "header"), [
+    (b"\x1f\x8b\x08\x00not gzip at all", "gzip", None),
+    (b"\x1f\x8b\x08\x00not gzip at all", "gzip", "10"),  # a binary-extension body
+    (b'{"instances": [[1]]}', "br", None),
+])
+def test_a_body_that_does_not_inflate_is_an_encoding_error_not_json(body: bytes, encoding: str,
+                                                                    header: str | None) -> None:
+    """Named for what it is (before: counted as invalid_json, also for binary tensor bodies)."""
+    with pytest.raises(pipeline.AnalysisError) as caught:
+        pipeline.decode_body(body, encoding, 1 << 20, header)
+    assert caught.value.reason == "invalid_encoding"

@@ -129,7 +129,8 @@ def le_value(edge: float) -> str:
 def add_histogram(family: HistogramMetricFamily, labels: list[str],
                   buckets: list[tuple[str, float]], sum_value: float | None) -> None:
     """Add one histogram to ``family``: its cumulative ``buckets`` (``le`` strings, +Inf last),
-    ``_count`` (the +Inf bucket) always, and ``_sum`` only when no bucket threshold is negative.
+    ``_count`` (the +Inf bucket) always, and ``_sum`` when given (the caller passes None once a
+    value below zero was seen) and no bucket threshold is negative.
 
     OpenMetrics 1.0 (Histogram): with negative thresholds the MetricPoint MUST NOT carry a sum,
     as it would no longer be a counter. client_python's ``add_metric`` then drops ``_count`` as
@@ -256,8 +257,9 @@ QUEUE_DEPTH = _m("analysis_queue_depth", G, "Items waiting in the analysis queue
 QUEUE_CAPACITY = _m("analysis_queue_capacity", G, "Capacity of the analysis queue.")
 RECORDS_DROPPED = _m(
     "analysis_dropped_records", C,
-    "Records not analysed, by reason (queue_full, body_too_large, invalid_json, "
-    "invalid_record, analysis_error).",
+    "Records not analysed, by reason (queue_full, body_too_large, invalid_encoding: a body "
+    "that does not inflate or an unknown content coding, invalid_json, invalid_record, "
+    "analysis_error).",
     ("reason",),
 )
 RECORDS_ANALYSED = _m(
@@ -287,8 +289,8 @@ FEATURE_VALUE = _m(
     "feature_value", H,
     "Finite values of a numeric feature or output, counted cumulatively in the reference "
     "profile's bins (le = the profile's bin edges, the same as modelmon_reference_value's). "
-    "_count always; _sum only when no bin edge is negative (OpenMetrics), see "
-    "modelmon_feature_window_mean.",
+    "_count always; _sum only while no value below zero was seen, in the reference or live "
+    "(OpenMetrics: a sum that can fall is no counter), see modelmon_feature_window_mean.",
     ("model", "feature"),
 )
 FEATURE_WINDOW_MEAN = _m(
@@ -307,8 +309,8 @@ REFERENCE_VALUE = _m(
     "reference_value", H,
     "The reference profile's values of a numeric feature, as a histogram of counts in its bins "
     "(static; le as on modelmon_feature_value, so both get the same le treatment by Prometheus 2 "
-    "and 3): the reference share at or below an edge is _bucket / _count. _sum only when no edge "
-    "is negative.",
+    "and 3): the reference share at or below an edge is _bucket / _count. _sum only when no "
+    "reference value is below zero.",
     ("model", "feature"),
 )
 REFERENCE_MEAN = _m(

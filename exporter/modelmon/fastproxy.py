@@ -653,8 +653,8 @@ class _ClientConn(asyncio.Protocol):
             call.request_id = value
         elif lname in IDEMPOTENCY_KEYS:
             call.replayable = True
-        elif lname == _BINARY_HEADER:
-            call.header_length = value
+        elif lname == _BINARY_HEADER:  # given twice, differently: no length (a payload error)
+            call.header_length = value if call.header_length in (None, value) else b""
         call.parts += (name, _SEP, value, _CRLF)
 
     def on_headers_complete(self) -> None:
@@ -1369,7 +1369,7 @@ class _UpConn(asyncio.Protocol):
         elif lname == self.pool.srv.id_lower:
             self.has_id = True
         elif lname == _BINARY_HEADER:
-            self.header_length = value
+            self.header_length = value if self.header_length in (None, value) else b""
         self.parts += (name, _SEP, value, _CRLF)
 
     def on_headers_complete(self) -> None:

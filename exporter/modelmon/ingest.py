@@ -53,9 +53,11 @@ def _object_of(item: Any, what: str, known: frozenset[str]) -> str | None:
 
 def _id_type_problem(rid: Any) -> str | None:
     """Why a present ``id`` is neither a string nor an integer, or None."""
-    if isinstance(rid, float) and rid.is_integer() and not -(2**63) <= rid < 2**64:
-        # JSON parsers give an integer outside -2^63..2^64-1 as a float, its digits rounded.
-        return (f"'id' is an integer beyond 64 bits (~{rid:.17g}): an integer id must lie within "
+    if isinstance(rid, float) and (math.isinf(rid) or (rid.is_integer() and not -(2**63) <= rid < 2**64)):
+        # JSON parsers give an integer outside -2^63..2^64-1 as a float, its digits rounded
+        # (beyond float range, as infinity: 400 digits, or an Infinity literal).
+        size = "beyond float range" if math.isinf(rid) else f"~{rid:.17g}"
+        return (f"'id' is an integer beyond 64 bits ({size}): an integer id must lie within "
                 "-2^63..2^64-1, longer ones are read as floats with their digits rounded (and "
                 "would join the wrong prediction); send it as a string")
     if isinstance(rid, bool) or not isinstance(rid, str | int):

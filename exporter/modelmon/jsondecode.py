@@ -19,7 +19,7 @@ holding one could not be encoded at a scrape) and nesting deeper than the parser
 
 orjson reads every body it can (the fast path); a body it refuses is read again by the stdlib
 parser, set up to give the same values, so whether a body takes the fast path never changes
-what is read (``tests/test_json_dialect.py`` checks this on generated documents).
+what is read (``tests/test_data_quality.py`` checks this on generated documents).
 """
 
 from __future__ import annotations

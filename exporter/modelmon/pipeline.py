@@ -229,7 +229,10 @@ def decode(item: Item, limit: int) -> Decoded:
     request = decode_body(item.request_body, item.request_encoding, limit, item.request_header_length)
     response = decode_body(item.response_body, item.response_encoding, limit,
                            item.response_header_length) if item.response_body else None
-    return Decoded(item.model, "proxy", count_rows(request), request, response, route=item.route,
+    # A row takes at least a byte of the (inflated, so at most ``limit`` bytes) body, whatever
+    # the encoding: a larger claimed batch (a shape of 10**18) is no row count.
+    rows = count_rows(request, max_rows=max(1, limit))
+    return Decoded(item.model, "proxy", rows, request, response, route=item.route,
                    request_id=item.request_id, received_at=item.received_at)
 
 
@@ -244,11 +247,11 @@ def decode_body(body: bytes, encoding: str, limit: int, header_length: str | Non
         try:
             body = inflater.decompress(body, limit)
         except zlib.error as exc:
-            raise AnalysisError("invalid_json", f"cannot decompress {encoding} body: {exc}") from None
+            raise AnalysisError("invalid_encoding", f"cannot decompress {encoding} body: {exc}") from None
         if inflater.unconsumed_tail:
             raise AnalysisError("body_too_large", f"inflated body exceeds {limit} bytes")
     elif encoding not in ("", "identity"):
-        raise AnalysisError("invalid_json", f"unsupported content-encoding {encoding!r}")
+        raise AnalysisError("invalid_encoding", f"unsupported content-encoding {encoding!r}")
     if header_length is not None:
         return binary_body(body, header_length)
     return json_loads(body)
@@ -283,8 +286,9 @@ def binary_body(body: bytes, header_length: str) -> BinaryBody:
     return BinaryBody(header, memoryview(body)[length:])
 
 
-def count_rows(payload: Any) -> int:
-    """Rows in an inference request, for the common wire formats; 1 when not recognisable.
+def count_rows(payload: Any, max_rows: int = 1 << 31) -> int:
+    """Rows in an inference request, for the common wire formats; 1 when not recognisable,
+    or when a tensor's shape claims a number of rows that is negative or over ``max_rows``.
 
     Full per-protocol feature extraction lives in the protocol adapters; this only sizes
     the batch so the records counter means "rows seen".
@@ -299,7 +303,8 @@ def count_rows(payload: Any) -> int:
         inputs = payload.get("inputs")
         if isinstance(inputs, list) and inputs and isinstance(inputs[0], dict):
             shape = inputs[0].get("shape")
-            if isinstance(shape, list) and shape and isinstance(shape[0], int):
+            if (isinstance(shape, list) and shape and type(shape[0]) is int
+                    and 0 <= shape[0] <= max_rows):
                 return shape[0]
         split = payload.get("dataframe_split")
         if isinstance(split, dict) and isinstance(split.get("data"), list):

@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -42,6 +43,15 @@ CLIENT_CLOSED = 499
 # Triton's and KServe's binary tensor data extension: the length of the JSON object that starts
 # the body, the tensors' raw bytes following it (request and response alike).
 BINARY_HEADER = "Inference-Header-Content-Length"
+
+
+def binary_header(headers: Any) -> str | None:
+    """The Inference-Header-Content-Length of a message: None without one, "" (no valid length:
+    a payload error) when it is given twice with different values -- as the fast engine reads it."""
+    values = set(headers.getall(BINARY_HEADER, ()))
+    if not values:
+        return None
+    return values.pop() if len(values) == 1 else ""
 
 
 class RequestIds:
@@ -193,7 +203,7 @@ class Proxy:
                 self._hand_off(model, match.route, status, copy.data, response_body,
                                request.headers.get("Content-Encoding", ""),
                                upstream.headers.get("Content-Encoding", ""), request_id,
-                               request.headers.get(BINARY_HEADER), upstream.headers.get(BINARY_HEADER))
+                               binary_header(request.headers), binary_header(upstream.headers))
             return response
         finally:
             in_flight[(model,)] -= 1

@@ -25,6 +25,7 @@ detection rates, and for what is said of degenerate references.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
@@ -151,6 +152,10 @@ class ModelDrift:
         self.rows = SlidingCounts((len(self.features),), window, slots, clock)
         # Sums of finite values: the window's give its mean, the totals the histograms' _sum.
         self.sums = SlidingCounts((len(self.features),), window, slots, clock)
+        # Whether a negative value was ever seen (live, or in the reference): the histogram's
+        # _sum is then no counter (it can fall) and is no longer exported (OpenMetrics).
+        self.negative = np.array([isinstance(f, NumericFeature) and f.count > 0 and f.min < 0
+                                  for f in self.features], dtype=bool)
         self.numeric = _Group([(i, f) for i, f in enumerate(self.features)
                                if isinstance(f, NumericFeature)], self.offsets)
         self.categorical = _Group([(i, f) for i, f in enumerate(self.features)
@@ -281,6 +286,8 @@ class ModelDrift:
             if not self._empty[pos]:  # no reference values, no range
                 q[Q["below_min"]] = int((finite < feature.min).sum())
                 q[Q["above_max"]] = int((finite > feature.max).sum())
+            if finite.size and not self.negative[pos] and finite.min() < 0:
+                self.negative[pos] = True
             return np.searchsorted(edges, finite, side="left"), float(finite.sum())
         index = self._cat_index[pos]
         assert index is not None
@@ -400,7 +407,7 @@ class ModelDrift:
                     results[pos] = FeatureDrift(
                         feature.name, "numeric" if numeric else "categorical", n, int(total_rows),
                         feature_scores, feature_p, detected, missing, oor,
-                        float(sums[pos]) / n if numeric and n else None,
+                        float(sums[pos]) / n if numeric and n and math.isfinite(sums[pos]) else None,
                     )
         model_detected: bool | None = None
         if combined or distance_votes:

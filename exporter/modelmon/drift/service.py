@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TypeVar
@@ -146,7 +147,8 @@ class DriftCollector(cat.CatalogueCollector):
                         cumulative = np.cumsum(f.counts, dtype=np.float64).tolist()
                         cat.add_histogram(ref_values, [model, f.name],
                                           list(zip(les[model, pos], cumulative, strict=True)),
-                                          f.mean * cumulative[-1] if cumulative[-1] else 0.0)
+                                          0.0 if not cumulative[-1] else
+                                          f.mean * cumulative[-1] if f.min >= 0 else None)
                         if cumulative[-1] > 0:
                             ref_means.add_metric([model, f.name], f.mean)
                 elif reference:
@@ -166,15 +168,18 @@ class DriftCollector(cat.CatalogueCollector):
                 continue
             bins = m.bins.total.copy()  # counts and sums as of one instant, whatever runs between steps
             sums = m.sums.total.copy()
+            negative = m.negative.copy()
             for pos, f in enumerate(m.features):
                 if pos and pos % FEATURES_PER_STEP == 0:
                     yield
                 start = m.offsets[pos]
                 counts = bins[start:start + len(f.counts)]
                 if isinstance(f, NumericFeature):
+                    # _sum only while it is a counter: no value below zero seen, none overflowed
+                    total = float(sums[pos])
                     cat.add_histogram(values, [model, f.name],
                                       list(zip(les[model, pos], counts.cumsum().tolist(), strict=True)),
-                                      float(sums[pos]))
+                                      None if negative[pos] or not math.isfinite(total) else total)
                 else:
                     for name, count in zip((*f.categories, OTHER), counts.tolist(), strict=True):
                         categories.add_metric([model, f.name, name], count)
