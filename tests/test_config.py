@@ -172,3 +172,18 @@ def test_example_config_documents_every_key() -> None:
     documented |= {p for p in _key_paths(Config) if f"# {p.rsplit('.', 1)[-1]}:" in text}
     missing = _key_paths(Config) - documented
     assert not missing, f"add to examples/modelmon.yaml: {sorted(missing)}"
+
+
+def test_a_key_given_twice_is_an_error_naming_it(tmp_path: Path) -> None:
+    """PyYAML keeps the last of two equal keys silently: a setting would be lost unseen."""
+    path = tmp_path / "modelmon.yaml"
+    path.write_text("server:\n  admin_port: 9400\n  admin_port: 9500\n")
+    with pytest.raises(ConfigError, match="key 'admin_port' given twice"):
+        load_config(path)
+
+
+def test_the_example_config_has_each_key_once() -> None:
+    from modelmon.config import load_yaml
+
+    example = Path(__file__).parent.parent / "examples" / "modelmon.yaml"
+    load_yaml(example.read_text())  # raises on a key given twice

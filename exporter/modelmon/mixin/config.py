@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from .. import catalogue as cat
-from ..config import ConfigError, _build
+from ..config import ConfigError, _build, load_yaml
 
 SEVERITIES = ("critical", "warning", "info")
 _DURATION_RE = re.compile(r"^(?:[0-9]+(?:y|w|d|h|m|s|ms))+$")
@@ -380,7 +380,7 @@ def load_mixin_config(path: str | Path | None = None, data: dict[str, Any] | Non
     """The configuration from a YAML file (or a mapping); defaults for every key not given."""
     if path is not None:
         try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+            loaded = load_yaml(Path(path).read_text(encoding="utf-8"))
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
         except yaml.YAMLError as exc:
