@@ -359,12 +359,10 @@ def test_a_readable_binary_request_and_the_hand_made_cases_agree() -> None:
     assert ex.inputs["age"].tolist() == [30.5, 41.0] and ex.inputs["plan"].tolist() == ["basic", "pro"]
 
 
-async def test_unreadable_binary_messages_are_counted_through_the_sidecar(
-    model_server: TestServer, start_sidecar: StartSidecar, profile_path: Path,
-) -> None:
-    """Sent through the proxy (the upstream never reads them: it answers 200 whatever comes),
-    each unreadable request is one payload error under its reason, and nothing is dropped as
-    invalid JSON; a response whose binary part does not add up costs its outputs only."""
+@pytest.fixture
+async def lenient_upstream() -> AsyncIterator[TestServer]:
+    """A model server that answers 200 whatever it is sent (it never reads the tensors);
+    with ?bad_response=1 a binary response whose output's bytes run past the body."""
     upstream_app = web.Application()
 
     async def ok(request: web.Request) -> web.Response:
@@ -378,21 +376,28 @@ async def test_unreadable_binary_messages_are_counted_through_the_sidecar(
     upstream_app.router.add_post("/v2/models/{name}/infer", ok)
     upstream = TestServer(upstream_app, host="127.0.0.1")
     await upstream.start_server()
-    try:
-        running = await start_sidecar(str(upstream.make_url("")), **config(profile_path, "m"))
-        cases = sorted(UNREADABLE)
-        for case in cases:
-            body, length = UNREADABLE[case]
-            async with running.session.post(running.traffic_url + "/v2/models/m/infer", data=body,
-                                            headers={HEADER: length}) as r:
-                assert r.status == 200
-        good, length = binary_request(FP32_2, BYTES_2)
-        async with running.session.post(running.traffic_url + "/v2/models/m/infer?bad_response=1",
-                                        data=good, headers={HEADER: length}) as r:
+    yield upstream
+    await upstream.close()
+
+
+async def test_unreadable_binary_messages_are_counted_through_the_sidecar(
+    lenient_upstream: TestServer, start_sidecar: StartSidecar, profile_path: Path,
+) -> None:
+    """Sent through the proxy (the upstream never reads them: it answers 200 whatever comes),
+    each unreadable request is one payload error under its reason, and nothing is dropped as
+    invalid JSON; a response whose binary part does not add up costs its outputs only."""
+    running = await start_sidecar(str(lenient_upstream.make_url("")), **config(profile_path, "m"))
+    cases = sorted(UNREADABLE)
+    for case in cases:
+        body, length = UNREADABLE[case]
+        async with running.session.post(running.traffic_url + "/v2/models/m/infer", data=body,
+                                        headers={HEADER: length}) as r:
             assert r.status == 200
-        await running.drain()
-    finally:
-        await upstream.close()
+    good, length = binary_request(FP32_2, BYTES_2)
+    async with running.session.post(running.traffic_url + "/v2/models/m/infer?bad_response=1",
+                                    data=good, headers={HEADER: length}) as r:
+        assert r.status == 200
+    await running.drain()
     errors = state(running, "m")["payload_errors"]
     expected: dict[str, int] = {}
     for case in cases:
@@ -485,29 +490,17 @@ def test_a_binary_body_under_another_protocol_is_a_named_payload_error() -> None
 
 
 async def test_a_length_given_twice_differently_is_no_length_on_both_engines(
-    start_sidecar: StartSidecar, profile_path: Path,
+    lenient_upstream: TestServer, start_sidecar: StartSidecar, profile_path: Path,
 ) -> None:
     """Two different Inference-Header-Content-Length values: which one splits the body? Neither
     -- a payload error on both engines (before: the fast engine took the last, aiohttp the
     first). The same value twice is one length."""
-    upstream_app = web.Application()
-
-    async def ok(request: web.Request) -> web.Response:
-        await request.read()
-        return web.json_response({"outputs": []})
-
-    upstream_app.router.add_post("/v2/models/{name}/infer", ok)
-    upstream = TestServer(upstream_app, host="127.0.0.1")
-    await upstream.start_server()
-    try:
-        running = await start_sidecar(str(upstream.make_url("")), **config(profile_path, "m"))
-        good, length = binary_request(FP32_2, BYTES_2)
-        for extra in (str(int(length) + 1), length):
-            async with running.session.post(running.traffic_url + "/v2/models/m/infer", data=good,
-                                            headers=[(HEADER, length), (HEADER, extra)]) as r:
-                assert r.status == 200
-        await running.drain()
-    finally:
-        await upstream.close()
+    running = await start_sidecar(str(lenient_upstream.make_url("")), **config(profile_path, "m"))
+    good, length = binary_request(FP32_2, BYTES_2)
+    for extra in (str(int(length) + 1), length):
+        async with running.session.post(running.traffic_url + "/v2/models/m/infer", data=good,
+                                        headers=[(HEADER, length), (HEADER, extra)]) as r:
+            assert r.status == 200
+    await running.drain()
     assert state(running, "m")["payload_errors"] == {"binary_header_invalid": 1}
     assert state(running, "m")["rows"][0] == 2  # the request with one length, twice
