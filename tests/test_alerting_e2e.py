@@ -12,7 +12,9 @@ The story: healthy traffic, nothing pages (the Watchdog reaches its heartbeat re
 model server stops -> ModelmonUpstreamDown and ModelmonHighErrorRatio page, the warning twin of
 the latter is inhibited; the inputs drift meanwhile -> ModelmonFeatureDrift fires in Prometheus but
 is inhibited by the outage and does not page; the model comes back -> the outage resolves and the
-drift, no longer inhibited, pages; the inputs recover -> every page is resolved.
+drift, no longer inhibited, pages, while the model's outputs (`probability` and `class`, outputs by
+their role in the profile, not by their names) drift as ModelmonPredictionDrift, not as input
+drift; the inputs recover -> every page is resolved.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -49,6 +52,8 @@ ROUTING_KEY = "e2e0modelmon0pagerduty0key000032"  # an integration key is 32 cha
 RUNBOOK = "https://runbooks.e2e.test/modelmon/runbook.md"
 DASHBOARD = "https://grafana.e2e.test/d/modelmon-model/modelmon-model"
 UPSTREAM_DOWN, ERROR_RATIO, FEATURE_DRIFT = "ModelmonUpstreamDown", "ModelmonHighErrorRatio", "ModelmonFeatureDrift"
+PREDICTION_DRIFT = "ModelmonPredictionDrift"
+OUTPUTS = ("probability", "class")  # the demo model's, by their role in its profile
 GROUP_WAIT = GROUP_INTERVAL = 1  # seconds, Alertmanager's
 STEP_TIMEOUT = 40  # seconds for any one step; the whole test is bounded by TEST_TIMEOUT
 TEST_TIMEOUT = 180
@@ -65,9 +70,9 @@ def mixin_config(receiver_url: str, key_file: Path) -> dict[str, Any]:
                     # later than the critical one, as by default, so that it reaches the
                     # Alertmanager already inhibited: the ratio crosses 5% ~1.5 s before 20%
                     "high_error_ratio_warning": {"severity": "warning", "for": "6s"}},
-        # the demo model's outputs are `probability` and `class`
-        "drift": {"output_features": "probability|class",
-                  "feature_drift": {"severity": "critical", "for": "2s"}},
+        # no name pattern: the demo model's outputs, `probability` and `class`, are outputs by
+        # their role in its profile (modelmon_feature_info)
+        "drift": {"feature_drift": {"severity": "critical", "for": "2s"}},
         "alertmanager": {
             "pagerduty_url": f"{receiver_url}/v2/enqueue",
             "routing_key_file": str(key_file),
@@ -340,7 +345,7 @@ async def _scenario(tmp: Path, processes: Processes, receiver: PagerDutyReceiver
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
         stack = Stack(session, prometheus_url, alertmanager_url)
         try:
-            await _story(stack, processes, receiver, traffic, model_argv, ports, timeline)
+            await _story(stack, processes, receiver, traffic, model_argv, ports, timeline, mixin)
         finally:
             stopped.set()
             await asyncio.wait_for(traffic_task, 10)
@@ -350,7 +355,7 @@ async def _scenario(tmp: Path, processes: Processes, receiver: PagerDutyReceiver
 
 
 async def _story(stack: Stack, processes: Processes, receiver: PagerDutyReceiver, traffic: Traffic,
-                 model_argv: list[str], ports: dict[str, int], timeline: Timeline) -> None:
+                 model_argv: list[str], ports: dict[str, int], timeline: Timeline, mixin: Mixin) -> None:
     # --- healthy: a drift verdict on healthy data, the Watchdog's heartbeat, no page ---------
     job = f'job="modelmon", model="{MODEL_NAME}"'
     await wait_until(lambda: stack.query(f'modelmon_model_drift_detected{{{job}}} == 0 and on () '
@@ -363,7 +368,11 @@ async def _story(stack: Stack, processes: Processes, receiver: PagerDutyReceiver
     assert [a["labels"]["alertname"] for a in heartbeat["alerts"]] == ["ModelmonWatchdog"]
     assert await stack.query('ALERTS{alertstate="firing", alertname!="ModelmonWatchdog"}') == []
     assert receiver.events == []
-    timeline.mark("healthy: drift verdict in Prometheus, Watchdog heartbeat, no page")
+    # each monitored feature's role, as the demo model's profile has it (its target is not monitored)
+    roles = {r["metric"]["feature"]: r["metric"]["role"]
+             for r in await stack.query(f"modelmon_feature_info{{{job}}}")}
+    assert roles == {**dict.fromkeys(FEATURES, "input"), **dict.fromkeys(OUTPUTS, "output")}, roles
+    timeline.mark("healthy: drift verdict in Prometheus, Watchdog heartbeat, roles, no page")
 
     # --- the model server stops: the outage pages, and so does the error ratio --------------
     processes.stop("model")
@@ -402,7 +411,23 @@ async def _story(stack: Stack, processes: Processes, receiver: PagerDutyReceiver
     await receiver.wait_for("resolve", UPSTREAM_DOWN, STEP_TIMEOUT)
     timeline.mark(f"{UPSTREAM_DOWN} resolved")
     await receiver.wait_for("trigger", FEATURE_DRIFT, STEP_TIMEOUT)
-    timeline.mark(f"{FEATURE_DRIFT} paged; the inputs recover")
+    timeline.mark(f"{FEATURE_DRIFT} paged")
+    # the outputs drift too, now that the model answers the drifted inputs: prediction drift, by
+    # the alerts' own expressions, and never input drift
+    alert_expr = {a.name: a.expr for a in mixin.alerts}
+
+    async def drifted(alertname: str) -> set[str]:
+        return {r["metric"]["feature"] for r in await stack.query(alert_expr[alertname])}
+
+    await wait_until(lambda: drifted(PREDICTION_DRIFT), STEP_TIMEOUT,
+                     "the outputs' drift in ModelmonPredictionDrift's expression")
+    predicted, inputs = await drifted(PREDICTION_DRIFT), await drifted(FEATURE_DRIFT)
+    assert predicted and predicted <= set(OUTPUTS), predicted
+    assert "amount" in inputs and inputs <= set(FEATURES), inputs
+    firing = {r["metric"]["feature"] for r in await stack.query(
+        f'ALERTS{{alertname="{FEATURE_DRIFT}", alertstate="firing"}}')}
+    assert firing <= set(FEATURES), firing
+    timeline.mark(f"outputs {sorted(predicted)} in {PREDICTION_DRIFT}, not {FEATURE_DRIFT}; the inputs recover")
 
     # --- the inputs recover: the drift page and the error-ratio page resolve ----------------
     traffic.drifted = False
@@ -435,6 +460,9 @@ def _check_events(receiver: PagerDutyReceiver, alertmanager_url: str, summaries:
             assert body["routing_key"] == ROUTING_KEY  # from routing_key_file, whitespace trimmed
             assert body["client"] == "modelmon Alertmanager"
             assert body["client_url"] == alertmanager_url
+            # the affected system, not Alertmanager's default (the client's name)
+            assert payload["source"] == f"modelmon/{MODEL_NAME}", (alertname, payload)
+            assert payload["group"] == "modelmon", (alertname, payload)
             assert body["links"] == [{"href": runbook, "text": "Runbook"},
                                      {"href": dashboard, "text": "Dashboard"}], alertname
             assert payload["summary"] == f"{alertname} ({MODEL_NAME}): {summaries[alertname]}"
@@ -449,9 +477,17 @@ def _check_events(receiver: PagerDutyReceiver, alertmanager_url: str, summaries:
             assert trigger.details["feature"] == "amount"
             assert trigger.details["description"].startswith(
                 f"Feature amount of model {MODEL_NAME} no longer looks like its reference profile")
-            assert trigger.details["value"].startswith("amount: ")
+            # the smallest p-value: underflowed to 0 by a gross shift, and then not written "0"
+            assert re.fullmatch(r"amount: (< 1e-300|[0-9.]+(e[-+][0-9]+)?)", trigger.details["value"]), \
+                trigger.details["value"]
+            assert trigger.details["value"] != "amount: 0"
+            for event in events:  # never an output
+                assert set(filter(None, event.details["feature"].split(", "))) <= set(FEATURES), event.details
+        elif alertname == UPSTREAM_DOWN:
+            assert trigger.details["feature"] == "" and trigger.details["value"] == ""  # a constant
         else:
             assert trigger.details["feature"] == ""
+            assert trigger.details["value"].endswith("%")  # the error ratio, as a percentage
         # a resolve lists no firing alert
         assert events[-1].details["description"] == "" and events[-1].details["value"] == ""
     # one incident per alert: distinct dedup keys

@@ -128,6 +128,35 @@ async def test_live_and_reference_bins_can_be_switched_off(start_sidecar: StartS
     assert any(k[0].startswith(reference_names) for k in m) == reference
     assert value(m, "modelmon_data_quality_events_total", model="churn", feature="age", kind="null") is None
     assert value(m, "modelmon_reference_missing_ratio", model="churn", feature="age") == pytest.approx(0.01)
+    # the roles stay whatever is switched off: the alerts tell input from output drift by them
+    assert value(m, "modelmon_feature_info", model="churn", feature="p", role="output") == 1
+
+
+async def test_each_monitored_feature_is_exported_with_its_role(start_sidecar: StartSidecar,
+                                                                tmp_path: Path) -> None:
+    """modelmon_feature_info{model,feature,role}: one series per monitored feature, its role as
+    the profile says (whatever its name: the demo model's outputs are `probability` and `class`);
+    a target is not monitored and not exported."""
+    rng = np.random.default_rng(4)
+    profile = Profile("demo", "1", 1000, (
+        numeric_feature("amount", rng.normal(0, 1, 1000)),
+        categorical_feature("region", ["eu", "us"] * 500),
+        numeric_feature("probability", rng.random(1000), role="output"),
+        categorical_feature("class", ["0", "1"] * 500, role="output"),
+        categorical_feature("label", ["0", "1"] * 500, role="target"),
+    ))
+    profile.save(tmp_path / "demo.json")
+    running = await start_sidecar(None, models=[{"name": "demo", "profile": str(tmp_path / "demo.json")}])
+    m = await scrape(running)
+    info = {dict(labels)["feature"]: (dict(labels)["role"], v) for (name, labels), v in m.items()
+            if name == "modelmon_feature_info"}
+    assert info == {"amount": ("input", 1), "region": ("input", 1), "probability": ("output", 1),
+                    "class": ("output", 1)}
+    async with aiohttp.ClientSession() as s, s.get(
+            running.admin_url + "/metrics", headers={"Accept": "application/openmetrics-text"}) as resp:
+        text = await resp.text()
+    assert "# TYPE modelmon_feature info\n" in text
+    assert 'modelmon_feature_info{feature="probability",model="demo",role="output"} 1.0\n' in text
 
 
 async def test_a_feature_with_negative_edges_keeps_its_count_and_gets_a_window_mean(
@@ -190,13 +219,14 @@ def numeric_series(edges: int, negative: bool) -> int:
     live = edges + 1 + 1 + (0 if negative else 1)  # buckets with +Inf, _count, _sum
     reference = edges + 1 + 1 + (0 if negative else 1) + 1  # the same, and the reference mean
     windowed = 5 + 2 + 5  # scores, p-values; detected, samples, missing, out of range, mean
-    return live + reference + windowed + 1  # and the reference missing ratio
+    return live + reference + windowed + 1 + 1  # and the reference missing ratio, the feature info
 
 
 def categorical_series(categories: int) -> int:
     """README "Series budget": a categorical feature's series per replica (its top categories
     and __other__, live and reference)."""
-    return 2 * (categories + 1) + 3 + 1 + 3 + 1  # scores, p-value, detected/samples/missing, ref missing
+    # scores, p-value, detected/samples/missing, reference missing ratio, feature info
+    return 2 * (categories + 1) + 3 + 1 + 3 + 1 + 1
 
 
 async def test_the_series_budget_is_what_the_readme_says(start_sidecar: StartSidecar, tmp_path: Path) -> None:
@@ -226,7 +256,7 @@ async def test_the_series_budget_is_what_the_readme_says(start_sidecar: StartSid
                            "cat": categorical_series(20)}
     # with the defaults (20 bins: 21 edges with the 1st and 99th percentiles; top 20 categories)
     assert edges["pos"] == 21
-    assert (numeric_series(21, False), numeric_series(21, True), categorical_series(20)) == (62, 60, 50)
+    assert (numeric_series(21, False), numeric_series(21, True), categorical_series(20)) == (63, 61, 51)
 
 
 async def test_a_negative_value_drops_the_sum_of_a_feature_whose_bins_are_positive(

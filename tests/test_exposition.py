@@ -322,7 +322,8 @@ async def test_reference_families_are_formatted_once_per_format(
     collector = next(c for c in running.sidecar.registry._collector_to_names
                      if isinstance(c, DriftCollector))
     frozen = [f for f in collector.collect() if isinstance(f, FrozenFamily)]
-    assert {f.name for f in frozen} == {"modelmon_reference_profile", "modelmon_reference_value",
+    assert {f.name for f in frozen} == {"modelmon_reference_profile", "modelmon_feature",
+                                        "modelmon_reference_value",
                                         "modelmon_reference_mean", "modelmon_reference_category_ratio",
                                         "modelmon_reference_missing_ratio"}
     for family in frozen:

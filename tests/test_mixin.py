@@ -4,6 +4,7 @@ Alertmanager answers which alerts it inhibits)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -31,7 +32,7 @@ from modelmon.mixin import (
     example_yaml,
     load_mixin_config,
 )
-from modelmon.mixin.config import parse_matchers
+from modelmon.mixin.config import Alertmanager, parse_matchers
 from modelmon.mixin.promql import series_name
 
 ROOT = Path(__file__).parent.parent
@@ -46,7 +47,7 @@ CUSTOM = {
     "selector": 'job=~"ml-.*", namespace="prod"',
     "aggregation_labels": ["namespace", "job"],
     "latency_slo": {"threshold_seconds": 0.25, "objective": 0.995, "route_matcher": ""},
-    "drift": {"window": "2h", "output_features": "score|label"},
+    "drift": {"window": "2h"},
     "performance": {"window": "30m", "mae_max": 12.5},
     "alertmanager": {"page_severities": ["critical", "warning"], "info_webhook_url": "http://127.0.0.1:1/info"},
 }
@@ -81,6 +82,11 @@ def test_the_example_config_is_the_defaults() -> None:
     assert load_mixin_config(data={}) == MixinConfig()
 
 
+# Alerts whose value is a constant 0 or 1 (up/down, absent): no `value` annotation
+CONSTANT_VALUE = {"ModelmonWatchdog", "ModelmonTargetAbsent", "ModelmonMetricsAbsent", "ModelmonTargetDown",
+                  "ModelmonUpstreamDown", "ModelmonDependencyDown"}
+
+
 # --- configuration --------------------------------------------------------------------------------
 
 def test_a_partial_config_keeps_the_other_defaults() -> None:
@@ -104,13 +110,42 @@ def test_a_partial_config_keeps_the_other_defaults() -> None:
     ({"selector": 'namespace="ml"'}, "aggregation_labels: must include 'namespace'"),
     ({"quality": {"missing_margin": 5}}, "quality.missing_margin: is a ratio"),
     ({"performance": {"mae_baseline_window": "1h"}}, "performance: performance.window"),
-    ({"drift": {"output_features": "("}}, "drift.output_features: not a regular expression"),
+    # the name regex is gone: outputs are told by the profile's roles (modelmon_feature_info)
+    ({"drift": {"output_features": "prediction"}},
+     "drift.output_features: removed: ModelmonFeatureDrift and ModelmonPredictionDrift now tell "
+     "inputs from outputs by the profile's roles (modelmon_feature_info{role}"),
+    ({"alertmanager": {"group_interval": "0s"}}, "alertmanager.group_interval: must be longer than 0"),
+    ({"alertmanager": {"repeat_interval": "0"}}, "alertmanager.repeat_interval: must be longer than 0"),
+    ({"traffic": {"rate_window": "0s"}}, "traffic.rate_window: must be longer than 0"),
+    # what Prometheus and Alertmanager refuse: units out of order or twice
+    ({"alertmanager": {"group_wait": "30s1m"}}, "alertmanager.group_wait: must be a Prometheus duration"),
+    ({"drift": {"feature_drift": {"for": "1h1h"}}}, "drift.feature_drift.for: must be a Prometheus duration"),
     ({"resources": {"memory_warning": 0.99}}, "resources.memory_warning: must be below"),
 ])
 def test_invalid_config_names_the_key(data: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError) as err:
         load_mixin_config(data=data)
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize("duration", ["0s", "0", "0ms", "1h30m", "1d12h", "90s", "1500ms", "2w3d"])
+def test_a_duration_alertmanager_accepts_is_accepted(duration: str) -> None:
+    """group_wait and an alert's `for` may be 0 (Alertmanager and Prometheus accept it; the
+    generated heartbeat route has group_wait: 0s); any duration Prometheus parses is accepted."""
+    config = load_mixin_config(data={"alertmanager": {"group_wait": duration},
+                                     "drift": {"feature_drift": {"for": duration}}})
+    assert config.alertmanager.group_wait == duration and config.drift.feature_drift.for_ == duration
+    alerts = yaml.safe_load(Mixin(config).files()[ALERTS_FILE])
+    assert [r["for"] for g in alerts["groups"] for r in g["rules"]
+            if r["alert"] == "ModelmonFeatureDrift"] == [duration]
+
+
+@needs_amtool
+def test_amtool_accepts_a_zero_group_wait(tmp_path: Path) -> None:
+    path = tmp_path / ALERTMANAGER_FILE
+    path.write_text(Mixin(load_mixin_config(data={"alertmanager": {"group_wait": "0s"}})).files()[ALERTMANAGER_FILE])
+    result = _amtool("check-config", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_the_latency_threshold_may_be_any_bucket_boundary() -> None:
@@ -229,7 +264,10 @@ def test_every_alert_has_severity_for_summary_description_and_runbook() -> None:
                                                   {"critical", "warning", "info"})
             assert ("for" in rule) != (name == "ModelmonWatchdog")
             ann = rule["annotations"]
-            assert set(ann) == {"summary", "description", "value", "runbook_url", "dashboard_url"}
+            constant = name in CONSTANT_VALUE
+            assert set(ann) == {"summary", "description", "runbook_url", "dashboard_url"} | (
+                set() if constant else {"value"}), name
+            assert constant or "$value" in ann["value"], name
             assert "{{" not in ann["summary"]
             assert ann["runbook_url"] == f"https://modelmon.example/docs/runbook.md#{name.lower()}"
             assert f"\n## {name}\n" in runbook
@@ -312,6 +350,85 @@ def test_alertmanager_config_shape() -> None:
     assert set(pd["details"]) >= {"model", "feature", "value", "runbook_url", "dashboard_url"}
     assert [link["text"] for link in pd["links"]] == ["Runbook", "Dashboard"]
     assert "critical" in pd["severity"] and "warning" in pd["severity"]
+
+
+def _render(tmp_path: Path, template: str, alerts: list[dict[str, str]],
+            annotations: list[dict[str, str]] | None = None) -> str:
+    """``template`` rendered by Alertmanager's own template engine (amtool) for a notification of
+    ``alerts`` (their labels), as Alertmanager would send it."""
+    notes = annotations or [{} for _ in alerts]
+    common = {k: v for k, v in alerts[0].items() if all(a.get(k) == v for a in alerts)}
+    data = {"receiver": "modelmon-pagerduty", "status": "firing", "externalURL": "http://am:9093",
+            "alerts": [{"status": "firing", "labels": a, "annotations": n} for a, n in zip(alerts, notes, strict=True)],
+            "groupLabels": {k: v for k, v in common.items() if k in ("alertname", "model")},
+            "commonLabels": common, "commonAnnotations": {}}
+    (tmp_path / "data.json").write_text(json.dumps(data))
+    (tmp_path / "none.tmpl").write_text("")
+    result = _amtool("template", "render", f"--template.glob={tmp_path / 'none.tmpl'}",
+                     f"--template.data={tmp_path / 'data.json'}", f"--template.text={template}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout.removesuffix("\n")
+
+
+@needs_amtool
+@pytest.mark.parametrize(("config", "alerts", "source", "group"), [
+    ({}, [{"alertname": "ModelmonUpstreamDown", "job": "modelmon", "model": "churn", "instance": "a:9400"},
+          {"alertname": "ModelmonUpstreamDown", "job": "modelmon", "model": "churn", "instance": "b:9400"}],
+     "modelmon/churn", "modelmon"),
+    # no model: the instance
+    ({}, [{"alertname": "ModelmonMemoryNearLimit", "job": "modelmon", "instance": "a:9400", "cgroup": "model"}],
+     "modelmon/a:9400", "modelmon"),
+    # one model served under two jobs, grouped together (group_by: alertname, model)
+    ({}, [{"alertname": "ModelmonHighErrorRatio", "job": "modelmon", "model": "churn"},
+          {"alertname": "ModelmonHighErrorRatio", "job": "modelmon-canary", "model": "churn"}],
+     "churn", ""),
+    # absent() of a regex selector has no labels at all: PagerDuty still gets a source
+    (CUSTOM, [{"alertname": "ModelmonTargetAbsent", "severity": "critical"}], "modelmon", ""),
+    (CUSTOM, [{"alertname": "ModelmonFeatureDrift", "namespace": "prod", "job": "ml-churn", "model": "churn"}],
+     "prod/ml-churn/churn", "prod/ml-churn"),
+    ({"alertmanager": {"pagerduty_source": "{{ .CommonLabels.job }}"}},
+     [{"alertname": "ModelmonUpstreamDown", "job": "modelmon", "model": "churn"}], "modelmon", "modelmon"),
+], ids=["model", "instance", "two-jobs", "no-labels", "custom-labels", "configured"])
+def test_pagerduty_source_names_the_affected_system(tmp_path: Path, config: dict[str, Any],
+                                                    alerts: list[dict[str, str]], source: str, group: str) -> None:
+    """Alertmanager's default source is the client ("modelmon Alertmanager"); PagerDuty wants the
+    affected system: the job and model (or instance), never empty."""
+    pd = Mixin(load_mixin_config(data=config)).alertmanager()["receivers"][0]["pagerduty_configs"][0]
+    assert _render(tmp_path, pd["source"], alerts) == source
+    assert _render(tmp_path, pd["group"], alerts) == group
+    models = {a.get("model", "") for a in alerts}
+    assert _render(tmp_path, pd["component"], alerts) == (models.pop() if len(models) == 1 else "")
+
+
+@needs_amtool
+def test_pagerduty_details_list_the_alerts_that_have_a_value(tmp_path: Path) -> None:
+    """An alert without a value annotation (the up/down ones) or without a feature adds no empty
+    item to the lists of PagerDuty's details."""
+    details = Mixin().alertmanager()["receivers"][0]["pagerduty_configs"][0]["details"]
+    labels = [{"alertname": "ModelmonFeatureDrift", "model": "churn", "feature": f} for f in ("age", "plan")]
+    values = [{"value": "1e-06"}, {"value": "< 1e-300"}]
+    assert _render(tmp_path, details["feature"], labels, values) == "age, plan"
+    assert _render(tmp_path, details["value"], labels, values) == "age: 1e-06, plan: < 1e-300"
+    down = [{"alertname": "ModelmonUpstreamDown", "model": "churn", "instance": i} for i in ("a:1", "b:1")]
+    assert _render(tmp_path, details["feature"], down) == ""
+    assert _render(tmp_path, details["value"], down) == ""
+
+
+def test_the_dedup_key_and_what_orphans_incidents_are_documented() -> None:
+    """PagerDuty's dedup key is Alertmanager's group key: the route's matchers and the group's
+    labels. A routing change (page_severities) gives open incidents a new key: their resolve
+    never arrives. README and runbook say so."""
+    runbook = Mixin().files()[RUNBOOK_FILE]
+    readme = (ROOT / "README.md").read_text()
+    for text in (runbook, readme):
+        flat = " ".join(text.split())
+        assert "dedup key" in flat and "page_severities" in flat and "group_by" in flat
+        assert "orphan" in flat
+    assert '`{}/{severity=~"critical"}`' in runbook
+    custom = Mixin(load_mixin_config(data=CUSTOM)).files()[RUNBOOK_FILE]
+    assert '`{}/{severity=~"critical|warning"}`' in custom
+    page_severities = next(f for f in dataclasses.fields(Alertmanager) if f.name == "page_severities")
+    assert "dedup key" in page_severities.metadata["doc"]  # and so in mixin.example.yaml
 
 
 # --- inhibitions, by a real Alertmanager ---------------------------------------------------------

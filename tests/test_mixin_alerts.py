@@ -33,7 +33,7 @@ def s(name: str, labels: str, values: str) -> dict[str, str]:
 class Fired:
     labels: dict[str, str]
     description: str
-    value: str
+    value: str | None  # None: no value annotation (a constant 0 or 1 means nothing)
 
 
 @dataclass
@@ -49,29 +49,36 @@ class Case:
 
 
 JM = {"job": "modelmon", "model": "churn"}
+
+
+def info(instance: str, **roles: str) -> list[dict[str, str]]:
+    """modelmon_feature_info of the model churn's features on one replica: feature -> role."""
+    return [s("modelmon_feature_info", instance + f', model="churn", feature="{f}", role="{r}"', "1x20")
+            for f, r in roles.items()]
+
 JI = {"job": "modelmon", "instance": "a:9400"}
 
 CASES = [
     Case("ModelmonWatchdog", "none", 0, [s("up", A, "1")], [], [Fired(
         {}, "This alert fires all the time. The heartbeat receiver raises an alarm when it stops "
-            "arriving: then Prometheus, the modelmon rules or Alertmanager are down.", "1")]),
+            "arriving: then Prometheus, the modelmon rules or Alertmanager are down.", None)]),
     Case("ModelmonTargetAbsent", "critical", 0,
          [{"series": 'up{job="other", instance="x:1"}', "values": "1x20"}],
          [s("up", A, "1x20")],
          [Fired({}, 'No target matching job="modelmon" has been up for 10m: Prometheus has no '
-                    "modelmon metrics and no other modelmon alert can fire.", "1")]),
+                    "modelmon metrics and no other modelmon alert can fire.", None)]),
     Case("ModelmonMetricsAbsent", "warning", 0, [s("up", A, "1x20")],
          [s("up", A, "1x20"), s("modelmon_build_info", A + ', version="0.1.0"', "1x20")],
          [Fired(JI, "Target a:9400 is scraped successfully but exposes no modelmon_build_info: it "
-                    "is probably not the sidecar's admin port.", "1")]),
+                    "is probably not the sidecar's admin port.", None)]),
     # the target's models are still known from before it went down (last_over_time)
     Case("ModelmonTargetDown", "warning", 11,
          [s("up", A, "1x10 0x30"), s("modelmon_model_info", A + ', model="churn", version="3"', "1x10 _x30")],
          [s("up", A, "1x40"), s("modelmon_model_info", A + ', model="churn", version="3"', "1x40")],
          [Fired({**JI, "model": "churn"}, "Prometheus has failed to scrape the modelmon sidecar "
-                "a:9400 (model churn) for 5m.", "0")]),
+                "a:9400 (model churn) for 5m.", None)]),
     Case("ModelmonTargetDown", "warning", 0, [s("up", A, "0x20")], [s("up", A, "1x20")],
-         [Fired(JI, "Prometheus has failed to scrape the modelmon sidecar a:9400 for 5m.", "0")],
+         [Fired(JI, "Prometheus has failed to scrape the modelmon sidecar a:9400 for 5m.", None)],
          name="a target that never named a model"),
     Case("ModelmonUpstreamDown", "critical", 0,
          [s("modelmon_upstream_up", A, "0x20"),
@@ -80,12 +87,12 @@ CASES = [
          [s("modelmon_upstream_up", A, "1x20"),
           s("modelmon_model_info", A + ', model="churn", version="3"', "1x20")],
          [Fired({**JI, "model": m}, f"The model server behind a:9400 (model {m}) has failed its "
-                "health probe for 2m.", "0") for m in ("churn", "fraud")]),
+                "health probe for 2m.", None) for m in ("churn", "fraud")]),
     Case("ModelmonDependencyDown", "warning", 0,
          [s("modelmon_dependency_up", A + ', dependency="feature-store"', "0x20")],
          [s("modelmon_dependency_up", A + ', dependency="feature-store"', "1x20")],
          [Fired({**JI, "dependency": "feature-store"},
-                "Dependency feature-store of a:9400 has failed its probe for 5m.", "0")]),
+                "Dependency feature-store of a:9400 has failed its probe for 5m.", None)]),
     Case("ModelmonHighErrorRatio", "warning", 1,
          [s("modelmon_requests_total", A + ', model="churn", route="/predict", code="200"', "0+90x30"),
           s("modelmon_requests_total", A + ', model="churn", route="/predict", code="503"', "0+10x30")],
@@ -123,32 +130,63 @@ CASES = [
          [Fired(JM, "5% of model churn's requests took longer than 1 s over the last 1d / 3d: at "
                     "this rate the error budget of its SLO (99% within 1 s) runs out before the "
                     "month ends.", "5%")]),
+    # Inputs and outputs by the profile's roles (modelmon_feature_info), whatever their names: the
+    # demo model's outputs are `probability` and `class`, which no name pattern told apart.
     Case("ModelmonFeatureDrift", "warning", 0,
          [s("modelmon_drift_p_value", A + ', model="churn", feature="age", method="chi2"', "0.000001x20"),
           s("modelmon_drift_p_value", A + ', model="churn", feature="age", method="ks"', "0.001x20"),
           s("modelmon_drift_detected", A + ', model="churn", feature="age"', "1x20"),
           s("modelmon_drift_detected", B + ', model="churn", feature="age"', "0x20"),
-          # an output: ModelmonPredictionDrift's
-          s("modelmon_drift_p_value", A + ', model="churn", feature="prediction", method="chi2"', "0.0001x20"),
-          s("modelmon_drift_detected", A + ', model="churn", feature="prediction"', "1x20"),
+          *info(A, age="input", probability="output", **{"class": "output"}),
+          *info(B, age="input", probability="output", **{"class": "output"}),
+          # outputs: ModelmonPredictionDrift's
+          s("modelmon_drift_p_value", A + ', model="churn", feature="probability", method="chi2"', "0.0001x20"),
+          s("modelmon_drift_detected", A + ', model="churn", feature="probability"', "1x20"),
+          s("modelmon_drift_p_value", B + ', model="churn", feature="class", method="chi2"', "0x20"),
+          s("modelmon_drift_detected", B + ', model="churn", feature="class"', "1x20"),
           s("modelmon_model_drift_detected", A + ', model="churn"', "1x20")],
          # the feature's own test fires but the model-level verdict, corrected across features, does not
          [s("modelmon_drift_p_value", A + ', model="churn", feature="age", method="chi2"', "0.001x20"),
           s("modelmon_drift_detected", A + ', model="churn", feature="age"', "1x20"),
+          *info(A, age="input"),
           s("modelmon_model_drift_detected", A + ', model="churn"', "0x20")],
          [Fired({**JM, "feature": "age"}, "Feature age of model churn no longer looks like its "
                 "reference profile: the sidecar's drift test reports drift (smallest p-value 1e-06) "
                 "and so does its model-level verdict.", "1e-06")]),
-    Case("ModelmonPredictionDrift", "warning", 0,
-         [s("modelmon_drift_p_value", A + ', model="churn", feature="prediction", method="chi2"', "0.0001x20"),
-          s("modelmon_drift_detected", A + ', model="churn", feature="prediction"', "1x20"),
+    # a sidecar from before the roles were exported: every feature counts as an input; a p-value
+    # that underflows to 0 reads as such, not as "0"
+    Case("ModelmonFeatureDrift", "warning", 0,
+         [s("modelmon_drift_p_value", A + ', model="churn", feature="age", method="chi2"', "0x20"),
           s("modelmon_drift_detected", A + ', model="churn", feature="age"', "1x20"),
-          s("modelmon_drift_p_value", A + ', model="churn", feature="age", method="chi2"', "0.0001x20")],
-         [s("modelmon_drift_p_value", A + ', model="churn", feature="prediction", method="chi2"', "0.3x20"),
-          s("modelmon_drift_detected", A + ', model="churn", feature="prediction"', "0x20")],
-         [Fired({**JM, "feature": "prediction"}, "Output prediction of model churn no longer looks "
+          s("modelmon_model_drift_detected", A + ', model="churn"', "1x20")],
+         [],
+         [Fired({**JM, "feature": "age"}, "Feature age of model churn no longer looks like its "
+                "reference profile: the sidecar's drift test reports drift (smallest p-value < 1e-300) "
+                "and so does its model-level verdict.", "< 1e-300")],
+         name="no roles exported"),
+    Case("ModelmonPredictionDrift", "warning", 0,
+         [s("modelmon_drift_p_value", A + ', model="churn", feature="probability", method="chi2"', "0.0001x20"),
+          s("modelmon_drift_p_value", A + ', model="churn", feature="probability", method="ks"', "0.01x20"),
+          s("modelmon_drift_detected", A + ', model="churn", feature="probability"', "1x20"),
+          s("modelmon_drift_p_value", A + ', model="churn", feature="class", method="chi2"', "0x20"),
+          s("modelmon_drift_detected", A + ', model="churn", feature="class"', "1x20"),
+          # an input, and a feature whose name says "prediction" but whose role is input
+          s("modelmon_drift_detected", A + ', model="churn", feature="age"', "1x20"),
+          s("modelmon_drift_p_value", A + ', model="churn", feature="age", method="chi2"', "0.0001x20"),
+          s("modelmon_drift_detected", A + ', model="churn", feature="prediction"', "1x20"),
+          s("modelmon_drift_p_value", A + ', model="churn", feature="prediction", method="chi2"', "0.0001x20"),
+          *info(A, age="input", prediction="input", probability="output", **{"class": "output"})],
+         [s("modelmon_drift_p_value", A + ', model="churn", feature="probability", method="chi2"', "0.3x20"),
+          s("modelmon_drift_detected", A + ', model="churn", feature="probability"', "0x20"),
+          s("modelmon_drift_p_value", A + ', model="churn", feature="score", method="chi2"', "0.0001x20"),
+          s("modelmon_drift_detected", A + ', model="churn", feature="score"', "1x20"),
+          *info(A, probability="output", score="input")],
+         [Fired({**JM, "feature": "probability"}, "Output probability of model churn no longer looks "
                 "like its reference profile: the sidecar's drift test reports drift (smallest "
-                "p-value 0.0001).", "0.0001")]),
+                "p-value 0.0001).", "0.0001"),
+          Fired({**JM, "feature": "class"}, "Output class of model churn no longer looks "
+                "like its reference profile: the sidecar's drift test reports drift (smallest "
+                "p-value < 1e-300).", "< 1e-300")]),
     Case("ModelmonFleetDrift", "warning", 1,
          [s("modelmon_reference_value_bucket", A + ', model="churn", feature="age", le="0.0"', "50x40"),
           s("modelmon_reference_value_bucket", A + ', model="churn", feature="age", le="+Inf"', "100x40"),
@@ -342,7 +380,7 @@ def _expected(mixin: Mixin, case: Case, fired: Fired) -> dict[str, Any]:
         "exp_annotations": {
             "summary": rule.summary,
             "description": fired.description,
-            "value": fired.value,
+            **({"value": fired.value} if fired.value is not None else {}),
             "runbook_url": RUNBOOK + case.alert.lower(),
             "dashboard_url": dashboard,
         },

@@ -285,6 +285,14 @@ PROFILE_INFO = _m(
     "version it was built for and when.",
     ("model", "profile_hash", "profile_model_version", "created_at"),
 )
+FEATURE_INFO = _m(
+    "feature", Kind.INFO,
+    "A feature of the reference profile that the sidecar monitors, with its role in the profile: "
+    "input (a model input) or output (a prediction: a class, score, probability or regression "
+    "value). Static; targets (ground truth) are not monitored. Join on it to tell input drift "
+    "from prediction drift.",
+    ("model", "feature", "role"),
+)
 FEATURE_VALUE = _m(
     "feature_value", H,
     "Finite values of a numeric feature or output, counted cumulatively in the reference "

@@ -47,10 +47,13 @@ class DriftCollector(cat.CatalogueCollector):
     ``collect_steps()`` builds the families a few features at a time, with a ``None`` between
     steps where a scrape gives the event loop back (see ``modelmon.exposition``); ``collect()``
     is the same, in one go. The reference profile's families never change: they are built once
-    and frozen, so a scrape formats them once per exposition format."""
+    and frozen, so a scrape formats them once per exposition format. Among them
+    ``modelmon_feature_info{role}``, one per monitored feature, exported with or without the
+    reference's bins: the mixin's alerts tell input from output drift by it."""
 
     owns = (
         cat.PROFILE_INFO,
+        cat.FEATURE_INFO,
         cat.FEATURE_VALUE,
         cat.FEATURE_CATEGORY,
         cat.FEATURE_WINDOW_MEAN,
@@ -91,6 +94,7 @@ class DriftCollector(cat.CatalogueCollector):
         if static.key != key:  # models came or went since
             static = self._static = yield from self._build_static(monitors, key)
         yield static.info
+        yield static.features
         values = cat.FEATURE_VALUE.histogram()
         categories = cat.FEATURE_CATEGORY.counter()
         yield from self._histograms(monitors, static.les, values, categories)
@@ -120,6 +124,7 @@ class DriftCollector(cat.CatalogueCollector):
     def _build_static(self, monitors: Sequence[tuple[str, ModelDrift]], key: tuple[object, ...]
                       ) -> Generator[None, None, _StaticFamilies]:
         info = cat.PROFILE_INFO.info()
+        features = cat.FEATURE_INFO.info()
         ref_values = cat.REFERENCE_VALUE.histogram()
         ref_means = cat.REFERENCE_MEAN.gauge()
         ref_categories = cat.REFERENCE_CATEGORY.gauge()
@@ -129,7 +134,8 @@ class DriftCollector(cat.CatalogueCollector):
             info.add_metric([], {"model": model, "profile_hash": m.profile.hash,
                                  "profile_model_version": m.profile.model_version,
                                  "created_at": m.profile.created_at})
-            for f in m.features:
+            for f in m.features:  # the monitored ones: inputs and outputs, targets are not
+                features.add_metric([], {"model": model, "feature": f.name, "role": f.role})
                 rows = f.count + f.missing
                 reference_missing.add_metric([model, f.name], f.missing / rows if rows else 0.0)
             reference = self._export_reference.get(model, True)
@@ -155,8 +161,9 @@ class DriftCollector(cat.CatalogueCollector):
                     total = sum(f.counts)
                     for name, ref in zip((*f.categories, OTHER), f.counts, strict=True):
                         ref_categories.add_metric([model, f.name, name], ref / total if total else 0.0)
-        return _StaticFamilies(key, FrozenFamily(info), FrozenFamily(ref_values), FrozenFamily(ref_means),
-                               FrozenFamily(ref_categories), FrozenFamily(reference_missing), les)
+        return _StaticFamilies(key, FrozenFamily(info), FrozenFamily(features), FrozenFamily(ref_values),
+                               FrozenFamily(ref_means), FrozenFamily(ref_categories),
+                               FrozenFamily(reference_missing), les)
 
     # --- live families: a step every FEATURES_PER_STEP features ------------------------------------
 
@@ -243,6 +250,7 @@ def _result(steps: Generator[None, None, _T]) -> _T:
 class _StaticFamilies:
     key: tuple[object, ...]
     info: FrozenFamily
+    features: FrozenFamily  # modelmon_feature_info: each monitored feature's role
     ref_values: FrozenFamily
     ref_means: FrozenFamily
     ref_categories: FrozenFamily

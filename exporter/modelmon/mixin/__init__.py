@@ -81,7 +81,7 @@ class Mixin:
             entry["annotations"] = {
                 "summary": a.summary,
                 "description": a.description,
-                "value": a.value,
+                **({"value": a.value} if a.value is not None else {}),
                 "runbook_url": self.runbook_url(a.name),
                 "dashboard_url": dashboard,
             }

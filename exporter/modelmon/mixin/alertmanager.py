@@ -1,8 +1,15 @@
 """The Alertmanager configuration: critical pages through PagerDuty (Events API v2), warnings go
-to a webhook, info to a low-urgency webhook or nowhere, the Watchdog to a heartbeat receiver."""
+to a webhook, info to a low-urgency webhook or nowhere, the Watchdog to a heartbeat receiver.
+
+PagerDuty keys an incident by the event's dedup key, which Alertmanager derives from the
+aggregation group: the SHA-256 of the route's matchers from the root and the group's labels
+(``{}/{severity=~"critical"}:{alertname="...", model="..."}``). A change of the routing (the
+matchers, ``page_severities``, ``group_by``) gives every group a new key, so the resolve of an
+incident opened before goes to a key PagerDuty does not know, and that incident stays open."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from .alerts import OUTAGE_SOURCES, SILENCED_BY_OUTAGE, Alert
@@ -17,11 +24,41 @@ GROUP_BY = ("alertname", "model")
 # PagerDuty's severities are critical, error, warning and info.
 _PD_SEVERITY = ('{{ if eq .CommonLabels.severity "critical" }}critical'
                 '{{ else if eq .CommonLabels.severity "warning" }}warning{{ else }}info{{ end }}')
+# Lists in the templates below: $sep is written before every item but the first.
+_SEP = '{{ $sep := "" }}'
 
 
-def _joined(field: str) -> str:
-    """A Go template listing ``field`` of every firing alert of the group, comma-separated."""
-    return f'{{{{ range $i, $a := .Alerts.Firing }}}}{{{{ if $i }}}}, {{{{ end }}}}{field}{{{{ end }}}}'
+def _joined(value: str, prefix: str = "") -> str:
+    """A Go template listing ``value`` (a field of ``$a``) of every firing alert ``$a`` of the
+    group that has one, comma-separated, each after ``prefix`` (a template over ``$a``)."""
+    return (_SEP + '{{ range $a := .Alerts.Firing }}'
+            f'{{{{ with {value} }}}}{{{{ $sep }}}}{prefix}{{{{ . }}}}{{{{ $sep = ", " }}}}{{{{ end }}}}'
+            '{{ end }}')
+
+
+def _segment(value: str, otherwise: str = "") -> str:
+    """A Go template: ``value``, after a "/" unless it is the first segment written, if it is not
+    empty; else ``otherwise``."""
+    return (f'{{{{ with {value} }}}}{{{{ $sep }}}}{{{{ . }}}}{{{{ $sep = "/" }}}}'
+            + (f"{{{{ else }}}}{otherwise}" if otherwise else "") + "{{ end }}")
+
+
+def _shared(labels: Sequence[str]) -> str:
+    """A Go template: the values of ``labels`` the group's alerts share, "/"-separated (a label
+    they do not share is left out)."""
+    return "".join(_segment(f'index .CommonLabels "{label}"') for label in labels)
+
+
+def pagerduty_source(config: MixinConfig) -> str:
+    """PagerDuty's ``payload.source``, the affected system: ``alertmanager.pagerduty_source``, or
+    the aggregation labels and the model the group's alerts share (the instance for alerts of no
+    model), e.g. ``modelmon/churn``; ``modelmon`` when they share none of them (PagerDuty
+    refuses an event without a source)."""
+    if config.alertmanager.pagerduty_source:
+        return config.alertmanager.pagerduty_source
+    return (_SEP + _shared(config.aggregation_labels)
+            + _segment(".CommonLabels.model", _segment(".CommonLabels.instance"))
+            + "{{ if not $sep }}modelmon{{ end }}")
 
 
 def alertmanager_config(config: MixinConfig, alerts: list[Alert]) -> dict[str, Any]:
@@ -48,15 +85,17 @@ def alertmanager_config(config: MixinConfig, alerts: list[Alert]) -> dict[str, A
         "severity": _PD_SEVERITY,
         "description": "{{ .CommonLabels.alertname }}{{ with .CommonLabels.model }} ({{ . }}){{ end }}: "
                        "{{ .CommonAnnotations.summary }}",
+        "source": pagerduty_source(config),
         "client": "modelmon Alertmanager",
         "client_url": "{{ .ExternalURL }}",
         "component": "{{ .CommonLabels.model }}",
+        "group": _SEP + _shared(config.aggregation_labels),
         "class": "{{ .CommonLabels.alertname }}",
         "details": {
             "model": "{{ .CommonLabels.model }}",
-            "feature": _joined("{{ $a.Labels.feature }}"),
-            "value": _joined("{{ with $a.Labels.feature }}{{ . }}: {{ end }}{{ $a.Annotations.value }}"),
-            "description": _joined("{{ $a.Annotations.description }}"),
+            "feature": _joined("$a.Labels.feature"),
+            "value": _joined("$a.Annotations.value", "{{ with $a.Labels.feature }}{{ . }}: {{ end }}"),
+            "description": _joined("$a.Annotations.description"),
             "runbook_url": "{{ .CommonAnnotations.runbook_url }}",
             "dashboard_url": "{{ .CommonAnnotations.dashboard_url }}",
         },

@@ -1,9 +1,11 @@
 """Alerting rules, with the runbook text of each alert beside its expression.
 
 Every alert has a ``severity`` label, a fixed ``summary``, a templated ``description`` naming the
-model (and feature, class, segment) and the value, a ``value`` annotation (the value alone, for
-PagerDuty's details), ``runbook_url`` (its section of docs/runbook.md), ``dashboard_url`` and a
-``for`` -- the Watchdog excepted, which fires always.
+model (and feature, class, segment) and the value, a ``value`` annotation (the value alone,
+formatted for its meaning -- a percentage, a p-value, a duration -- for PagerDuty's details; none
+where the value means nothing: the up/down and absent alerts, whose value is a constant 0 or 1),
+``runbook_url`` (its section of docs/runbook.md), ``dashboard_url`` and a ``for`` -- the Watchdog
+excepted, which fires always.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ class Alert:
     expr: str
     summary: str
     description: str
-    value: str  # the value as the description shows it (a Go template of $value)
+    value: str | None  # the value as the description shows it (a Go template of $value); None:
+    # the alert's value is a constant (0 or 1) that says nothing the alert does not
     meaning: str
     confirm: tuple[str, ...]
     actions: tuple[str, ...]
@@ -48,7 +51,9 @@ def _pct(x: float) -> str:
 
 PCT = "{{ $value | humanizePercentage }}"
 NUM = '{{ printf "%.3f" $value }}'
-P_VALUE = '{{ printf "%.2g" $value }}'
+# The sidecar's p-values reach 0 where the tail probability underflows a float64 (below ~1e-300):
+# written so, not as "0", which reads as a certainty.
+P_VALUE = '{{ if gt $value 0.0 }}{{ printf "%.2g" $value }}{{ else }}< 1e-300{{ end }}'
 
 
 def build_alerts(config: MixinConfig, r: RecordingRules) -> list[Alert]:
@@ -63,7 +68,7 @@ def build_alerts(config: MixinConfig, r: RecordingRules) -> list[Alert]:
     alerts: list[Alert] = []
 
     def add(name: str, group: str, concern: str, s: AlertSettings | tuple[str, str | None], expr: str,
-            summary: str, description: str, value: str, meaning: str, confirm: tuple[str, ...],
+            summary: str, description: str, value: str | None, meaning: str, confirm: tuple[str, ...],
             actions: tuple[str, ...]) -> None:
         severity, for_ = (s.severity, s.for_) if isinstance(s, AlertSettings) else s
         alerts.append(Alert(name, group, concern, severity, for_, expr.strip(), summary, description,
@@ -82,7 +87,7 @@ def build_alerts(config: MixinConfig, r: RecordingRules) -> list[Alert]:
         "The alerting pipeline works: this alert always fires.",
         "This alert fires all the time. The heartbeat receiver raises an alarm when it stops "
         "arriving: then Prometheus, the modelmon rules or Alertmanager are down.",
-        "{{ $value }}",
+        None,
         "A dead man's switch. It is always firing; Alertmanager routes it to the heartbeat receiver "
         "(a dead man's switch service) every few minutes. If that service stops hearing from it, the "
         "alerting pipeline itself is broken and no other alert can reach you.",
@@ -96,7 +101,7 @@ def build_alerts(config: MixinConfig, r: RecordingRules) -> list[Alert]:
         "No modelmon sidecar is being scraped.",
         f"No target matching {c.selector} has been up for {av.target_absent.for_}: Prometheus has no "
         "modelmon metrics and no other modelmon alert can fire.",
-        "{{ $value }}",
+        None,
         "Prometheus has no target of the modelmon job that is up: either none is discovered (the "
         "ServiceMonitor or scrape config is missing, wrong, or its selector matches no pod) or all "
         "of them are down. Every other modelmon alert is blind meanwhile.",
@@ -111,7 +116,7 @@ def build_alerts(config: MixinConfig, r: RecordingRules) -> list[Alert]:
         "A modelmon target answers without modelmon metrics.",
         "Target {{ $labels.instance }} is scraped successfully but exposes no modelmon_build_info: "
         "it is probably not the sidecar's admin port.",
-        "{{ $value }}",
+        None,
         "The target is up, but what it serves is not modelmon's /metrics: typically the scrape "
         "points at the traffic port (and so at the model server behind it) instead of the admin "
         "port, or at another process.",
@@ -125,7 +130,7 @@ def build_alerts(config: MixinConfig, r: RecordingRules) -> list[Alert]:
         "Prometheus has failed to scrape the modelmon sidecar {{ $labels.instance }}"
         "{{ with $labels.model }} (model {{ . }}){{ end }} for "
         f"{av.target_down.for_}.",
-        "{{ $value }}",
+        None,
         "Scrapes of one sidecar fail: the pod is gone or restarting, the admin port does not "
         "answer, or /metrics needs a bearer token Prometheus does not send (auth.protect: metrics). "
         "Its models' drift, quality and performance alerts are inhibited meanwhile: they would be "
@@ -143,7 +148,7 @@ def build_alerts(config: MixinConfig, r: RecordingRules) -> list[Alert]:
         "A model server fails its health probe.",
         "The model server behind {{ $labels.instance }}{{ with $labels.model }} (model {{ . }})"
         "{{ end }} has failed its health probe for " f"{av.upstream_down.for_}.",
-        "{{ $value }}",
+        None,
         "The sidecar probes the model server's health endpoint (upstream.health_path) every "
         "upstream.probe_interval_seconds; it has failed for a while. Inference calls through this "
         "replica fail or will; its readiness probe (/readyz) fails too. Drift, quality and "
@@ -161,7 +166,7 @@ def build_alerts(config: MixinConfig, r: RecordingRules) -> list[Alert]:
         "A dependency of a model is unreachable.",
         "Dependency {{ $labels.dependency }} of {{ $labels.instance }} has failed its probe for "
         f"{av.dependency_down.for_}.",
-        "{{ $value }}",
+        None,
         "A declared dependency (health.dependencies: a feature store, a database, a downstream "
         "service) does not answer its HTTP or TCP probe from this sidecar.",
         (f"{q.sel(cat.DEPENDENCY_UP)} == 0", f"{q.sel(cat.DEPENDENCY_PROBE_DURATION)}"),
@@ -238,18 +243,22 @@ def build_alerts(config: MixinConfig, r: RecordingRules) -> list[Alert]:
 
     # --- drift ----------------------------------------------------------------------------------
     d = c.drift
-    out = matcher("feature", "=~", d.output_features)
-    inp = matcher("feature", "!~", d.output_features)
+    # Inputs and outputs by the profile's roles (modelmon_feature_info{role}), whatever their
+    # names. A feature no replica gives a role (a sidecar from before the roles were exported)
+    # counts as an input: its drift alerts, as ModelmonFeatureDrift, rather than not at all.
+    outputs = f"group {gf} ({q.sel(cat.FEATURE_INFO, extra=matcher('role', '=', 'output'))})"
 
-    def verdict(matcher: str, gated: bool) -> str:
-        expr = (f"min {gf} ({q.sel(cat.DRIFT_P_VALUE, extra=matcher)})\nand {of}\n"
-                f"(max {gf} ({q.sel(cat.DRIFT_DETECTED, extra=matcher)}) == 1)")
-        if gated:
+    def verdict(output: bool) -> str:
+        expr = (f"min {gf} ({q.sel(cat.DRIFT_P_VALUE)})\nand {of}\n"
+                f"(max {gf} ({q.sel(cat.DRIFT_DETECTED)}) == 1)\n"
+                f"{'and' if output else 'unless'} {of}\n{outputs}")
+        if not output:  # gated by the model-level verdict, corrected across the model's features
             expr += f"\nand {om}\n(max {gm} ({q.sel(cat.MODEL_DRIFT_DETECTED)}) == 1)"
         return expr
 
     confirm_verdict = (
         f"{q.sel(cat.DRIFT_DETECTED)} == 1",
+        f"{q.sel(cat.FEATURE_INFO)}",
         f"{q.sel(cat.DRIFT_P_VALUE)}",
         f"{q.sel(cat.DRIFT_SCORE)}",
         f"{q.sel(cat.FEATURE_WINDOW_MEAN)} - {q.on('instance', 'model', 'feature')} group_left "
@@ -265,7 +274,7 @@ def build_alerts(config: MixinConfig, r: RecordingRules) -> list[Alert]:
         "the reference profile (`modelmon profile`) with it.",
         "If the change is expected and harmless, rebuild the reference profile so the alert "
         "compares against the new normal.")
-    add("ModelmonFeatureDrift", "modelmon-drift", "drift", d.feature_drift, verdict(inp, True),
+    add("ModelmonFeatureDrift", "modelmon-drift", "drift", d.feature_drift, verdict(output=False),
         "An input feature's distribution has drifted from its reference.",
         "Feature {{ $labels.feature }} of model {{ $labels.model }} no longer looks like its "
         "reference profile: the sidecar's drift test reports drift (smallest p-value "
@@ -275,19 +284,22 @@ def build_alerts(config: MixinConfig, r: RecordingRules) -> list[Alert]:
         "against the reference profile: a binned chi-square and a KS test, Bonferroni-corrected, "
         "at alpha 0.005 (docs/drift.md). This alert fires for an input feature whose verdict "
         "is drift on some replica while the model-level verdict (corrected across all the model's "
-        "features, so that a model with many features does not alarm more often) agrees. The "
-        "value is the smallest p-value of the feature's tests.",
+        "features, so that a model with many features does not alarm more often) agrees. Inputs "
+        "are the profile's role=input features (`modelmon_feature_info{role=\"input\"}`), and any "
+        "feature no sidecar gives a role (one older than the role export). The value is the "
+        "smallest p-value of the feature's tests (`< 1e-300` where it underflows).",
         confirm_verdict, actions_drift)
-    add("ModelmonPredictionDrift", "modelmon-drift", "drift", d.prediction_drift, verdict(out, False),
+    add("ModelmonPredictionDrift", "modelmon-drift", "drift", d.prediction_drift, verdict(output=True),
         "A model's predictions have drifted from their reference.",
         "Output {{ $labels.feature }} of model {{ $labels.model }} no longer looks like its "
         "reference profile: the sidecar's drift test reports drift (smallest p-value "
         + P_VALUE + ").",
         P_VALUE,
-        "The distribution of a model output (a predicted class, a score, a maximum probability: "
-        f"the features matching `{d.output_features}`) has moved away from the reference profile's "
-        "outputs. The model now answers differently: because its inputs drifted, or because the "
-        "model changed. The value is the smallest p-value of the output's tests.",
+        "The distribution of a model output (a predicted class, a score, a probability: the "
+        "profile's role=output features, `modelmon_feature_info{role=\"output\"}`, whatever their "
+        "names) has moved away from the reference profile's outputs. The model now answers "
+        "differently: because its inputs drifted, or because the model changed. The value is the "
+        "smallest p-value of the output's tests (`< 1e-300` where it underflows).",
         confirm_verdict,
         ("Check for input drift at the same time (ModelmonFeatureDrift): inputs that moved explain "
          "outputs that moved.",

@@ -22,8 +22,16 @@ from .. import catalogue as cat
 from ..config import ConfigError, _build, load_yaml
 
 SEVERITIES = ("critical", "warning", "info")
-_DURATION_RE = re.compile(r"^(?:[0-9]+(?:y|w|d|h|m|s|ms))+$")
+# What Prometheus and Alertmanager parse (prometheus/common model.ParseDuration): "0", or units
+# from the largest to the smallest, each at most once ("1h30m"; not "30m1h" or "1h1h").
+_DURATION_RE = re.compile(r"^(?:0|(?=[0-9])(?:[0-9]+y)?(?:[0-9]+w)?(?:[0-9]+d)?(?:[0-9]+h)?(?:[0-9]+m)?"
+                          r"(?:[0-9]+s)?(?:[0-9]+ms)?)$")
 _DURATION_PART = re.compile(r"([0-9]+)(y|w|d|h|ms|m|s)")
+# Durations that may be 0 where Prometheus and Alertmanager accept it: an alert's `for` (fires at
+# the first evaluation) and a route's group_wait (the first notification at once; the generator's
+# own heartbeat route has 0s). Alertmanager refuses a zero group_interval or repeat_interval, and
+# a range vector (every window) must be longer than zero.
+_MAY_BE_ZERO = ("for_", "for_critical", "for_warning", "group_wait")
 _UNIT_SECONDS = {"y": 365 * 86400, "w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1, "ms": 0.001}
 _LABEL_NAME = r"[a-zA-Z_][a-zA-Z0-9_]*"
 _MATCHER_RE = re.compile(rf'\s*({_LABEL_NAME})\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*')
@@ -130,10 +138,6 @@ class LatencySLO:
 @dataclass(frozen=True)
 class Drift:
     window: str = doc("1h", "window of the fleet drift rules (counts summed over every replica)")
-    output_features: str = doc(
-        "prediction|.+_max_probability",
-        "regular expression of the feature names that are model outputs (the profile's "
-        "role=output features): ModelmonPredictionDrift covers these, ModelmonFeatureDrift the others")
     feature_drift: AlertSettings = _alert("warning", "15m")
     prediction_drift: AlertSettings = _alert("warning", "15m")
     ks_threshold: float = doc(0.1, "fleet KS statistic (numeric features) above which "
@@ -233,13 +237,19 @@ class Alertmanager:
                              "PagerDuty Events API v2 endpoint (point it at a local receiver to test)")
     routing_key_file: str = doc("/etc/alertmanager/secrets/pagerduty-routing-key",
                                 "file holding the PagerDuty integration (routing) key")
-    page_severities: tuple[str, ...] = doc(("critical",), "severities that page through PagerDuty")
+    page_severities: tuple[str, ...] = doc(
+        ("critical",), "severities that page through PagerDuty. Changing it changes the route's matchers, "
+                       "so the dedup key of every open PagerDuty incident: resolve them first (README)")
+    pagerduty_source: str = doc(
+        "", "PagerDuty's payload.source, the affected system: a Go template over the notification "
+            "(.CommonLabels, ...); empty: the aggregation labels the group's alerts share, then its "
+            "model (else its instance), e.g. modelmon/churn")
     warning_webhook_url: str = doc("http://127.0.0.1:9095/modelmon/warning",
                                    "webhook (chat bridge) receiving warning alerts")
     info_webhook_url: str | None = doc(None, "webhook for info alerts (null: they go nowhere)")
     heartbeat_url: str = doc("http://127.0.0.1:9095/modelmon/heartbeat",
                              "dead man's switch endpoint that the Watchdog pings")
-    group_wait: str = doc("30s", "first notification of a new group after this long")
+    group_wait: str = doc("30s", "first notification of a new group after this long (0s: at once)")
     group_interval: str = doc("5m", "a changed group is notified again after this long")
     repeat_interval: str = doc("4h", "a still-firing group is notified again after this long")
     page_repeat_interval: str = doc("1h", "repeat interval of the PagerDuty route")
@@ -307,10 +317,6 @@ class MixinConfig:
                 _fail(f"latency_slo.burn_windows[{i}].severity", "must be critical or warning")
             if seconds(w.short) >= seconds(w.long):
                 _fail(f"latency_slo.burn_windows[{i}].short", "must be shorter than long")
-        try:
-            re.compile(self.drift.output_features)
-        except re.error as exc:
-            _fail("drift.output_features", f"not a regular expression: {exc}")
         windows = {"performance.window": self.performance.window,
                    "performance.mae_baseline_window": self.performance.mae_baseline_window,
                    "performance.labels_lookback": self.performance.labels_lookback}
@@ -338,7 +344,7 @@ def _validate(node: Any, path: str) -> None:
         if isinstance(value, AlertSettings):
             if value.severity not in SEVERITIES:
                 _fail(f"{key}.severity", f"must be one of {', '.join(SEVERITIES)}, got {value.severity!r}")
-            _duration(f"{key}.for", value.for_)
+            _duration(f"{key}.for", value.for_, zero=True)
         elif dataclasses.is_dataclass(value):
             _validate(value, key)
         elif isinstance(value, tuple) and value and dataclasses.is_dataclass(value[0]):
@@ -347,7 +353,7 @@ def _validate(node: Any, path: str) -> None:
         elif f.name in ("window", "long", "short") or f.name.endswith(
                 ("_window", "_lookback", "_after", "_age", "_horizon", "_interval", "for_critical",
                  "for_warning", "group_wait")):
-            _duration(key, value)
+            _duration(key, value, zero=f.name in _MAY_BE_ZERO)
         elif isinstance(value, float) and not isinstance(value, bool):
             if not math.isfinite(value) or value < 0:
                 _fail(key, f"must be a finite number >= 0, got {value}")
@@ -358,9 +364,12 @@ def _validate(node: Any, path: str) -> None:
             _fail(key, f"must be >= 0, got {value}")
 
 
-def _duration(key: str, value: str) -> None:
-    if not isinstance(value, str) or not _DURATION_RE.match(value) or seconds(value) <= 0:
-        _fail(key, f"must be a Prometheus duration such as 5m or 1h30m, got {value!r}")
+def _duration(key: str, value: str, zero: bool = False) -> None:
+    if not isinstance(value, str) or not _DURATION_RE.match(value):
+        _fail(key, f"must be a Prometheus duration such as 0s, 5m or 1h30m (units from the largest "
+                   f"to the smallest, each once), got {value!r}")
+    if not zero and seconds(value) <= 0:
+        _fail(key, f"must be longer than 0, got {value!r}")
 
 
 def _yaml_name(name: str) -> str:
@@ -388,6 +397,12 @@ def load_mixin_config(path: str | Path | None = None, data: dict[str, Any] | Non
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
         data = loaded or {}
+    drift = (data or {}).get("drift")
+    if isinstance(drift, dict) and "output_features" in drift:
+        raise ConfigError(
+            "drift.output_features: removed: ModelmonFeatureDrift and ModelmonPredictionDrift now tell "
+            "inputs from outputs by the profile's roles (modelmon_feature_info{role}, exported by "
+            "the sidecar); delete the key")
     try:
         # over the defaults, so that a partial section (an alert's `for` alone) keeps the rest
         config = _build(MixinConfig, _rename(_merge(as_dict(MixinConfig()), data or {})), "")

@@ -26,6 +26,18 @@ model. Inhibitions: a critical alert silences its warning twin (same alert name 
 target), and {sources} silence the {concerns} alerts of the same model while the model (or its
 sidecar) is down, since those would be computed from missing or stale data.
 
+PagerDuty: each event names the affected system in `source` (unless
+`alertmanager.pagerduty_source` says otherwise, the aggregation labels and the model the alerts
+share, e.g. `modelmon/churn`; the instance for an alert of no model), the model
+in `component`, the aggregation labels in `group` and the alert in `class`. PagerDuty ties a
+resolve to its incident by the dedup key, which Alertmanager derives from the aggregation group:
+the SHA-256 of the PagerDuty route's matchers from the root (`{{}}/{{{page_matcher}}}`) and the
+group's labels (`alertname`, `model`). **Changing the routing orphans open incidents**: with
+another `alertmanager.page_severities`, other routes or another `group_by`, every group gets a new
+key, so the resolve of an incident opened before the change goes to a key PagerDuty does not
+know, and the incident stays open. Make such changes when no incident is open, or resolve the
+open ones by hand in PagerDuty afterwards.
+
 Every query below is scoped by the mixin's `selector` ({selector}); recorded series
 (`level:metric:operations`) come from `alertmanager/modelmon.rules.yml`, listed at the end.
 """
@@ -60,8 +72,9 @@ def alerts_table(mixin: Mixin, runbook_link: str) -> str:
 def runbook_markdown(mixin: Mixin) -> str:
     c = mixin.config
     concerns = ", ".join(SILENCED_BY_OUTAGE)
+    page_matcher = f'severity=~"{"|".join(c.alertmanager.page_severities)}"'
     out = [HEADER.format(sources=" and ".join(f"`{s}`" for s in OUTAGE_SOURCES), concerns=concerns,
-                         selector=f"`{c.selector}`"),
+                         selector=f"`{c.selector}`", page_matcher=page_matcher),
            "## Alerts\n", alerts_table(mixin, "")]
     for group in _sections(mixin.alerts):
         a = group[0]
