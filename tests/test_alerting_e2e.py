@@ -9,9 +9,11 @@ within a second, and the feature-drift alert is made critical so that it pages. 
 keeps its default, so no other alert can fire within the test's minute.
 
 The story: healthy traffic, nothing pages (the Watchdog reaches its heartbeat receiver); the
-model server stops -> ModelmonUpstreamDown and ModelmonHighErrorRatio page, the warning twin of
-the latter is inhibited; the inputs drift meanwhile -> ModelmonFeatureDrift fires in Prometheus but
-is inhibited by the outage and does not page; the model comes back -> the outage resolves and the
+model server stops -> ModelmonUpstreamDown (the replica) and ModelmonModelDown (the model: its only
+replica is down) and ModelmonHighErrorRatio page, the warning twin of the latter is inhibited; the
+inputs drift meanwhile -> ModelmonFeatureDrift fires in Prometheus but is inhibited by the
+model-wide outage (ModelmonModelDown; a replica's ModelmonUpstreamDown inhibits nothing) and does
+not page; the model comes back -> the outage resolves and the
 drift, no longer inhibited, pages, while the model's outputs (`probability` and `class`, outputs by
 their role in the profile, not by their names) drift as ModelmonPredictionDrift, not as input
 drift; the inputs recover -> every page is resolved.
@@ -53,6 +55,7 @@ RUNBOOK = "https://runbooks.e2e.test/modelmon/runbook.md"
 DASHBOARD = "https://grafana.e2e.test/d/modelmon-model/modelmon-model"
 UPSTREAM_DOWN, ERROR_RATIO, FEATURE_DRIFT = "ModelmonUpstreamDown", "ModelmonHighErrorRatio", "ModelmonFeatureDrift"
 PREDICTION_DRIFT = "ModelmonPredictionDrift"
+MODEL_DOWN = "ModelmonModelDown"  # no replica serves: the inhibition source of the model's alerts
 OUTPUTS = ("probability", "class")  # the demo model's, by their role in its profile
 GROUP_WAIT = GROUP_INTERVAL = 1  # seconds, Alertmanager's
 STEP_TIMEOUT = 40  # seconds for any one step; the whole test is bounded by TEST_TIMEOUT
@@ -64,7 +67,8 @@ def mixin_config(receiver_url: str, key_file: Path) -> dict[str, Any]:
     return {
         "runbook_url": RUNBOOK,
         "dashboard_url": DASHBOARD,
-        "availability": {"upstream_down": {"severity": "critical", "for": "2s"}},
+        "availability": {"upstream_down": {"severity": "critical", "for": "2s"},
+                         "model_down": {"severity": "critical", "for": "2s"}},
         "traffic": {"rate_window": "10s",
                     "high_error_ratio_critical": {"severity": "critical", "for": "2s"},
                     # later than the critical one, as by default, so that it reaches the
@@ -263,7 +267,8 @@ def not_notified(receiver: PagerDutyReceiver, alertname: str) -> bool:
 def group_key_hash(alertname: str) -> str:
     """Alertmanager's dedup key: the SHA-256 of the aggregation group's key, i.e. the route's
     matchers from the root, then the group_by labels (alertname, model) of the group."""
-    key = f'{{}}/{{severity=~"critical"}}:{{alertname="{alertname}", model="{MODEL_NAME}"}}'
+    key = (f'{{}}/{{alertname=~"Modelmon.+"}}/{{severity=~"critical"}}:'
+           f'{{alertname="{alertname}", model="{MODEL_NAME}"}}')
     return hashlib.sha256(key.encode()).hexdigest()
 
 
@@ -378,7 +383,9 @@ async def _story(stack: Stack, processes: Processes, receiver: PagerDutyReceiver
     processes.stop("model")
     timeline.mark("model server stopped")
     await receiver.wait_for("trigger", UPSTREAM_DOWN, STEP_TIMEOUT)
-    timeline.mark(f"{UPSTREAM_DOWN} paged; the inputs drift")
+    timeline.mark(f"{UPSTREAM_DOWN} paged")
+    await receiver.wait_for("trigger", MODEL_DOWN, STEP_TIMEOUT)
+    timeline.mark(f"{MODEL_DOWN} paged; the inputs drift")
     # ... while the inputs drift (the records still arrive: mirrored traffic, the push API)
     traffic.drifted = traffic.push = True
     await receiver.wait_for("trigger", ERROR_RATIO, STEP_TIMEOUT)
@@ -392,13 +399,13 @@ async def _story(stack: Stack, processes: Processes, receiver: PagerDutyReceiver
                      STEP_TIMEOUT, "ModelmonFeatureDrift firing in Prometheus")
     timeline.mark(f"{FEATURE_DRIFT} firing in Prometheus")
     await wait_until(lambda: not_paged(receiver, FEATURE_DRIFT) and stack.inhibited(
-        FEATURE_DRIFT, "critical", by=UPSTREAM_DOWN), STEP_TIMEOUT,
-        "ModelmonFeatureDrift inhibited by ModelmonUpstreamDown")
+        FEATURE_DRIFT, "critical", by=MODEL_DOWN), STEP_TIMEOUT,
+        "ModelmonFeatureDrift inhibited by ModelmonModelDown")
     timeline.mark(f"{FEATURE_DRIFT} inhibited in Alertmanager")
     # Alertmanager flushes a new group after group_wait and then every group_interval: give it
     # two chances to send what it must not
     await asyncio.sleep(GROUP_WAIT + 2 * GROUP_INTERVAL + 0.5)
-    assert await stack.inhibited(FEATURE_DRIFT, "critical", by=UPSTREAM_DOWN)
+    assert await stack.inhibited(FEATURE_DRIFT, "critical", by=MODEL_DOWN)
     assert not_paged(receiver, FEATURE_DRIFT) and not_notified(receiver, ERROR_RATIO)
     timeline.mark("neither inhibited alert was sent")
 
@@ -410,6 +417,8 @@ async def _story(stack: Stack, processes: Processes, receiver: PagerDutyReceiver
     timeline.mark("model server back")
     await receiver.wait_for("resolve", UPSTREAM_DOWN, STEP_TIMEOUT)
     timeline.mark(f"{UPSTREAM_DOWN} resolved")
+    await receiver.wait_for("resolve", MODEL_DOWN, STEP_TIMEOUT)
+    timeline.mark(f"{MODEL_DOWN} resolved")
     await receiver.wait_for("trigger", FEATURE_DRIFT, STEP_TIMEOUT)
     timeline.mark(f"{FEATURE_DRIFT} paged")
     # the outputs drift too, now that the model answers the drifted inputs: prediction drift, by
@@ -446,7 +455,7 @@ def _check_events(receiver: PagerDutyReceiver, alertmanager_url: str, summaries:
     by_alert: dict[str, list[Event]] = {}
     for event in receiver.events:
         by_alert.setdefault(event.payload["class"], []).append(event)
-    assert set(by_alert) == {UPSTREAM_DOWN, ERROR_RATIO, FEATURE_DRIFT}, receiver.describe()
+    assert set(by_alert) == {UPSTREAM_DOWN, MODEL_DOWN, ERROR_RATIO, FEATURE_DRIFT}, receiver.describe()
     for alertname, events in by_alert.items():
         actions = [e.action for e in events]
         # a group can be notified again while it fires (an alert joins it), then resolves once
@@ -483,7 +492,7 @@ def _check_events(receiver: PagerDutyReceiver, alertmanager_url: str, summaries:
             assert trigger.details["value"] != "amount: 0"
             for event in events:  # never an output
                 assert set(filter(None, event.details["feature"].split(", "))) <= set(FEATURES), event.details
-        elif alertname == UPSTREAM_DOWN:
+        elif alertname in (UPSTREAM_DOWN, MODEL_DOWN):
             assert trigger.details["feature"] == "" and trigger.details["value"] == ""  # a constant
         else:
             assert trigger.details["feature"] == ""
@@ -491,4 +500,4 @@ def _check_events(receiver: PagerDutyReceiver, alertmanager_url: str, summaries:
         # a resolve lists no firing alert
         assert events[-1].details["description"] == "" and events[-1].details["value"] == ""
     # one incident per alert: distinct dedup keys
-    assert len({events[0].dedup_key for events in by_alert.values()}) == 3
+    assert len({events[0].dedup_key for events in by_alert.values()}) == len(by_alert) == 4

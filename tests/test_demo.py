@@ -52,3 +52,18 @@ def test_demo_runs_and_metrics_move(tmp_path: Path) -> None:
     assert f"http://127.0.0.1:{admin}/metrics" in out
     assert "traffic done: responses by status {200:" in out
     assert "400" not in out.split("traffic done")[1]
+
+
+def test_the_healthy_demo_model_clears_the_accuracy_alert_threshold() -> None:
+    """Healthy demo traffic must not fire ModelmonAccuracyLow at the mixin's default threshold,
+    with a margin for the sampling noise of a window's labels."""
+    import numpy as np
+    from modelmon.demo.model import sample_features, train, true_labels
+    from modelmon.mixin import MixinConfig
+
+    model, _, _ = train()
+    rng = np.random.default_rng(11)
+    x = sample_features(rng, 20000)
+    accuracy = float(((model.predict_proba(x) > 0.5) == true_labels(rng, x)).mean())
+    assert accuracy > MixinConfig().performance.accuracy_min + 0.05, accuracy
+

@@ -84,7 +84,7 @@ def test_the_example_config_is_the_defaults() -> None:
 
 # Alerts whose value is a constant 0 or 1 (up/down, absent): no `value` annotation
 CONSTANT_VALUE = {"ModelmonWatchdog", "ModelmonTargetAbsent", "ModelmonMetricsAbsent", "ModelmonTargetDown",
-                  "ModelmonUpstreamDown", "ModelmonDependencyDown"}
+                  "ModelmonUpstreamDown", "ModelmonModelDown", "ModelmonDependencyDown"}
 
 
 # --- configuration --------------------------------------------------------------------------------
@@ -121,6 +121,16 @@ def test_a_partial_config_keeps_the_other_defaults() -> None:
     ({"alertmanager": {"group_wait": "30s1m"}}, "alertmanager.group_wait: must be a Prometheus duration"),
     ({"drift": {"feature_drift": {"for": "1h1h"}}}, "drift.feature_drift.for: must be a Prometheus duration"),
     ({"resources": {"memory_warning": 0.99}}, "resources.memory_warning: must be below"),
+    # 14.4 x (1 - 0.9) = 1.44: the fast burn would need 144% of the requests slow
+    ({"latency_slo": {"objective": 0.9}}, "latency_slo.burn_windows[0].factor: 14.4 x (1 - objective 0.9)"),
+    ({"traffic": {"quantiles": []}}, "traffic.quantiles: needs at least one quantile"),
+    ({"traffic": {"quantiles": [0.5, 0.9, 0.5]}}, "traffic.quantiles[2]: 0.5 is listed twice"),
+    ({"latency_slo": {"route_matcher": 'path="/predict"'}},
+     "latency_slo.route_matcher: 'path' is not a label of modelmon_request_duration_seconds"),
+    ({"latency_slo": {"route_matcher": "route=other"}}, "latency_slo.route_matcher: not a label matcher list"),
+    ({"alertmanager": {"page_severities": []}}, "alertmanager.page_severities: needs at least one severity"),
+    ({"drift": {"smoothing": 0}}, "drift.smoothing: must be above 0"),
+    ({"traffic": {"route_matcher": 'le="1"'}}, "traffic.route_matcher: 'le' is not a label of modelmon_requests"),
 ])
 def test_invalid_config_names_the_key(data: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -146,6 +156,16 @@ def test_amtool_accepts_a_zero_group_wait(tmp_path: Path) -> None:
     path.write_text(Mixin(load_mixin_config(data={"alertmanager": {"group_wait": "0s"}})).files()[ALERTMANAGER_FILE])
     result = _amtool("check-config", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(("url", "link"), [
+    ("https://g.example/d/x/model", "https://g.example/d/x/model?var-model={{ . | urlquery }}"),
+    ("https://g.example/d/x/model?orgId=2", "https://g.example/d/x/model?orgId=2&var-model={{ . | urlquery }}"),
+])
+def test_the_dashboard_link_adds_the_model_to_the_query(url: str, link: str) -> None:
+    alerts = Mixin(load_mixin_config(data={"dashboard_url": url})).alerts_file()
+    annotation = alerts["groups"][0]["rules"][1]["annotations"]["dashboard_url"]
+    assert annotation == url + "{{ with $labels.model }}" + link.removeprefix(url) + "{{ end }}"
 
 
 def test_the_latency_threshold_may_be_any_bucket_boundary() -> None:
@@ -329,10 +349,13 @@ def test_amtool_routes_every_alert_to_its_receiver(tmp_path: Path, config: dict[
                          f"--verify.receivers={receiver}", f"alertname={a.name}",
                          f"severity={a.severity}", "model=churn", "job=modelmon")
         assert result.returncode == 0, (a.name, a.severity, result.stdout + result.stderr)
-    # an alert from elsewhere, with no severity, still reaches a human
-    result = _amtool("config", "routes", "test", f"--config.file={path}",
-                     "--verify.receivers=modelmon-warning", "alertname=SomethingElse")
-    assert result.returncode == 0, result.stdout + result.stderr
+    # an alert from elsewhere, with no severity, still reaches a human; a critical one of another
+    # exporter does not page through modelmon's PagerDuty route (the subtree takes Modelmon* only)
+    for labels in (("alertname=SomethingElse",), ("alertname=NodeDown", "severity=critical"),
+                   ("alertname=Watchdog", "severity=none")):
+        result = _amtool("config", "routes", "test", f"--config.file={path}",
+                         "--verify.receivers=modelmon-warning", *labels)
+        assert result.returncode == 0, result.stdout + result.stderr
     assert seen == ({"modelmon-heartbeat", "modelmon-pagerduty", "modelmon-warning", "modelmon-info"}
                     if not config else {"modelmon-heartbeat", "modelmon-pagerduty", "modelmon-info"})
 
@@ -424,9 +447,9 @@ def test_the_dedup_key_and_what_orphans_incidents_are_documented() -> None:
         flat = " ".join(text.split())
         assert "dedup key" in flat and "page_severities" in flat and "group_by" in flat
         assert "orphan" in flat
-    assert '`{}/{severity=~"critical"}`' in runbook
+    assert '`{}/{alertname=~"Modelmon.+"}/{severity=~"critical"}`' in runbook
     custom = Mixin(load_mixin_config(data=CUSTOM)).files()[RUNBOOK_FILE]
-    assert '`{}/{severity=~"critical|warning"}`' in custom
+    assert '`{}/{alertname=~"Modelmon.+"}/{severity=~"critical|warning"}`' in custom
     page_severities = next(f for f in dataclasses.fields(Alertmanager) if f.name == "page_severities")
     assert "dedup key" in page_severities.metadata["doc"]  # and so in mixin.example.yaml
 
@@ -481,8 +504,12 @@ def test_inhibitions_in_a_real_alertmanager(alertmanager: str) -> None:
         return {"alertname": name, "severity": severity, **job, **labels}
 
     sources = [
-        alert("ModelmonUpstreamDown", "critical", instance="a:9400", model="churn"),
-        alert("ModelmonTargetDown", "warning", instance="b:9400", model="fraud"),
+        # no replica of churn or fraud serves: model-wide outages silence the model's alerts
+        alert("ModelmonModelDown", "critical", model="churn"),
+        alert("ModelmonModelDown", "critical", model="fraud"),
+        # one replica of `spam` down (of several): a page that silences nothing of the model
+        alert("ModelmonUpstreamDown", "critical", instance="d:9400", model="spam"),
+        alert("ModelmonTargetDown", "warning", instance="e:9400", model="spam"),
         alert("ModelmonHighErrorRatio", "critical", model="churn"),
         alert("ModelmonMemoryNearLimit", "critical", instance="a:9400", cgroup="model"),
         alert("ModelmonTargetDown", "warning", instance="c:9400"),  # no model named
@@ -504,6 +531,10 @@ def test_inhibitions_in_a_real_alertmanager(alertmanager: str) -> None:
         alert("ModelmonMemoryNearLimit", "warning", instance="a:9400", cgroup="self"),  # another cgroup
         alert("ModelmonPayloadErrors", "warning", model="churn", reason="bad_tensor_data"),  # not silenced
         alert("ModelmonDriftScoringStalled", "warning", instance="a:9400", model="churn"),
+        # a per-replica outage does not mute the fleet-wide alerts of its model
+        alert("ModelmonFleetDrift", "warning", model="spam", feature="age", method="ks"),
+        alert("ModelmonFeatureDrift", "warning", model="spam", feature="age"),
+        alert("ModelmonAccuracyLow", "warning", model="spam"),
     ]
     _post(alertmanager, sources + inhibited + active)
     deadline = time.monotonic() + 10

@@ -57,6 +57,9 @@ def info(instance: str, **roles: str) -> list[dict[str, str]]:
             for f, r in roles.items()]
 
 JI = {"job": "modelmon", "instance": "a:9400"}
+# both replicas of churn run the same reference profile
+PROFILES = [s("modelmon_reference_profile_info", i + ', model="churn", profile_hash="3f2a9c", '
+              'profile_model_version="3", created_at="2026-01-01T00:00:00Z"', "1x40") for i in (A, B)]
 
 CASES = [
     Case("ModelmonWatchdog", "none", 0, [s("up", A, "1")], [], [Fired(
@@ -88,6 +91,33 @@ CASES = [
           s("modelmon_model_info", A + ', model="churn", version="3"', "1x20")],
          [Fired({**JI, "model": m}, f"The model server behind a:9400 (model {m}) has failed its "
                 "health probe for 2m.", None) for m in ("churn", "fraud")]),
+    # model m2's only pod is evicted (or scaled to 0) at 10m: its target leaves discovery, while
+    # m1 keeps the job up -- ModelmonTargetAbsent and ModelmonTargetDown cannot see it
+    Case("ModelmonModelDown", "critical", 11,
+         [s("up", A, "1x20"), s("modelmon_model_info", A + ', model="m1", version="1"', "1x20"),
+          s("up", B, "1x10 stale"), s("modelmon_model_info", B + ', model="m2", version="1"', "1x10 stale")],
+         [s("up", A, "1x20"), s("modelmon_model_info", A + ', model="m1", version="1"', "1x20"),
+          s("up", B, "1x20"), s("modelmon_model_info", B + ', model="m2", version="1"', "1x20")],
+         [Fired({"job": "modelmon", "model": "m2"}, "Model m2 has had no replica serving for 5m: every "
+                "target that exposed it is gone from discovery, cannot be scraped, or its model server "
+                "fails its health probe.", None)], name="its only target left discovery"),
+    # every replica of churn has its model server down; one of two replicas of fraud has
+    Case("ModelmonModelDown", "critical", 0,
+         [s("up", A, "1x20"), s("modelmon_upstream_up", A, "0x20"),
+          s("modelmon_model_info", A + ', model="churn", version="3"', "1x20"),
+          s("up", B, "1x20"), s("modelmon_upstream_up", B, "0x20"),
+          s("modelmon_model_info", B + ', model="churn", version="3"', "1x20"),
+          s("up", 'instance="c:9400"', "1x20"), s("modelmon_upstream_up", 'instance="c:9400"', "0x20"),
+          s("modelmon_model_info", 'instance="c:9400", model="fraud", version="1"', "1x20"),
+          s("up", 'instance="d:9400"', "1x20"), s("modelmon_upstream_up", 'instance="d:9400"', "1x20"),
+          s("modelmon_model_info", 'instance="d:9400", model="fraud", version="1"', "1x20")],
+         [s("up", A, "1x20"), s("modelmon_upstream_up", A, "0x20"),
+          s("modelmon_model_info", A + ', model="churn", version="3"', "1x20"),
+          s("up", B, "1x20"), s("modelmon_upstream_up", B, "1x20"),
+          s("modelmon_model_info", B + ', model="churn", version="3"', "1x20")],
+         [Fired(JM, "Model churn has had no replica serving for 5m: every target that exposed it is "
+                    "gone from discovery, cannot be scraped, or its model server fails its health "
+                    "probe.", None)], name="every model server fails"),
     Case("ModelmonDependencyDown", "warning", 0,
          [s("modelmon_dependency_up", A + ', dependency="feature-store"', "0x20")],
          [s("modelmon_dependency_up", A + ', dependency="feature-store"', "1x20")],
@@ -97,7 +127,9 @@ CASES = [
          [s("modelmon_requests_total", A + ', model="churn", route="/predict", code="200"', "0+90x30"),
           s("modelmon_requests_total", A + ', model="churn", route="/predict", code="503"', "0+10x30")],
          [s("modelmon_requests_total", A + ', model="churn", route="/predict", code="200"', "0+100x30"),
-          s("modelmon_requests_total", A + ', model="churn", route="/predict", code="404"', "0+50x30")],
+          s("modelmon_requests_total", A + ', model="churn", route="/predict", code="404"', "0+50x30"),
+          # 5xx outside the inference routes (a scan of unknown paths): not the model's errors
+          s("modelmon_requests_total", A + ', model="churn", route="other", code="503"', "0+50x30")],
          [Fired(JM, "10% of model churn's requests failed with a 5xx over the last 5m (threshold 5%).",
                 "10%")]),
     Case("ModelmonHighErrorRatio", "critical", 1,
@@ -107,27 +139,27 @@ CASES = [
          [Fired(JM, "30% of model churn's requests failed with a 5xx over the last 5m (threshold 20%).",
                 "30%")]),
     Case("ModelmonLatencyBudgetBurn", "critical", 1,
-         [s("modelmon_request_duration_seconds_count", A + ', model="churn", route="/predict"', "0+100x20"),
+         [s("modelmon_request_duration_seconds_count", A + ', model="churn", route="/predict"', "0+100000x20"),
           s("modelmon_request_duration_seconds_bucket", A + ', model="churn", route="/predict", le="1.0"',
-            "0+50x20")],
-         [s("modelmon_request_duration_seconds_count", A + ', model="churn", route="/predict"', "0+100x20"),
+            "0+50000x20")],
+         [s("modelmon_request_duration_seconds_count", A + ', model="churn", route="/predict"', "0+100000x20"),
           s("modelmon_request_duration_seconds_bucket", A + ', model="churn", route="/predict", le="1.0"',
-            "0+100x20"),
+            "0+100000x20"),
           # slow, but not an inference route: outside the SLO
-          s("modelmon_request_duration_seconds_count", A + ', model="churn", route="other"', "0+100x20"),
+          s("modelmon_request_duration_seconds_count", A + ', model="churn", route="other"', "0+100000x20"),
           s("modelmon_request_duration_seconds_bucket", A + ', model="churn", route="other", le="1.0"',
             "0x20")],
-         [Fired(JM, "50% of model churn's requests took longer than 1 s over the last 1h / 6h: at "
+         [Fired(JM, "50% of model churn's requests took longer than 1 s over the long window (1h or 6h; the short one, 5m or 30m, burns too): at "
                     "this rate the error budget of its SLO (99% within 1 s) runs out within days.",
                 "50%")]),
     Case("ModelmonLatencyBudgetBurn", "warning", 1,
-         [s("modelmon_request_duration_seconds_count", A + ', model="churn", route="/predict"', "0+100x20"),
+         [s("modelmon_request_duration_seconds_count", A + ', model="churn", route="/predict"', "0+100000x20"),
           s("modelmon_request_duration_seconds_bucket", A + ', model="churn", route="/predict", le="1.0"',
-            "0+95x20")],
-         [s("modelmon_request_duration_seconds_count", A + ', model="churn", route="/predict"', "0+100x20"),
+            "0+95000x20")],
+         [s("modelmon_request_duration_seconds_count", A + ', model="churn", route="/predict"', "0+100000x20"),
           s("modelmon_request_duration_seconds_bucket", A + ', model="churn", route="/predict", le="1.0"',
-            "0+100x20")],
-         [Fired(JM, "5% of model churn's requests took longer than 1 s over the last 1d / 3d: at "
+            "0+100000x20")],
+         [Fired(JM, "5% of model churn's requests took longer than 1 s over the long window (1d or 3d; the short one, 2h or 6h, burns too): at "
                     "this rate the error budget of its SLO (99% within 1 s) runs out before the "
                     "month ends.", "5%")]),
     # Inputs and outputs by the profile's roles (modelmon_feature_info), whatever their names: the
@@ -188,7 +220,8 @@ CASES = [
                 "like its reference profile: the sidecar's drift test reports drift (smallest "
                 "p-value < 1e-300).", "< 1e-300")]),
     Case("ModelmonFleetDrift", "warning", 1,
-         [s("modelmon_reference_value_bucket", A + ', model="churn", feature="age", le="0.0"', "50x40"),
+         [*PROFILES,
+          s("modelmon_reference_value_bucket", A + ', model="churn", feature="age", le="0.0"', "50x40"),
           s("modelmon_reference_value_bucket", A + ', model="churn", feature="age", le="+Inf"', "100x40"),
           s("modelmon_reference_value_count", A + ', model="churn", feature="age"', "100x40"),
           *[s(name, i + ', model="churn", feature="age"' + le, values)
@@ -201,7 +234,8 @@ CASES = [
             for c, v in (("basic", "0.7x40"), ("pro", "0.3x40"), ("__other__", "0x40"))],
           *[s("modelmon_feature_category_total", i + f', model="churn", feature="plan", category="{c}"', v)
             for i in (A, B) for c, v in (("basic", "0+250x40"), ("pro", "0+750x40"), ("__other__", "0x40"))]],
-         [s("modelmon_reference_value_bucket", A + ', model="churn", feature="age", le="0.0"', "50x40"),
+         [*PROFILES,
+          s("modelmon_reference_value_bucket", A + ', model="churn", feature="age", le="0.0"', "50x40"),
           s("modelmon_reference_value_bucket", A + ', model="churn", feature="age", le="+Inf"', "100x40"),
           s("modelmon_reference_value_count", A + ', model="churn", feature="age"', "100x40"),
           s("modelmon_feature_value_bucket", A + ', model="churn", feature="age", le="0.0"', "0+500x40"),
@@ -211,9 +245,9 @@ CASES = [
             for c, v in (("basic", "0.7x40"), ("pro", "0.3x40"), ("__other__", "0x40"))],
           *[s("modelmon_feature_category_total", A + f', model="churn", feature="plan", category="{c}"', v)
             for c, v in (("basic", "0+1400x40"), ("pro", "0+600x40"), ("__other__", "0x40"))]],
-         [Fired({**JM, "feature": "age", "method": "ks"}, "Feature age of model churn has drifted "
+         [Fired({**JM, "feature": "age", "method": "ks", "profile_hash": "3f2a9c"}, "Feature age of model churn has drifted "
                 "across all its replicas over the last 1h: ks = 0.400.", "0.400"),
-          Fired({**JM, "feature": "plan", "method": "tvd"}, "Feature plan of model churn has drifted "
+          Fired({**JM, "feature": "plan", "method": "tvd", "profile_hash": "3f2a9c"}, "Feature plan of model churn has drifted "
                 "across all its replicas over the last 1h: tvd = 0.450.", "0.450")]),
     Case("ModelmonFeatureMissingHigh", "warning", 0,
          [s("modelmon_feature_missing_ratio", A + ', model="churn", feature="age"', "0.3x20"),
@@ -424,3 +458,40 @@ def run_promtool_tests(tmp_path: Path, mixin: Mixin, tests: list[dict[str, Any]]
 def test_alerts_fire_after_for_with_exact_labels_and_annotations(tmp_path: Path) -> None:
     mixin = Mixin()
     run_promtool_tests(tmp_path, mixin, _tests(mixin))
+
+
+def test_a_long_target_outage_is_one_alert_that_keeps_its_model(tmp_path: Path) -> None:
+    """A 3 h outage: ModelmonTargetDown fires once (its activeAt never moves) and names the model
+    throughout; it used to lose `model` after the 1 h lookback, resolve and fire again."""
+    mixin = Mixin()
+    case = Case("ModelmonTargetDown", "warning", 11, [], [], [])
+    fired = [_expected(mixin, case, Fired({**JI, "model": "churn"}, "Prometheus has failed to scrape "
+                                          "the modelmon sidecar a:9400 (model churn) for 5m.", None))]
+    tests = [{
+        "name": "3h outage", "interval": "1m",
+        "input_series": [s("up", A, "1x10 0x200"),
+                         s("modelmon_model_info", A + ', model="churn", version="3"', "1x10 stale")],
+        "alert_rule_test": [{"eval_time": f"{t}m", "alertname": "ModelmonTargetDown", "exp_alerts": fired}
+                            for t in (30, 72, 130, 190)],
+        "promql_expr_test": [{
+            "expr": 'ALERTS_FOR_STATE{alertname="ModelmonTargetDown"}', "eval_time": "190m",
+            "exp_samples": [{"labels": 'ALERTS_FOR_STATE{alertname="ModelmonTargetDown", job="modelmon", '
+                                       'instance="a:9400", model="churn", severity="warning"}',
+                             "value": 11 * 60}]}],
+    }]
+    run_promtool_tests(tmp_path, mixin, tests)
+
+
+def test_the_latency_burn_needs_traffic_on_both_windows(tmp_path: Path) -> None:
+    """One slow request (a cold start) of a model serving one request per 10 minutes burns
+    "100%" of its 5m window: it must not page. The same share at real traffic does."""
+    mixin = Mixin()
+    count = " ".join(str(m // 10) for m in range(121))  # one request per 10 min
+    fast = " ".join(str(m // 10 - (1 if m >= 100 else 0)) for m in range(121))  # the 10th is slow
+    series = [s("modelmon_request_duration_seconds_count", A + ', model="m", route="/predict"', count),
+              s("modelmon_request_duration_seconds_bucket", A + ', model="m", route="/predict", le="1.0"', fast)]
+    tests = [{"name": "one slow request of an idle model", "interval": "1m", "input_series": series,
+              "alert_rule_test": [{"eval_time": f"{t}m", "alertname": "ModelmonLatencyBudgetBurn",
+                                   "exp_alerts": []} for t in (103, 105, 110)]}]
+    run_promtool_tests(tmp_path, mixin, tests)
+

@@ -83,8 +83,19 @@ def run(tmp_path: Path, inputs: Inputs, expect: Expect, absent: list[str] = ()) 
         pytest.fail(f"{result.stdout[-8000:]}\nexpected:\n{expected}\ncomputed:\n{shown.stdout[-12000:]}")
 
 
+PROFILE = {"profile_hash": "3f2a9c", "profile_model_version": "3", "created_at": "2026-01-01T00:00:00Z"}
+
+
+def profile_info(inputs: Inputs, instance: str, profile_hash: str = PROFILE["profile_hash"]) -> None:
+    inputs.gauge("modelmon_reference_profile_info", instance,
+                 {"model": "churn", **PROFILE, "profile_hash": profile_hash}, 1.0)
+
+
 def test_fleet_drift_equals_the_statistics_of_the_combined_counts(tmp_path: Path) -> None:
     inputs, expect = Inputs(), Expect()
+    for r in REPLICAS:  # both replicas run the same reference profile
+        profile_info(inputs, r)
+    ph = {"profile_hash": PROFILE["profile_hash"]}
     rng = np.random.default_rng(7)
     # numeric: the reference from replica a only; edges below zero and in exponent form
     for feature, edges in (("age", [-1.5, -0.5, 0.0, 0.5, 1.5]), ("income", [1e5, 1e6, 2.5e6, 1e7])):
@@ -106,9 +117,9 @@ def test_fleet_drift_equals_the_statistics_of_the_combined_counts(tmp_path: Path
         ks = float(np.max(np.abs(np.cumsum(combined) / combined.sum() - np.cumsum(reference) / reference.sum())))
         assert ks > 0.05
         expect.value("model_feature:modelmon_drift_score:increase1h",
-                     {"model": "churn", "feature": feature, "method": "ks"}, ks)
+                     {"model": "churn", "feature": feature, "method": "ks", **ph}, ks)
         expect.value("model_feature:modelmon_feature_value:count_increase1h",
-                     {"model": "churn", "feature": feature}, float(combined.sum()))
+                     {"model": "churn", "feature": feature, **ph}, float(combined.sum()))
 
     # categorical: the reference from both replicas (the rules must not count it twice)
     categories = ["basic", "pro", "enterprise", "__other__"]
@@ -124,7 +135,7 @@ def test_fleet_drift_equals_the_statistics_of_the_combined_counts(tmp_path: Path
     p, q = reference / reference.sum(), counts / counts.sum()
     eps = Mixin().config.drift.smoothing
     ps, qs = (p + eps) / (1 + len(p) * eps), (q + eps) / (1 + len(q) * eps)
-    plan = {"model": "churn", "feature": "plan"}
+    plan = {"model": "churn", "feature": "plan", **ph}
     expect.value("model_feature:modelmon_drift_score:increase1h", {**plan, "method": "tvd"},
                  0.5 * float(np.abs(q - p).sum()))
     expect.value("model_feature:modelmon_drift_score:increase1h", {**plan, "method": "psi"},
@@ -135,6 +146,35 @@ def test_fleet_drift_equals_the_statistics_of_the_combined_counts(tmp_path: Path
     for c, share in zip(categories, qs, strict=True):
         expect.value("model_feature_category:modelmon_feature_category:smoothed_share_increase1h",
                      {**plan, "category": c}, float(share))
+    run(tmp_path, inputs, expect)
+
+
+def test_fleet_drift_compares_each_replica_with_its_own_profile_during_a_rollout(tmp_path: Path) -> None:
+    """A rollout: replica a runs the old profile (edges 0.5, 1; categories basic, pro), replica b
+    a rebuilt one (edges 0.7, 1.2; categories pro, enterprise). Each replica's live values match
+    its own reference exactly: no drift. Summed together (the old rules) the mixed bucket sets
+    read as KS 0.4, and the categories of one profile as unseen by the other."""
+    inputs, expect = Inputs(), Expect()
+    for r, h in (("a:9400", "old"), ("b:9400", "new")):
+        profile_info(inputs, r, h)
+    x = {"model": "churn", "feature": "x"}
+    for r, h, edges, cumulative in (("a:9400", "old", ("0.5", "1.0", "+Inf"), (3, 7, 10)),
+                                    ("b:9400", "new", ("0.7", "1.2", "+Inf"), (5, 8, 10))):
+        for le, n in zip(edges, cumulative, strict=True):
+            inputs.counter("modelmon_feature_value_bucket", r, {**x, "le": le}, n)
+            inputs.gauge("modelmon_reference_value_bucket", r, {**x, "le": le}, 100.0 * n)
+        inputs.counter("modelmon_feature_value_count", r, x, 10)
+        inputs.gauge("modelmon_reference_value_count", r, x, 1000.0)
+        expect.value("model_feature:modelmon_drift_score:increase1h", {**x, "method": "ks", "profile_hash": h}, 0.0)
+        expect.value("model_feature:modelmon_feature_value:count_increase1h", {**x, "profile_hash": h}, 600.0)
+    plan = {"model": "churn", "feature": "plan"}
+    for r, h, shares in (("a:9400", "old", {"basic": 0.6, "pro": 0.4}),
+                         ("b:9400", "new", {"pro": 0.5, "enterprise": 0.5})):
+        for c, share in shares.items():
+            inputs.gauge("modelmon_reference_category_ratio", r, {**plan, "category": c}, share)
+            inputs.counter("modelmon_feature_category_total", r, {**plan, "category": c}, 10 * share)
+        expect.value("model_feature:modelmon_drift_score:increase1h", {**plan, "method": "tvd", "profile_hash": h},
+                     0.0)
     run(tmp_path, inputs, expect)
 
 

@@ -71,8 +71,9 @@ class Mixin:
 
     def alerts_file(self) -> dict[str, Any]:
         groups: dict[str, list[dict[str, Any]]] = {}
-        dashboard = (self.config.dashboard_url
-                     + "{{ with $labels.model }}?var-model={{ . | urlquery }}{{ end }}")
+        base = self.config.dashboard_url
+        join = "&" if "?" in base else "?"  # a URL that has a query already gets one more parameter
+        dashboard = base + "{{ with $labels.model }}" + join + "var-model={{ . | urlquery }}{{ end }}"
         for a in self.alerts:
             entry: dict[str, Any] = {"alert": a.name, "expr": a.expr}
             if a.for_ is not None:

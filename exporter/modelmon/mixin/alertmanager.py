@@ -3,9 +3,10 @@ to a webhook, info to a low-urgency webhook or nowhere, the Watchdog to a heartb
 
 PagerDuty keys an incident by the event's dedup key, which Alertmanager derives from the
 aggregation group: the SHA-256 of the route's matchers from the root and the group's labels
-(``{}/{severity=~"critical"}:{alertname="...", model="..."}``). A change of the routing (the
-matchers, ``page_severities``, ``group_by``) gives every group a new key, so the resolve of an
-incident opened before goes to a key PagerDuty does not know, and that incident stays open."""
+(``{}/{alertname=~"Modelmon.+"}/{severity=~"critical"}:{alertname="...", model="..."}``). A
+change of the routing (the matchers, ``page_severities``, ``group_by``) gives every group a new
+key, so the resolve of an incident opened before goes to a key PagerDuty does not know, and that
+incident stays open."""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ WARNING = "modelmon-warning"
 INFO = "modelmon-info"
 HEARTBEAT = "modelmon-heartbeat"
 GROUP_BY = ("alertname", "model")
+# The subtree that takes modelmon's alerts, and only them: copied under the root of a shared
+# Alertmanager, it must not page other exporters' critical alerts.
+MODELMON_ALERTS = 'alertname=~"Modelmon.+"'
 
 # PagerDuty's severities are critical, error, warning and info.
 _PD_SEVERITY = ('{{ if eq .CommonLabels.severity "critical" }}critical'
@@ -110,17 +114,21 @@ def alertmanager_config(config: MixinConfig, alerts: list[Alert]) -> dict[str, A
     return {
         "global": {"resolve_timeout": "5m"},
         "route": {
+            # the root, for a standalone Alertmanager: alerts of other exporters reach the
+            # warning webhook, never PagerDuty
             "receiver": WARNING,
             "group_by": list(GROUP_BY),
             "group_wait": am.group_wait,
             "group_interval": am.group_interval,
             "repeat_interval": am.repeat_interval,
-            "routes": routes,
+            # modelmon's subtree: copy this route into a shared Alertmanager's tree
+            "routes": [{"receiver": WARNING, "matchers": [MODELMON_ALERTS], "group_by": list(GROUP_BY),
+                        "routes": routes}],
         },
         "inhibit_rules": [
             {   # a critical alert silences its warning twin (same alert, same model or target)
-                "source_matchers": ['severity="critical"'],
-                "target_matchers": ['severity="warning"'],
+                "source_matchers": [MODELMON_ALERTS, 'severity="critical"'],
+                "target_matchers": [MODELMON_ALERTS, 'severity="warning"'],
                 "equal": ["alertname", *agg, "model", "instance", "cgroup"],
             },
             {   # an outage of a model's server or sidecar silences what it makes meaningless

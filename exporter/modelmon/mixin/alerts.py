@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 
 from .. import catalogue as cat
 from .config import AlertSettings, MixinConfig, seconds
-from .promql import PromQL, matcher
-from .rules import OTHER, RecordingRules
+from .promql import PromQL, indent, matcher
+from .rules import OTHER, PROFILE_HASH, RecordingRules
 
-# The concerns an outage of the model (its server or its sidecar) makes meaningless: their
-# alerts are inhibited by ModelmonUpstreamDown and ModelmonTargetDown of the same model.
-OUTAGE_SOURCES = ("ModelmonTargetDown", "ModelmonUpstreamDown")
+# The concerns an outage of the model makes meaningless: their alerts are inhibited by
+# ModelmonModelDown of the same model -- no replica serves it. A per-replica outage
+# (ModelmonTargetDown, ModelmonUpstreamDown) pages but inhibits nothing: one crash-looping
+# replica of ten must not mute the fleet-wide drift, quality and performance alerts of the model.
+OUTAGE_SOURCES = ("ModelmonModelDown",)
 SILENCED_BY_OUTAGE = ("drift", "quality", "performance", "fairness", "freshness")
 
 
@@ -133,8 +135,9 @@ def build_alerts(config: MixinConfig, r: RecordingRules) -> list[Alert]:
         None,
         "Scrapes of one sidecar fail: the pod is gone or restarting, the admin port does not "
         "answer, or /metrics needs a bearer token Prometheus does not send (auth.protect: metrics). "
-        "Its models' drift, quality and performance alerts are inhibited meanwhile: they would be "
-        "computed from stale or missing data.",
+        f"The alert names the target's models (seen within {av.model_info_lookback}). It inhibits "
+        "nothing: the other replicas still serve; when none does, ModelmonModelDown fires and "
+        "silences the model's drift, quality and performance alerts.",
         (f"{q.up()} == 0", 'scrape_duration_seconds{' + c.selector + '}'),
         ("Status > Targets in Prometheus shows the scrape error.",
          "`kubectl describe pod` / `kubectl logs -c modelmon` for restarts and start-up errors "
@@ -151,8 +154,9 @@ def build_alerts(config: MixinConfig, r: RecordingRules) -> list[Alert]:
         None,
         "The sidecar probes the model server's health endpoint (upstream.health_path) every "
         "upstream.probe_interval_seconds; it has failed for a while. Inference calls through this "
-        "replica fail or will; its readiness probe (/readyz) fails too. Drift, quality and "
-        "performance alerts of its models are inhibited meanwhile.",
+        "replica fail or will; its readiness probe (/readyz) fails too. It inhibits nothing: "
+        "when no replica of the model is left serving, ModelmonModelDown fires and silences the "
+        "model's drift, quality and performance alerts.",
         (f"{q.sel(cat.UPSTREAM_UP)} == 0",
          f"increase({q.sel(cat.UPSTREAM_PROBES, extra=matcher('result', '=', 'failure'))}[10m])",
          f"sum {q.by('instance', 'reason')} (rate({q.sel(cat.UPSTREAM_ERRORS)}[5m]))"),
@@ -160,6 +164,34 @@ def build_alerts(config: MixinConfig, r: RecordingRules) -> list[Alert]:
          "ModelmonMemoryNearLimit).",
          "Probe the health endpoint yourself from the pod: `curl localhost:8080/v2/health/ready`.",
          "If the model is fine but the probe path is wrong, fix upstream.health_path."))
+
+    model_info = q.sel(cat.MODEL_INFO)
+    seen = f"group {gm} (last_over_time({model_info}[{av.model_info_lookback}]))"
+    serving = (f"{model_info}\nand {oi}\n({q.up()} == 1)\n"
+               f"unless {oi}\n({q.sel(cat.UPSTREAM_UP)} == 0)")
+    add("ModelmonModelDown", "modelmon-availability", "availability", av.model_down,
+        f"{seen}\nunless {om}\n(\n{indent(serving)}\n)",
+        "No replica of a model is serving.",
+        "Model {{ $labels.model }} has had no replica serving for " f"{av.model_down.for_}: every "
+        "target that exposed it is gone from discovery, cannot be scraped, or its model server "
+        "fails its health probe.",
+        None,
+        f"A model seen in the last {av.model_info_lookback} (modelmon_model_info) has no target "
+        "left that is up, exposes it and whose model server passes its health probe: its pods were "
+        "evicted, scaled to zero or are pending, every sidecar is down, or every model server is. "
+        "ModelmonTargetAbsent only sees the whole job vanish, and ModelmonTargetDown only targets "
+        "Prometheus still discovers; this alert sees one model vanish while others share the job. "
+        "While it fires the model's drift, quality, performance, fairness and freshness alerts are "
+        "inhibited: they would be computed from stale or missing data. A model retired on purpose "
+        f"fires it until the lookback ({av.model_info_lookback}, availability.model_info_lookback) "
+        "forgets it: silence it for that long.",
+        (f"{seen}", f"{model_info}", f"{q.up()}", f"{q.sel(cat.UPSTREAM_UP)}"),
+        ("Which: `kubectl get deploy,pods -l <the model's labels>` - replicas 0, evicted or Pending "
+         "pods (resources, node pressure, quota), a failed rollout.",
+         "If the pods run: ModelmonTargetDown and ModelmonUpstreamDown of its replicas say whether "
+         "the sidecars or the model servers fail.",
+         "Scaled to zero or retired on purpose: silence the alert until the lookback forgets the "
+         "model."))
 
     add("ModelmonDependencyDown", "modelmon-availability", "availability", av.dependency_down,
         f"{q.sel(cat.DEPENDENCY_UP)} == 0",
@@ -189,7 +221,9 @@ def build_alerts(config: MixinConfig, r: RecordingRules) -> list[Alert]:
             "The share of the model's requests answered with a 5xx status, over every replica, "
             f"is above {_pct(t.error_ratio_warning)} (warning) or {_pct(t.error_ratio_critical)} "
             "(critical). It includes the sidecar's own 502 (model unreachable, reset) and 504 "
-            "(timeout).",
+            f"(timeout). It counts the requests {t.route_matcher or 'of every route'} "
+            "(traffic.route_matcher; by default the inference routes, as the latency SLO: a 5xx "
+            "of an unknown path is a scan or a misrouted client, not the model failing).",
             (f"{q.rec(r.error_ratio)}",
              f"sum {q.by('model', 'code')} (rate({five_xx}[{t.rate_window}]))",
              f"sum {q.by('model', 'reason')} (rate({q.sel(cat.UPSTREAM_ERRORS)}[{t.rate_window}]))"),
@@ -207,15 +241,19 @@ def build_alerts(config: MixinConfig, r: RecordingRules) -> list[Alert]:
         conds = []
         for w in pairs:
             bound = _fmt(w.factor * budget)
+            enough = _fmt(slo.min_request_rate)
             conds.append(f"(\n  {q.rec(r.slow_ratio[w.long])} > {bound}\n  and {om}\n"
-                         f"  {q.rec(r.slow_ratio[w.short])} > {bound}\n)")
+                         f"  {q.rec(r.slow_ratio[w.short])} > {bound}\n  and {om}\n"
+                         f"  {q.rec(r.slo_request_rate[w.long])} > {enough}\n  and {om}\n"
+                         f"  {q.rec(r.slo_request_rate[w.short])} > {enough}\n)")
         add("ModelmonLatencyBudgetBurn", "modelmon-latency-slo", "traffic",
             (severity, slo.for_critical if severity == "critical" else slo.for_warning),
             "\nor\n".join(conds),
             "A model burns its latency error budget too fast.",
             "{{ $value | humanizePercentage }} of model {{ $labels.model }}'s requests took longer "
-            f"than {slo.threshold_seconds:g} s over the last "
-            f"{' / '.join(w.long for w in pairs)}: at this rate the error budget of its SLO "
+            f"than {slo.threshold_seconds:g} s over the long window "
+            f"({' or '.join(w.long for w in pairs)}; the short one, "
+            f"{' or '.join(w.short for w in pairs)}, burns too): at this rate the error budget of its SLO "
             f"({_pct(slo.objective)} within {slo.threshold_seconds:g} s) runs out "
             f"{'within days' if severity == 'critical' else 'before the month ends'}.",
             PCT,
@@ -226,7 +264,10 @@ def build_alerts(config: MixinConfig, r: RecordingRules) -> list[Alert]:
             "the error budget faster than a factor - " + "; ".join(
                 f"{w.long} and {w.short} at {w.factor:g}x ({w.severity})" for w in slo.burn_windows)
             + ". The long window makes it significant, the short one makes it stop soon after the "
-            "problem does.",
+            f"problem does. A pair only counts while the model serves more than "
+            f"{_fmt(slo.min_request_rate)} requests/s over both its windows "
+            "(latency_slo.min_request_rate): a few slow requests of an idle model (a cold start) "
+            "are no burn.",
             (
                 *(q.rec(r.slow_ratio[w]) for w in (pairs[0].long, pairs[0].short)),
                 f"{q.rec(r.latency_quantiles[-1])}",
@@ -309,10 +350,11 @@ def build_alerts(config: MixinConfig, r: RecordingRules) -> list[Alert]:
          "harmless (the world changed and the model follows).",
          *actions_drift[2:]))
     ks_bound, tvd_bound = _fmt(d.ks_threshold), _fmt(d.tvd_threshold)
+    ofp = q.on("model", "feature", PROFILE_HASH)
     add("ModelmonFleetDrift", "modelmon-drift", "drift", d.fleet_drift,
-        f"(\n  {q.rec(r.drift_score, matcher('method', '=', 'ks'))} > {ks_bound}\n  and {of}\n"
+        f"(\n  {q.rec(r.drift_score, matcher('method', '=', 'ks'))} > {ks_bound}\n  and {ofp}\n"
         f"  {q.rec(r.numeric_count)} >= {d.min_samples}\n)\nor\n"
-        f"(\n  {q.rec(r.drift_score, matcher('method', '=', 'tvd'))} > {tvd_bound}\n  and {of}\n"
+        f"(\n  {q.rec(r.drift_score, matcher('method', '=', 'tvd'))} > {tvd_bound}\n  and {ofp}\n"
         f"  {q.rec(r.categorical_count)} >= {d.min_samples}\n)",
         "A feature has drifted across the whole fleet of a model.",
         "Feature {{ $labels.feature }} of model {{ $labels.model }} has drifted across all its "
@@ -323,7 +365,11 @@ def build_alerts(config: MixinConfig, r: RecordingRules) -> list[Alert]:
         f"feature above {ks_bound}, or the total-variation distance of a categorical one above "
         f"{tvd_bound}, with at least {d.min_samples} values in the last {d.window}. Both are "
         "effect sizes (the largest gap between the cumulative shares; half the summed gaps "
-        "between category shares), so this alert reports large changes, whatever the traffic.",
+        "between category shares), so this alert reports large changes, whatever the traffic. "
+        "The counts are summed per reference profile (`profile_hash`, from "
+        "modelmon_reference_profile_info): during a rollout, replicas running the old profile and "
+        "replicas running the new one are compared each with their own reference, never mixed, "
+        "and the alert names the profile.",
         (f"{q.rec(r.drift_score)}", f"{q.rec(r.numeric_count)}", f"{q.rec(r.categorical_count)}"),
         actions_drift)
 

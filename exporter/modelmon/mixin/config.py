@@ -93,14 +93,20 @@ class Availability:
     metrics_absent: AlertSettings = _alert("warning", "10m")
     upstream_down: AlertSettings = _alert("critical", "2m")
     dependency_down: AlertSettings = _alert("warning", "5m")
+    model_down: AlertSettings = _alert("critical", "5m")
     model_info_lookback: str = doc(
-        "1h", "how far back a target's models are read (last_over_time) to name them on "
-              "target-down and upstream-down alerts")
+        "1d", "how far back a target's models are read (last_over_time): to name them on "
+              "target-down and upstream-down alerts for this long into an outage, and the models "
+              "ModelmonModelDown watches (one gone for longer is forgotten)")
 
 
 @dataclass(frozen=True)
 class Traffic:
     rate_window: str = doc("5m", "window of the request-rate, error-ratio and latency-quantile rules")
+    route_matcher: str = doc('route!="other"', "which requests the request rate and error ratio count "
+                                               "(empty: all; default: the inference routes, as the "
+                                               "latency SLO: a probe or scan of unknown paths is no "
+                                               "model error)")
     quantiles: tuple[float, ...] = doc((0.5, 0.9, 0.99), "latency quantiles recorded per model")
     error_ratio_warning: float = doc(0.05, "5xx share of requests above which ModelmonHighErrorRatio warns")
     error_ratio_critical: float = doc(0.2, "5xx share above which ModelmonHighErrorRatio pages")
@@ -131,6 +137,9 @@ class LatencySLO:
          BurnWindow("1d", "2h", 3.0, "warning"), BurnWindow("3d", "6h", 1.0, "warning")),
         "the window pairs: a severity fires when both its long and short windows burn faster than "
         "factor x (1 - objective)")
+    min_request_rate: float = doc(0.05, "requests/s a model needs over both windows of a pair "
+                                        "before that pair can alert (one slow cold start of an "
+                                        "idle model must not page)")
     for_critical: str = doc("2m", "for of the critical (fast-burn) alert")
     for_warning: str = doc("15m", "for of the warning (slow-burn) alert")
 
@@ -297,13 +306,19 @@ class MixinConfig:
             if not _LABEL_NAME_RE.match(label) or label in ("model", "feature", "instance", "le"):
                 _fail("aggregation_labels", f"{label!r} is not a target label name")
         slo = self.latency_slo
-        if slo.route_matcher:
-            try:
-                parse_matchers(slo.route_matcher)
-            except ValueError as exc:
-                _fail("latency_slo.route_matcher", str(exc))
+        _route_matcher("latency_slo.route_matcher", slo.route_matcher, cat.REQUEST_DURATION)
+        _route_matcher("traffic.route_matcher", self.traffic.route_matcher, cat.REQUESTS)
         if not 0 < slo.objective < 1:
             _fail("latency_slo.objective", f"must be between 0 and 1, got {slo.objective}")
+        for i, w in enumerate(slo.burn_windows):
+            if w.factor * (1 - slo.objective) >= 1:
+                _fail(f"latency_slo.burn_windows[{i}].factor",
+                      f"{w.factor:g} x (1 - objective {slo.objective:g}) = "
+                      f"{w.factor * (1 - slo.objective):.4g}: the alert would need more than 100% "
+                      "of the requests to be slow and can never fire; lower the factor or raise the "
+                      "objective")
+            if w.factor <= 0:
+                _fail(f"latency_slo.burn_windows[{i}].factor", f"must be above 0, got {w.factor:g}")
         if slo.threshold_seconds not in cat.LATENCY_BUCKETS:
             _fail("latency_slo.threshold_seconds",
                   f"{slo.threshold_seconds} is not a bucket boundary of "
@@ -326,14 +341,40 @@ class MixinConfig:
             _fail("resources.memory_warning", "must be below resources.memory_critical")
         if self.traffic.error_ratio_warning >= self.traffic.error_ratio_critical:
             _fail("traffic.error_ratio_warning", "must be below traffic.error_ratio_critical")
+        if not self.traffic.quantiles:
+            _fail("traffic.quantiles", "needs at least one quantile (e.g. [0.5, 0.9, 0.99])")
         for i, q in enumerate(self.traffic.quantiles):
             if not 0 < q < 1:
                 _fail(f"traffic.quantiles[{i}]", f"must be between 0 and 1, got {q}")
+            if q in self.traffic.quantiles[:i]:
+                _fail(f"traffic.quantiles[{i}]", f"{q:g} is listed twice (it names a recorded series)")
+        if not self.alertmanager.page_severities:
+            _fail("alertmanager.page_severities", "needs at least one severity (e.g. [critical]): "
+                                                  "otherwise nothing pages")
         for i, s in enumerate(self.alertmanager.page_severities):
             if s not in SEVERITIES:
                 _fail(f"alertmanager.page_severities[{i}]", f"must be one of {', '.join(SEVERITIES)}")
+            if s in self.alertmanager.page_severities[:i]:
+                _fail(f"alertmanager.page_severities[{i}]", f"{s} is listed twice")
+        if self.drift.smoothing <= 0:
+            _fail("drift.smoothing", f"must be above 0 (the fleet PSI and Jensen-Shannon take the "
+                                     f"logarithm of smoothed shares; 0 makes them infinite), got "
+                                     f"{self.drift.smoothing:g}")
         if self.watchdog_severity not in ("none", "info"):
             _fail("watchdog_severity", "must be none or info")
+
+
+def _route_matcher(key: str, text: str, spec: cat.MetricSpec) -> None:
+    """A matcher list over the labels of ``spec``."""
+    if not text:
+        return
+    try:
+        matchers = parse_matchers(text)
+    except ValueError as exc:
+        _fail(key, str(exc))
+    for name, _op, _value in matchers:
+        if name not in spec.labels:
+            _fail(key, f"{name!r} is not a label of {spec.name} (one of {', '.join(spec.labels)})")
 
 
 def _validate(node: Any, path: str) -> None:

@@ -24,6 +24,7 @@ from .promql import PromQL, Rule, indent
 
 LN2 = math.log(2)
 OTHER = "__other__"
+PROFILE_HASH = "profile_hash"  # the fleet drift rules' series are per reference profile
 
 
 def le_string(edge: float) -> str:
@@ -48,17 +49,19 @@ class RecordingRules:
         g = q.by("model")
 
         # --- traffic -------------------------------------------------------------------------
-        requests = q.sel(cat.REQUESTS)
+        routes = t.route_matcher  # the inference routes by default, as the latency SLO counts
+        requests = q.sel(cat.REQUESTS, extra=routes)
         self.request_rate = Rule(
             f"model:modelmon_requests:rate{rw}",
             f"sum {g} (rate({requests}[{rw}]))",
-            help="requests per second, all replicas")
-        errors = q.sel(cat.REQUESTS, extra='code=~"5.."')
+            help=f"requests per second ({routes or 'all routes'}), all replicas")
+        errors = q.sel(cat.REQUESTS, extra=", ".join(m for m in (routes, 'code=~"5.."') if m))
         self.error_ratio = Rule(
             f"model:modelmon_requests:error_ratio_rate{rw}",
             f"sum {g} (rate({errors}[{rw}]))\n"
             f"/\nsum {g} (rate({requests}[{rw}]))",
-            help="share of requests answered 5xx (model errors and the sidecar's 502/504)")
+            help=f"share of requests ({routes or 'all routes'}) answered 5xx (model errors and the "
+                 "sidecar's 502/504)")
         bucket = q.sel(cat.REQUEST_DURATION, "bucket")
         self.latency_quantiles = tuple(
             Rule(f"model_quantile:modelmon_request_duration_seconds:histogram_quantile_rate{rw}",
@@ -72,8 +75,13 @@ class RecordingRules:
         le = le_string(slo.threshold_seconds)
         windows = sorted({w for b in slo.burn_windows for w in (b.long, b.short)}, key=seconds)
         self.slow_ratio: dict[str, Rule] = {}
+        self.slo_request_rate: dict[str, Rule] = {}
         for w in windows:
             count = f"sum {g} (rate({q.sel(cat.REQUEST_DURATION, 'count', route)}[{w}]))"
+            self.slo_request_rate[w] = Rule(
+                f"model:modelmon_request_duration_seconds:rate{w}", count,
+                help=f"requests per second the latency SLO counts, over {w} (the burn-rate "
+                     "alerts' minimum-traffic guard)")
             within = ", ".join(m for m in (route, f'le="{le}"') if m)
             fast = f"sum {g} (rate({q.sel(cat.REQUEST_DURATION, 'bucket', within)}[{w}]))"
             self.slow_ratio[w] = Rule(
@@ -84,38 +92,52 @@ class RecordingRules:
         # --- drift, fleet-wide -----------------------------------------------------------------
         d = config.drift
         dw = d.window
-        gf = q.by("model", "feature")
-        of = q.on("model", "feature")
+        # Per reference profile: every replica's series are labelled with its profile's hash
+        # (modelmon_reference_profile_info{profile_hash}) and summed per model, feature and hash.
+        # During a rollout the replicas of a model run different profiles (other bucket edges,
+        # other top categories): summed together they would show drift where each replica matches
+        # its own reference. A replica gone (or restarted with another profile) drops out of the
+        # join, with the counts of its window.
+        gf = q.by("model", "feature", PROFILE_HASH)
+        of = q.on("model", "feature", PROFILE_HASH)
+        profile = f"group {q.by('instance', 'model', PROFILE_HASH)} ({q.sel(cat.PROFILE_INFO)})"
+
+        def per_profile(expr: str) -> str:
+            return f"{expr}\n* {q.on('instance', 'model')} group_left ({PROFILE_HASH})\n{profile}"
+
+        live_count = f"increase({q.sel(cat.FEATURE_VALUE, 'count')}[{dw}])"
         self.numeric_count = Rule(
             f"model_feature:modelmon_feature_value:count_increase{dw}",
-            f"sum {gf} (increase({q.sel(cat.FEATURE_VALUE, 'count')}[{dw}]))",
-            help="finite values of a numeric feature, all replicas")
+            f"sum {gf} (\n{indent(per_profile(live_count))}\n)",
+            help="finite values of a numeric feature, all replicas running one reference profile")
         live_buckets = q.sel(cat.FEATURE_VALUE, "bucket")
-        live_cdf = (f"sum {q.by('model', 'feature', 'le')} (increase({live_buckets}[{dw}]))\n"
+        gl = q.by("model", "feature", "le", PROFILE_HASH)
+        live_cdf = (f"sum {gl} (\n{indent(per_profile(f'increase({live_buckets}[{dw}])'))}\n)\n"
                     f"/ {of} group_left\n{q.rec(self.numeric_count)}")
-        ref_cdf = (f"max {q.by('model', 'feature', 'le')} ({q.sel(cat.REFERENCE_VALUE, 'bucket')})\n"
-                   f"/ {of} group_left\nmax {gf} ({q.sel(cat.REFERENCE_VALUE, 'count')})")
+        ref_cdf = (f"max {gl} (\n{indent(per_profile(q.sel(cat.REFERENCE_VALUE, 'bucket')))}\n)\n"
+                   f"/ {of} group_left\n"
+                   f"max {gf} (\n{indent(per_profile(q.sel(cat.REFERENCE_VALUE, 'count')))}\n)")
         score = f"model_feature:modelmon_drift_score:increase{dw}"
         self.drift_score = score
         self.ks = Rule(
             score,
             f"max {gf} (abs(\n  (\n{indent(live_cdf, 4)}\n  )\n"
-            f"  - {q.on('model', 'feature', 'le')}\n  (\n{indent(ref_cdf, 4)}\n  )\n))",
+            f"  - {q.on('model', 'feature', 'le', PROFILE_HASH)}\n  (\n{indent(ref_cdf, 4)}\n  )\n))",
             {"method": "ks"},
             help="Kolmogorov-Smirnov statistic of the binned live values of all replicas against "
                  "the reference")
-        gc = q.by("model", "feature", "category")
-        oc = q.on("model", "feature", "category")
+        gc = q.by("model", "feature", "category", PROFILE_HASH)
+        oc = q.on("model", "feature", "category", PROFILE_HASH)
         self.category_count = Rule(
             f"model_feature_category:modelmon_feature_category:increase{dw}",
-            f"sum {gc} (increase({q.sel(cat.FEATURE_CATEGORY)}[{dw}]))",
+            f"sum {gc} (\n{indent(per_profile(f'increase({q.sel(cat.FEATURE_CATEGORY)}[{dw}])'))}\n)",
             help="values per category, all replicas")
         self.categorical_count = Rule(
             f"model_feature:modelmon_feature_category:count_increase{dw}",
             f"sum {gf} ({q.rec(self.category_count)})",
             help="values of a categorical feature, all replicas")
         live_share = f"{q.rec(self.category_count)}\n/ {of} group_left\n{q.rec(self.categorical_count)}"
-        ref_share = f"max {gc} ({q.sel(cat.REFERENCE_CATEGORY)})"
+        ref_share = f"max {gc} (\n{indent(per_profile(q.sel(cat.REFERENCE_CATEGORY)))}\n)"
         self.tvd = Rule(
             score,
             f"0.5 * sum {gf} (abs(\n  (\n{indent(live_share, 4)}\n  )\n  - {oc}\n{indent(ref_share, 2)}\n))",
@@ -261,7 +283,8 @@ class RecordingRules:
     def groups(self) -> list[Group]:
         return [
             Group("modelmon-traffic.rules", (self.request_rate, self.error_ratio, *self.latency_quantiles)),
-            Group("modelmon-latency-slo.rules", tuple(self.slow_ratio.values())),
+            Group("modelmon-latency-slo.rules",
+                  (*self.slo_request_rate.values(), *self.slow_ratio.values())),
             Group("modelmon-drift.rules", (
                 self.numeric_count, self.ks, self.category_count, self.categorical_count, self.tvd,
                 self.live_smoothed, self.ref_smoothed, self.psi, self.jensen_shannon)),

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from .alertmanager import MODELMON_ALERTS
 from .alerts import OUTAGE_SOURCES, SILENCED_BY_OUTAGE, Alert
 
 if TYPE_CHECKING:
@@ -23,15 +24,18 @@ mixin.yaml --out DIR`) to get a runbook that quotes yours.
 Severities: `critical` pages (PagerDuty), `warning` goes to the team's chat or ticket queue
 (webhook), `info` to a low-urgency receiver or nowhere. Alerts are grouped per alert name and
 model. Inhibitions: a critical alert silences its warning twin (same alert name and model or
-target), and {sources} silence the {concerns} alerts of the same model while the model (or its
-sidecar) is down, since those would be computed from missing or stale data.
+target), and {sources} (no replica of the model serving) silences the {concerns} alerts of the
+same model, since those would be computed from missing or stale data. A per-replica outage
+(`ModelmonTargetDown`, `ModelmonUpstreamDown`) pages but silences nothing: the other replicas
+still serve, and their fleet-wide alerts still mean something.
 
 PagerDuty: each event names the affected system in `source` (unless
 `alertmanager.pagerduty_source` says otherwise, the aggregation labels and the model the alerts
 share, e.g. `modelmon/churn`; the instance for an alert of no model), the model
 in `component`, the aggregation labels in `group` and the alert in `class`. PagerDuty ties a
 resolve to its incident by the dedup key, which Alertmanager derives from the aggregation group:
-the SHA-256 of the PagerDuty route's matchers from the root (`{{}}/{{{page_matcher}}}`) and the
+the SHA-256 of the PagerDuty route's matchers from the root
+(`{{}}/{{{modelmon_matcher}}}/{{{page_matcher}}}`) and the
 group's labels (`alertname`, `model`). **Changing the routing orphans open incidents**: with
 another `alertmanager.page_severities`, other routes or another `group_by`, every group gets a new
 key, so the resolve of an incident opened before the change goes to a key PagerDuty does not
@@ -73,8 +77,9 @@ def runbook_markdown(mixin: Mixin) -> str:
     c = mixin.config
     concerns = ", ".join(SILENCED_BY_OUTAGE)
     page_matcher = f'severity=~"{"|".join(c.alertmanager.page_severities)}"'
-    out = [HEADER.format(sources=" and ".join(f"`{s}`" for s in OUTAGE_SOURCES), concerns=concerns,
-                         selector=f"`{c.selector}`", page_matcher=page_matcher),
+    out = [HEADER.format(sources=" or ".join(f"`{s}`" for s in OUTAGE_SOURCES), concerns=concerns,
+                         selector=f"`{c.selector}`", page_matcher=page_matcher,
+                         modelmon_matcher=MODELMON_ALERTS),
            "## Alerts\n", alerts_table(mixin, "")]
     for group in _sections(mixin.alerts):
         a = group[0]
