@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import re
+import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -243,30 +244,64 @@ _HALF_DECIMALS: NDArray[np.float64] | None = None  # every float16, by its bits,
 
 
 def decimal_floats(values: NDArray[Any]) -> NDArray[np.float64]:
-    """``values`` as float64; float32 and float16 values as the float64 of their shortest
-    decimal -- the text NumPy's ``str`` gives (``float32(0.1)`` is ``0.1``, not
-    ``0.10000000149011612``), what a client writes for the value and what a CSV file holds --
-    so a reference from Parquet or NumPy has the edges, range and categories of the same data
-    read from a CSV file or sent as JSON. Equal to ``float(str(v))`` for every value (checked on
-    all 2^32 float32 bit patterns), vectorised: about 0.15 us a value where ``astype(str)``
-    takes 0.6."""
+    """``values`` as float64 numbers, each float32 value as the float64 of its shortest decimal.
+
+    A float32 value means what its shortest decimal says: ``float32(0.1)`` is ``0.1``, not
+    ``0.10000000149011612`` -- the text NumPy's ``str`` gives, what orjson and most clients
+    write for it and what a CSV file written from it holds. Its exact value, widened to
+    float64, is what ``tolist()``, tritonclient's JSON and binary FP32 tensors give, so a
+    float64 that is exactly some float32's value (and not an integer) is read as that
+    float32 too: 0.699999988079071 is 0.7 (a float64 that is no float32's value, 0.7 or any
+    other, is itself). Applied to the reference (float32 columns of Parquet and NumPy files,
+    every float column) and to live numbers (``drift.columns.numeric_values``), every
+    spelling of a float32 falls in the bin, and inside the range, of its decimal. float16
+    arrays are read as their own shortest decimals (``float16(0.1)`` is ``0.1``).
+
+    Integers are exact in float32 up to 2^24 and stay integers beyond (NumPy writes float32
+    41851352 as 41851350.0: another integer; 3.0 being 3 everywhere, an integer is its
+    value). Otherwise equal to ``float(str(v))`` of the float32 (checked on every float32 bit
+    pattern); vectorised: about 0.15 us a value, where ``astype(str)`` takes 0.6."""
     global _HALF_DECIMALS
+    if values.ndim != 1:
+        return decimal_floats(values.ravel()).reshape(values.shape)
     if values.dtype == np.float16:
         if _HALF_DECIMALS is None:
             every = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
             _HALF_DECIMALS = every.astype(str).astype(np.float64)
         return _HALF_DECIMALS[np.ascontiguousarray(values).view(np.uint16)]
+    if values.dtype == np.float64:
+        with np.errstate(over="ignore", invalid="ignore"):
+            narrow = values.astype(np.float32)
+        exact = narrow == values  # NaN, and values beyond float32's range: not exact
+        if not exact.any():
+            return values
+        exact &= values != np.floor(values)  # integers (and +-inf) are themselves
+        if not exact.any():
+            return values
+        out = values.copy()
+        out[exact] = decimal_floats(narrow[exact])
+        return out
     if values.dtype != np.float32:
         return values.astype(np.float64)
-    out = values.astype(np.float64)
+    if values.size > 10_000:
+        # A column of few distinct values (a discrete one): each spelled once. (By their bits:
+        # -0.0 stays -0.0. Which way is taken changes the time, not the values.)
+        bits = np.ascontiguousarray(values).view(np.uint32)
+        probe = bits[::values.size // 2048]
+        if np.unique(probe).size * 4 < probe.size:
+            distinct, where = np.unique(bits, return_inverse=True)
+            return decimal_floats(distinct.view(np.float32))[where]
+    with np.errstate(invalid="ignore"):
+        out = values.astype(np.float64)
     magnitude = np.abs(out)
-    # Where every power of ten the search below needs is exact in float64; the rest (below
-    # 1e-13 or from 1e21 on, rare in data) is spelled by NumPy one value at a time.
-    fast = (magnitude >= 1e-13) & (magnitude < 1e21)
-    slow = np.isfinite(magnitude) & (magnitude != 0) & ~fast
+    fraction = np.isfinite(magnitude) & (magnitude != np.floor(magnitude))  # integers stay
+    # Where every power of ten the search below needs is exact in float64 (non-integral
+    # float32 values are below 2^23); the rest (below 1e-13, rare in data) is spelled by NumPy
+    # one value at a time.
+    slow = fraction & (magnitude < 1e-13)
     if slow.any():
         out[slow] = values[slow].astype(str).astype(np.float64)
-    idx = np.flatnonzero(fast)
+    idx = np.flatnonzero(fraction & ~slow)
     if not idx.size:
         return out
     a = magnitude[idx]
@@ -334,8 +369,8 @@ def bin_counts(values: NDArray[np.float64], edges: tuple[float, ...]) -> NDArray
 def numeric_feature(name: str, values: Iterable[Any] | NDArray[Any], role: Role = "input",
                     bins: int = DEFAULT_BINS) -> NumericFeature:
     """Profile one numeric column held in memory (the streaming builder does the same in chunks;
-    float32 and float16 arrays are read as their decimals, see ``decimal_floats``)."""
-    arr = decimal_floats(values) if isinstance(values, np.ndarray) else np.asarray(values, dtype=np.float64)
+    float32 values are read as their decimals, see ``decimal_floats``)."""
+    arr = decimal_floats(values if isinstance(values, np.ndarray) else np.asarray(values, dtype=np.float64))
     finite = arr[np.isfinite(arr)]
     edges = quantile_edges(finite, bins)
     counts = bin_counts(finite, edges) if finite.size else np.zeros(1, dtype=np.int64)
@@ -401,6 +436,23 @@ def canonical_categories(f: CategoricalFeature) -> CategoricalFeature:
     return replace(f, categories=tuple(merged), counts=(*merged.values(), f.counts[-1]))
 
 
+def canonical_numbers(f: NumericFeature) -> NumericFeature:
+    """``f`` with its edges, minimum and maximum read as live numbers are (``decimal_floats``):
+    a profile built from float32 data before they were read as decimals (an edge and the
+    maximum at 1.100000023841858, where live values, decimal or widened, are read as 1.1) is
+    read as if built today -- its edges only if they stay strictly increasing. The profile's
+    hash is the file's: only the sidecar's view of it changes. Profiles built now are read as
+    they are, unless an interpolated edge happens to be a float32's exact value."""
+    read = decimal_floats(np.asarray(f.edges, dtype=np.float64))
+    edges = tuple(read.tolist()) if bool(np.all(np.diff(read) > 0)) else f.edges
+    low, high = decimal_floats(np.array([f.min, f.max])).tolist()
+    if edges == f.edges and low == f.min and high == f.max:
+        return f
+    if f.empty:  # no range (NaN), nothing to read
+        return replace(f, edges=edges)
+    return replace(f, edges=edges, min=low, max=high)
+
+
 def is_missing(value: Any) -> bool:
     """A missing value however a source spells it: None, NaN, or MISSING_TEXT (as text or
     bytes, surrounding blanks ignored)."""
@@ -424,11 +476,15 @@ def category_key(value: Any) -> str:
     A value in a reference built from CSV, Parquet or NumPy and the same value decoded from a
     live JSON payload get the same key: booleans are ``true``/``false`` (JSON ``true``, Python
     and pandas ``True``, ``TRUE``); an integral number is its integer digits (``3`` for JSON
-    ``3`` and ``3.0``, CSV ``3.0``, NumPy ``int8(3)`` and ``float32(3)``); other numbers the
-    shortest text that reads back as the same float64 (float32 values: as float32, ``0.1``);
-    text that spells a JSON number is that number (``"3.0"`` -> ``3``; ``"007"`` stays text);
-    bytes are UTF-8 text. (Integers beyond 64 bits keep their digits, but no source gives one:
-    the JSON dialect reads them as floats, CSV numbers are read as floats.) A JSON array or
+    ``3`` and ``3.0``, CSV ``3.0``, NumPy ``int8(3)`` and ``float32(3)``), every digit of it
+    (``2**53 + 1`` from JSON, CSV text, int64/uint64 columns); other numbers the shortest text
+    that reads back as the same float64, except that a float32 value is its shortest float32
+    decimal however it comes: ``float32(0.1)``, the decimal ``0.1`` a client writes for it, and
+    its exact value widened to float64, ``0.10000000149011612`` (what ``tolist()``,
+    tritonclient's JSON and binary FP32 tensors give), are all ``0.1`` (a float64 that is
+    exactly some float32's value is read as that float32); text that spells a JSON number is
+    that number (``"3.0"`` -> ``3``; ``"007"``, ``"+3"``, ``" 3"`` stay text); bytes are UTF-8
+    text. (JSON integers beyond 64 bits are read as floats by the dialect.) A JSON array or
     object is no category: it gets a fixed key, never its repr (as large as the payload, and
     recursive). Keys are their own keys: ``category_key(category_key(v)) == category_key(v)``."""
     kind = type(value)
@@ -466,7 +522,16 @@ def _float_key(value: float) -> str:
         return "inf" if value > 0 else "-inf"
     if value.is_integer():
         return str(int(value))
+    try:
+        narrowed = _FLOAT32.unpack(_FLOAT32.pack(value))[0]
+    except OverflowError:  # beyond float32's range
+        return repr(value)
+    if narrowed == value:  # a float32's exact value: that float32, as its shortest decimal
+        return repr(float(str(np.float32(value))))
     return repr(value)
+
+
+_FLOAT32 = struct.Struct("<f")
 
 
 def _text_key(text: str) -> str:

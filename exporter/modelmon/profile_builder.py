@@ -11,7 +11,7 @@ needed.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,13 +106,27 @@ class _Categorical:
     counts: dict[str, int] = field(default_factory=dict)
     missing: int = 0
     other: int = 0
+    # Text seen, and its key (None: missing): a column's few spellings are read once each.
+    text_keys: dict[str, str | None] = field(default_factory=dict)
 
     def add(self, values: NDArray[Any]) -> None:
+        text_keys = self.text_keys
         for v in values.tolist():
-            if is_missing(v):
+            if type(v) is str:
+                if v in text_keys:
+                    key = text_keys[v]
+                else:
+                    key = None if is_missing(v) else category_key(v)
+                    if len(text_keys) < MAX_DISTINCT:
+                        text_keys[v] = key
+                if key is None:
+                    self.missing += 1
+                    continue
+            elif is_missing(v):
                 self.missing += 1
                 continue
-            key = category_key(v)
+            else:
+                key = category_key(v)
             if key in self.counts:
                 self.counts[key] += 1
             elif len(self.counts) < MAX_DISTINCT:
@@ -138,13 +152,15 @@ def build_profile(
     seed: int = 0,
 ) -> Profile:
     """Build a profile from a CSV, Parquet or NumPy file (see module docstring)."""
-    header, chunks = open_source(path, names, progress)
-    roles = _roles(header, features, target, prediction)
+    source = open_source(path, names)
+    roles = _roles(source.header, features, target, prediction)
     rng = np.random.default_rng(seed)
     numeric: dict[str, _Numeric] = {}
     cats: dict[str, _Categorical] = {}
     rows = 0
-    for chunk in chunks:
+    # Categorical columns come as the source's values (CSV text as written, integers with every
+    # digit), never parsed as floats first: see datasource.
+    for chunk in source.chunks(list(roles), keyed=categorical, progress=progress):
         rows += len(next(iter(chunk.values()))) if chunk else 0
         for name in roles:
             values = chunk[name]
@@ -160,8 +176,7 @@ def build_profile(
                         f"list it with --categorical, or clean the data")
                 numeric[name].add(values)
             else:
-                cats[name].add(values if values.dtype == object else
-                               np.asarray([None if math.isnan(v) else v for v in values.tolist()], object))
+                cats[name].add(values)
     if rows == 0:
         raise DataSourceError(f"{path}: no data rows")
     for acc in numeric.values():
@@ -170,7 +185,7 @@ def build_profile(
             acc.counts = bin_counts(acc.sample, acc.edges)
     second = [name for name, acc in numeric.items() if not acc.exact]
     if second:
-        _count_pass(lambda: open_source(path, names)[1], second, numeric)
+        _count_pass(source.chunks(second, keyed=categorical), second, numeric)
     out: list[Feature] = []
     for name, role in roles.items():
         if name in numeric:
@@ -181,11 +196,10 @@ def build_profile(
     return Profile(model, model_version, rows, tuple(out), source=Path(path).name)
 
 
-def _count_pass(reopen: Callable[[], Iterator[Chunk]], names: list[str],
-                numeric: dict[str, _Numeric]) -> None:
+def _count_pass(chunks: Iterator[Chunk], names: list[str], numeric: dict[str, _Numeric]) -> None:
     for name in names:
         numeric[name].counts = np.zeros(len(numeric[name].edges) + 1, dtype=np.int64)
-    for chunk in reopen():
+    for chunk in chunks:
         for name in names:
             acc = numeric[name]
             assert acc.counts is not None

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..profile import MISSING_TEXT, category_key
+from ..profile import MISSING_TEXT, category_key, decimal_floats
 
 # Data-quality event kinds, in the order of the quality matrix columns.
 QUALITY_KINDS = ("nan", "inf", "null", "absent", "wrong_type", "below_min", "above_max",
@@ -39,17 +39,19 @@ def numeric_values(values: Column) -> tuple[NDArray[np.float64], int, int]:
     """(float64 array with NaN for unusable entries, nulls, wrong types). A numeric feature takes
     JSON numbers (and booleans as 1/0); null and text spelling a missing value (``""``, ``NA``,
     ...: ``profile.MISSING_TEXT``, missing in a reference from CSV too) are nulls; other strings,
-    lists and objects are wrong types. Fast path: one C-level conversion when every value is a
-    number; per-value fallback otherwise."""
+    lists and objects are wrong types. A float that is exactly a float32's value (a client's
+    ``tolist()`` of a float32 array, binary FP32 tensors) is that float32's shortest decimal,
+    as in the reference (``profile.decimal_floats``): 0.699999988079071 is 0.7. Fast path: one
+    C-level conversion when every value is a number; per-value fallback otherwise."""
     if isinstance(values, np.ndarray) and values.dtype.kind in "biuf":
-        return values.astype(np.float64, copy=False).ravel(), 0, 0
+        return _numbers(values.ravel()), 0, 0
     seq = values.tolist() if isinstance(values, np.ndarray) else values
     try:
         arr = np.asarray(seq)
     except ValueError:  # ragged nested lists
         arr = None
     if arr is not None and arr.ndim == 1 and arr.dtype.kind in "biuf":
-        return arr.astype(np.float64), 0, 0
+        return _numbers(arr), 0, 0
     out = np.empty(len(seq))
     nulls = wrong = 0
     for i, v in enumerate(seq):
@@ -64,7 +66,13 @@ def numeric_values(values: Column) -> tuple[NDArray[np.float64], int, int]:
                 nulls += 1
             else:
                 wrong += 1
-    return out, nulls, wrong
+    return decimal_floats(out), nulls, wrong
+
+
+def _numbers(arr: NDArray[Any]) -> NDArray[np.float64]:
+    if arr.dtype.kind == "f":  # integers and booleans are exact, and no float32's fraction
+        return decimal_floats(arr)
+    return arr.astype(np.float64)
 
 
 _NUMBERS = (int, float, np.integer, np.floating, np.bool_)

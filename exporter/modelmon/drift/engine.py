@@ -42,6 +42,7 @@ from ..profile import (
     NumericFeature,
     Profile,
     canonical_categories,
+    canonical_numbers,
     reference_note,
 )
 from . import stats
@@ -119,8 +120,9 @@ class ModelDrift:
         self.profile = profile
         self.settings = settings
         # Targets (ground truth) are profiled for the performance metrics, not scored for drift.
-        # Categories under their canonical keys (a profile from before they were canonical).
-        monitored = [canonical_categories(f) if isinstance(f, CategoricalFeature) else f
+        # Categories under their canonical keys and numbers read as live ones are (a profile
+        # from before they were canonical: float32 edges at their widened values).
+        monitored = [canonical_categories(f) if isinstance(f, CategoricalFeature) else canonical_numbers(f)
                      for f in profile.features if f.role != "target"]
         self.features: list[Feature] = monitored[:max_features]
         self.dropped_features = len(monitored) - len(self.features)
