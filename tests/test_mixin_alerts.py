@@ -482,6 +482,25 @@ def test_a_long_target_outage_is_one_alert_that_keeps_its_model(tmp_path: Path) 
     run_promtool_tests(tmp_path, mixin, tests)
 
 
+def test_a_reused_target_address_names_only_the_model_it_serves_now(tmp_path: Path) -> None:
+    """Kubernetes reuses pod addresses: a:9400 served m7 until 10m, then m8's pod from 20m, and
+    goes down at 100m. ModelmonTargetDown names m8 only (before: m7 and m8, each with its own
+    group, and for UpstreamDown its own page, for a day)."""
+    mixin = Mixin()
+    case = Case("ModelmonTargetDown", "warning", 0, [], [], [])
+    fired = [_expected(mixin, case, Fired({**JI, "model": "m8"}, "Prometheus has failed to scrape "
+                                          "the modelmon sidecar a:9400 (model m8) for 5m.", None))]
+    tests = [{
+        "name": "address reused", "interval": "1m",
+        "input_series": [s("up", A, "1x10 _x9 1x80 0x60"),
+                         s("modelmon_model_info", A + ', model="m7", version="1"', "1x10"),
+                         s("modelmon_model_info", A + ', model="m8", version="1"', "_x20 1x80")],
+        "alert_rule_test": [{"eval_time": f"{t}m", "alertname": "ModelmonTargetDown", "exp_alerts": fired}
+                            for t in (110, 150)],
+    }]
+    run_promtool_tests(tmp_path, mixin, tests)
+
+
 def test_the_latency_burn_needs_traffic_on_both_windows(tmp_path: Path) -> None:
     """One slow request (a cold start) of a model serving one request per 10 minutes burns
     "100%" of its 5m window: it must not page. The same share at real traffic does."""

@@ -78,9 +78,17 @@ def build_alerts(config: MixinConfig, r: RecordingRules) -> list[Alert]:
 
     def with_models(expr: str) -> str:
         """``expr`` (one series per target) once per model the target serves, with a ``model``
-        label, so that inhibition can match on it; targets serving no named model as they are."""
-        models = (f"group {q.by('instance', 'model')} "
-                  f"(last_over_time({q.sel(cat.MODEL_INFO)}[{c.availability.model_info_lookback}]))")
+        label, so that inhibition can match on it; targets serving no named model as they are.
+        The target's models are those it exported last (within 5m of its last scrape that had
+        any): an address reused within the lookback by another model's pod (Kubernetes reuses
+        pod IPs) names the new model only, not every model it served that day."""
+        # when each of its models was last exported: now if it still is (the subquery's 1m steps
+        # would miss a series younger than a minute), else the last 1m step that saw it
+        seen = (f"(timestamp({q.sel(cat.MODEL_INFO)}) or max_over_time(timestamp({q.sel(cat.MODEL_INFO)})"
+                f"[{c.availability.model_info_lookback}:1m]))")
+        models = (f"group {q.by('instance', 'model')} (\n  {seen}\n  >= {oi} group_left\n"
+                  f"  max {q.by('instance')} ({seen}) - 300\n)")  # '-' binds before '>='
+
         return f"(\n  {expr}\n)\n* {oi} group_right\n{models}\nor {oi}\n{expr}"
 
     av = c.availability
