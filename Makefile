@@ -46,4 +46,4 @@ drift-rates: $(BIN)/.installed
 generate: $(BIN)/.installed
 	$(BIN)/python -m modelmon.docs > docs/metrics.md
 	$(BIN)/modelmon mixin --out alertmanager --runbook docs/runbook.md \
-		--example-config alertmanager/mixin.example.yaml
+		--example-config alertmanager/mixin.example.yaml --dashboards grafana

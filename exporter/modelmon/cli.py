@@ -92,6 +92,17 @@ def _mixin(args: argparse.Namespace) -> int:
         path = Path(args.runbook) if name == RUNBOOK_FILE and args.runbook else out / name
         path.write_text(text, encoding="utf-8")
         written.append(str(path))
+    if args.dashboards:
+        try:
+            from .mixin.dashboards import dashboards
+        except ImportError:
+            print("modelmon mixin --dashboards needs Grafana's SDK: pip install 'modelmon[dashboards]'",
+                  file=sys.stderr)
+            return 1
+        Path(args.dashboards).mkdir(parents=True, exist_ok=True)
+        for name, text in dashboards(config).items():
+            (Path(args.dashboards) / name).write_text(text, encoding="utf-8")
+            written.append(str(Path(args.dashboards) / name))
     if args.example_config:
         Path(args.example_config).write_text(example_yaml(config), encoding="utf-8")
         written.append(args.example_config)
@@ -148,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
                                               "see alertmanager/mixin.example.yaml)")
     mixin.add_argument("--out", "-o", required=True, help="directory to write the files into")
     mixin.add_argument("--runbook", help="where to write the runbook (default: OUT/runbook.md)")
+    mixin.add_argument("--dashboards", metavar="DIR",
+                       help="also write the Grafana dashboards (JSON) into DIR (needs the "
+                            "'dashboards' extra: grafana-foundation-sdk)")
     mixin.add_argument("--example-config", metavar="FILE",
                        help="also write the configuration, every key with its value and meaning")
 
