@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from decimal import Decimal
 from enum import Enum
 from typing import ClassVar
 
@@ -114,16 +113,17 @@ def le_value(edge: float) -> str:
         return "+Inf" if edge > 0 else "-Inf"
     if math.isnan(edge):
         return "NaN"
-    sign, digits, exponent = Decimal(repr(edge)).normalize().as_tuple()
-    assert isinstance(exponent, int)
-    text = "".join(map(str, digits))
-    exp10 = len(text) + exponent - 1  # decimal exponent of the first digit
-    minus = "-" if sign else ""
-    if edge != 0 and (exp10 < -4 or exp10 >= 6):
-        mantissa = text[0] + ("." + text[1:] if len(text) > 1 else "")
-        return f"{minus}{mantissa}e{'-' if exp10 < 0 else '+'}{abs(exp10):02d}"
-    plain = format(abs(Decimal(repr(edge))).normalize(), "f")
-    return minus + (plain if "." in plain else plain + ".0")
+    text = repr(edge)  # Python's shortest round-trip digits, the same digits as Go's
+    if "e" in text or abs(edge) < 1e6:
+        # Below 1e6 both write fixed notation the same way (Python ends integers in ".0" as
+        # Prometheus does); below 1e-4 and from 1e16 both write exponent notation alike.
+        return text
+    # 1e6 <= |edge| < 1e16: Python writes "1234567.0", Go "1.234567e+06"
+    minus = "-" if edge < 0 else ""
+    whole, _, fraction = text.lstrip("-").partition(".")
+    digits = (whole + fraction).rstrip("0")
+    mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+    return f"{minus}{mantissa}e+{len(whole) - 1:02d}"
 
 
 def add_histogram(family: HistogramMetricFamily, labels: list[str],
