@@ -844,11 +844,13 @@ class _Call:
                 and self.pending_size < BODY_BUFFER):
             self.phase = _RECEIVING  # until the body is complete or BODY_BUFFER of it is held
         else:
-            self._acquire()
+            self.phase = _WAITING
+            srv.pool.acquire(self)
 
-    def _acquire(self) -> None:
-        # The body's receipt was the client's time, not the sidecar's (like the upstream's):
-        # the wait for a connection (pool sweep, read timeout) starts now.
+    def _body_held(self) -> None:
+        """The held body is complete, or BODY_BUFFER of it is here: take an upstream connection.
+        The body's receipt was the client's time, not the sidecar's (like the upstream's): the
+        wait for a connection (pool sweep, read timeout) starts now."""
         now = perf()
         self.waited += now - self.wait_mark
         self.wait_mark = now
@@ -876,7 +878,7 @@ class _Call:
         if self.chunked and self.phase != _DONE:
             self._send(_LAST_CHUNK)
         if self.phase == _RECEIVING:
-            self._acquire()
+            self._body_held()
 
     def _send(self, data: bytes) -> None:
         up = self.up
@@ -897,7 +899,7 @@ class _Call:
         self.pending_size += len(data)
         if self.pending_size >= BODY_BUFFER:
             if self.phase == _RECEIVING:
-                self._acquire()
+                self._body_held()
             if self.up is None and self.pending_size > BODY_BUFFER:
                 self.client.pause(_P_BUFFER)
 

@@ -89,7 +89,6 @@ class CappedTCPSite(web.TCPSite):
         super().__init__(runner, host, port)
         self.limit = limit
         self._on_refused = on_refused
-        self.refused = 0
 
     async def start(self) -> None:
         await web.BaseSite.start(self)  # registers the site; TCPSite.start would bind it too
@@ -109,7 +108,6 @@ class CappedTCPSite(web.TCPSite):
                         transport.close()
                         break
                 else:
-                    self.refused += 1
                     if self._on_refused is not None:
                         self._on_refused()
                     return _Refuse()
