@@ -285,6 +285,10 @@ def test_traffic_rules(tmp_path: Path) -> None:
     total = sum(sum(per.values()) for per in codes.values())
     expect.value("model:modelmon_requests:rate5m", m, total / 60)
     expect.value("model:modelmon_requests:error_ratio_rate5m", m, 10 / total)
+    # a model that never answered 5xx has a ratio of 0, not an absent one
+    inputs.counter("modelmon_requests_total", "a:9400", {"model": "healthy", "route": "/predict",
+                                                         "code": "200"}, 30)
+    expect.value("model:modelmon_requests:error_ratio_rate5m", {"model": "healthy"}, 0.0)
 
     bounds = [*cat.LATENCY_BUCKETS, math.inf]
     per_bucket = {"a:9400": [0, 0, 1, 3, 10, 20, 8, 4, 2, 1, 0, 0, 0, 0, 0, 1],

@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -22,14 +23,17 @@ log = logging.getLogger("modelmon.demo")
 
 
 def demo_config(model_dir: Path, pid_file: Path, profile: Path, host: str, traffic_port: int,
-                admin_port: int, model_port: int) -> Config:
+                admin_port: int, model_port: int, extra_models: tuple[dict[str, Any], ...] = ()
+                ) -> Config:
+    """The demo's sidecar config; ``extra_models`` (config dicts) join the demo's model (the
+    dashboards' live test adds a pushed regression model)."""
     return load_config(overrides={
         "server": {"host": host, "traffic_port": traffic_port, "admin_port": admin_port,
                    "shutdown_grace_seconds": 5},
         "upstream": {"url": f"http://{host}:{model_port}", "probe_interval_seconds": 2},
         "models": [{"name": MODEL_NAME, "version": MODEL_VERSION, "artifact_path": str(model_dir),
                     "profile": str(profile), "prediction_output": "class", "task": "classification",
-                    "positive_class": "1", "segments": ["region"]}],
+                    "positive_class": "1", "segments": ["region"]}, *extra_models],
         "labels": {"window_seconds": 120, "sub_windows": 12},
         "resources": {"pid_file": str(pid_file), "interval_seconds": 2},
         # A short window so the demo's drift shows within a minute or two.

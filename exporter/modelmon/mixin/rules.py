@@ -58,7 +58,9 @@ class RecordingRules:
         errors = q.sel(cat.REQUESTS, extra=", ".join(m for m in (routes, 'code=~"5.."') if m))
         self.error_ratio = Rule(
             f"model:modelmon_requests:error_ratio_rate{rw}",
-            f"sum {g} (rate({errors}[{rw}]))\n"
+            # A model without any 5xx has no such series: recorded as 0, not left absent, so
+            # dashboards show 0% and a query `== 0` finds it.
+            f"(\n  sum {g} (rate({errors}[{rw}]))\n  or\n  0 * sum {g} (rate({requests}[{rw}]))\n)\n"
             f"/\nsum {g} (rate({requests}[{rw}]))",
             help=f"share of requests ({routes or 'all routes'}) answered 5xx (model errors and the "
                  "sidecar's 502/504)")
