@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench bench-evidently drift-rates generate system-deps
+.PHONY: demo test bench bench-evidently drift-rates generate previews system-deps
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,3 +47,9 @@ generate: $(BIN)/.installed
 	$(BIN)/python -m modelmon.docs > docs/metrics.md
 	$(BIN)/modelmon mixin --out alertmanager --runbook docs/runbook.md \
 		--example-config alertmanager/mixin.example.yaml --dashboards grafana
+
+# The dashboards' PNG previews in grafana/previews/: the live stack (demo traffic that drifts,
+# labels, a pushed regression model, Prometheus with the generated rules) for a few minutes, then
+# every panel drawn from Prometheus with the boards' own queries.
+previews: $(BIN)/.installed system-deps
+	$(BIN)/python tests/dashboard_previews.py $(ARGS)

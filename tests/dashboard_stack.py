@@ -24,6 +24,7 @@ import numpy as np
 import yaml
 from helpers import free_port, stop, wait_http
 from modelmon.app import serve
+from modelmon.demo.model import FEATURES
 from modelmon.demo.model_server import MODEL_NAME, prepare_model, training_profile
 from modelmon.demo.runner import demo_config
 from modelmon.demo.traffic import generate
@@ -98,7 +99,8 @@ async def misbehave(traffic: str, model: str) -> None:
             async with s.post(url, json={"instances": [[1.0, 2.0]]}) as r:
                 await r.read()
             async with s.post(f"{traffic}/v2/models/{model}/infer", json={"inputs": [
-                    {"name": "input-0", "shape": [1, 3], "datatype": "FP99", "data": [1, 2, 3]}]}) as r:
+                    {"name": "input-0", "shape": [1, len(FEATURES)], "datatype": "FP99",
+                     "data": [1.0] * len(FEATURES)}]}) as r:
                 await r.read()
             async with s.post(url, data=b'{"instances": [[1, 2, 3]]}',
                               headers={"Content-Type": "application/json",
