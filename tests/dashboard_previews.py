@@ -6,10 +6,10 @@ big numbers, tables as tables (instant queries merged on their labels, as Grafan
 transformation does), bar gauges as bars (``format: heatmap`` buckets de-accumulated, as
 Grafana does), heatmaps as bucket rates over time.
 
-    python tests/dashboard_previews.py [--seconds 300] [--out grafana/previews]
+    python tests/dashboard_previews.py [--seconds 480] [--drift-after 200] [--out grafana/previews]
 
 runs the live stack of tests/dashboard_stack.py (demo traffic that drifts after a minute, NaNs,
-labels, a pushed regression model) for --seconds, then writes one PNG per board.
+labels, a pushed regression model) for --seconds, then writes one PNG per view (VIEWS).
 """
 
 from __future__ import annotations
@@ -379,8 +379,9 @@ async def main() -> None:
     from modelmon.mixin.dashboards import dashboards
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=300, help="how long traffic runs first")
-    parser.add_argument("--drift-after", type=float, default=90)
+    parser.add_argument("--seconds", type=float, default=480, help="how long traffic runs first")
+    parser.add_argument("--drift-after", type=float, default=200,
+                        help="seconds of traffic before the inputs drift")
     parser.add_argument("--out", type=Path, default=ROOT / "grafana" / "previews")
     args = parser.parse_args()
     boards = {name: json.loads(text) for name, text in dashboards(MixinConfig()).items()}

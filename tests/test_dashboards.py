@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import promql_parser
 import pytest
+import yaml
 from dashboard_previews import VIEWS, fill, render_all
 from dashboard_stack import live_stack
 from modelmon import catalogue as cat
@@ -225,3 +226,28 @@ async def test_every_panel_query_returns_data_and_every_panel_draws(tmp_path: Pa
                 continue
             assert all(allowed_empty(view.board, p["title"], t["expr"]) for t in p["targets"]), (
                 view.board, p["title"])
+
+
+def test_provisioning_file_and_install_steps_agree() -> None:
+    """Grafana's file provider (apiVersion 1) loads the boards from the directory the README's
+    steps copy them into; the kube-prometheus-stack steps name every board and the sidecar's
+    label."""
+    provider_file = ROOT / "grafana" / "provisioning" / "modelmon-dashboards.yaml"
+    data = yaml.safe_load(provider_file.read_text(encoding="utf-8"))
+    assert data["apiVersion"] == 1
+    [provider] = data["providers"]
+    assert provider["type"] == "file" and provider["allowUiUpdates"] is False
+    path = provider["options"]["path"]
+    assert path.startswith("/")
+    guide = (ROOT / "grafana" / "README.md").read_text(encoding="utf-8")
+    assert f"sudo cp grafana/modelmon-*.json {path}/" in guide
+    assert "cp grafana/provisioning/modelmon-dashboards.yaml /etc/grafana/provisioning/dashboards/" in guide
+    assert "grafana_dashboard=1" in guide
+    for name in BOARDS:
+        assert f"--from-file=grafana/{name}" in guide, name
+        assert f"`{name}`" in guide, name
+    for png in {v.png for v in VIEWS}:
+        assert f"(previews/{png})" in guide, png
+        assert (ROOT / "grafana" / "previews" / png).is_file(), png
+    size = sum((ROOT / "grafana" / name).stat().st_size for name in BOARDS)
+    assert size < 256 * 1024  # the README's claim about kubectl apply's annotation limit

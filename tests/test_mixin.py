@@ -75,6 +75,7 @@ def test_readme_lists_every_alert_with_its_severity_and_runbook_link() -> None:
     for a in Mixin().alerts:
         assert f"[{a.name}](docs/runbook.md#{a.name.lower()})" in table.group(1)
         assert f"\n## {a.name}\n" in runbook  # GitHub's anchor for it is the lowercased name
+        assert f'\n<a id="{a.name}"></a>\n\n## {a.name}\n' in runbook  # and the exact name
 
 
 def test_the_example_config_is_the_defaults() -> None:

@@ -83,6 +83,9 @@ def runbook_markdown(mixin: Mixin) -> str:
            "## Alerts\n", alerts_table(mixin, "")]
     for group in _sections(mixin.alerts):
         a = group[0]
+        # the heading's own anchor is the lowercased name (what the alerts' runbook_url uses);
+        # the exact name is for links that cannot lowercase (the dashboards' alerts table)
+        out.append(f'<a id="{a.name}"></a>\n')
         out.append(f"## {a.name}\n")
         out.append(f"**Severity** {_severity(group)} · **for** {_for(group)} · **group** `{a.group}`\n")
         out.append(f"**{a.summary}**\n")

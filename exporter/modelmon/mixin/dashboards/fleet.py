@@ -155,7 +155,7 @@ def fleet_overview(config: MixinConfig, rules: RecordingRules) -> md.Dashboard:
             [("", active, "")], keep=("alertname", "alertstate", "severity", *b.agg, "model",
                                       "feature", "instance"), sort_by="severity", h=8,
             descending=False,
-            links={"alertname": ("Runbook", f"{config.runbook_url}#${{__data.fields.alertname:lowercase}}"),
+            links={"alertname": ("Runbook", f"{config.runbook_url}#${{__data.fields.alertname}}"),
                    "model": ("Model detail", detail)})
     return b.build(TITLE, UID, "Every model the modelmon sidecars serve, at a glance.",
                    b.variables())
