@@ -6,7 +6,7 @@ big numbers, tables as tables (instant queries merged on their labels, as Grafan
 transformation does), bar gauges as bars (``format: heatmap`` buckets de-accumulated, as
 Grafana does), heatmaps as bucket rates over time.
 
-    python tests/dashboard_previews.py [--seconds 480] [--drift-after 200] [--out grafana/previews]
+    python tests/dashboard_previews.py [--seconds 600] [--drift-after 360] [--skip 240] [--out DIR]
 
 runs the live stack of tests/dashboard_stack.py (demo traffic that drifts after a minute, NaNs,
 labels, a pushed regression model) for --seconds, then writes one PNG per view (VIEWS).
@@ -137,8 +137,8 @@ class Renderer:
     def q(self, expr: str) -> str:
         return fill(expr, self.variables, "1m", self.range_)
 
-    async def board(self, board: dict[str, Any], out: Path) -> list[Drawn]:
-        panels = board["panels"]
+    async def board(self, board: dict[str, Any], out: Path, rows: tuple[str, ...] = ()) -> list[Drawn]:
+        panels = only_rows(board["panels"], rows) if rows else board["panels"]
         height = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in panels)
         fig = plt.figure(figsize=(24 * GRID_W, height * GRID_H + 0.8), dpi=90)
         fig.patch.set_facecolor("white")
@@ -161,16 +161,13 @@ class Renderer:
                     h - 0.68 / total)
             kind = panel["type"]
             if kind == "row":
-                fig.text(0.005, top - h / 2 - 0.1 / total, panel["title"], fontsize=12, fontweight="bold",
+                fig.text(0.005, top - h / 2 - 0.1 / total, self.substitute(panel["title"]), fontsize=12, fontweight="bold",
                          color="#1f60c4", va="center")
                 continue
             if kind == "text":
                 continue
             ax = fig.add_axes(rect)
-            heading = panel["title"]
-            for name, value in self.variables.items():
-                heading = heading.replace(f"${name}", value)
-            ax.set_title(heading, loc="left", fontsize=10, fontweight="bold",
+            ax.set_title(self.substitute(panel["title"]), loc="left", fontsize=10, fontweight="bold",
                          x=-pad * 24 * GRID_W / (g["w"] * GRID_W) if pad else 0)
             d = Drawn(panel["title"], kind)
             try:
@@ -186,6 +183,11 @@ class Renderer:
         plt.close(fig)
         return drawn
 
+    def substitute(self, title: str) -> str:
+        for name, value in self.variables.items():
+            title = title.replace(f"${name}", value)
+        return title
+
     @staticmethod
     def _unit(panel: dict[str, Any]) -> str | None:
         return panel.get("fieldConfig", {}).get("defaults", {}).get("unit")  # type: ignore[no-any-return]
@@ -200,6 +202,10 @@ class Renderer:
                         label=legend(target.get("legendFormat", ""), s["metric"])[:40])
                 d.values += len(y)
         defaults = panel["fieldConfig"]["defaults"]
+        if d.values and defaults.get("min") is not None:
+            ax.set_ylim(bottom=defaults["min"])
+        if d.values and defaults.get("max") is not None:
+            ax.set_ylim(top=defaults["max"])
         for step in (defaults.get("thresholds") or {}).get("steps", [])[1:]:
             ax.axhline(step["value"], color=step["color"], linestyle="--", linewidth=1)
         ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M" if self.end - self.start > 1800
@@ -329,6 +335,24 @@ class Renderer:
         d.values = int(keep.sum()) * len(times)
 
 
+def only_rows(panels: list[dict[str, Any]], rows: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The panels of the named rows, moved up over the rows left out."""
+    sections: list[list[dict[str, Any]]] = [[]]
+    for panel in sorted(panels, key=lambda p: (p["gridPos"]["y"], p["gridPos"]["x"])):
+        if panel["type"] == "row":
+            sections.append([])
+        sections[-1].append(panel)
+    out, removed = [], 0
+    for section in sections[1:]:
+        top = section[0]["gridPos"]["y"]
+        bottom = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in section)
+        if section[0]["title"] not in rows:
+            removed += bottom - top
+            continue
+        out += [{**p, "gridPos": {**p["gridPos"], "y": p["gridPos"]["y"] - removed}} for p in section]
+    return out
+
+
 def target_is_heatmap(panel: dict[str, Any]) -> bool:
     return any(t.get("format") == "heatmap" for t in panel["targets"])
 
@@ -351,14 +375,18 @@ class View:
     board: str  # file name in grafana/
     png: str  # file name of the picture
     variables: dict[str, str]
+    rows: tuple[str, ...] = ()  # only these rows (default: the whole board)
 
 
 VIEWS = (
     View("modelmon-fleet.json", "modelmon-fleet.png", {"job": "modelmon", "model": ".*"}),
     View("modelmon-model.json", "modelmon-model.png",
          {"job": "modelmon", "model": "demo", "feature": "amount", "method": "jensen_shannon"}),
+    # a pushed model has no proxied traffic: only the rows that show it
     View("modelmon-model.json", "modelmon-model-regression.png",
-         {"job": "modelmon", "model": "price", "feature": "district", "method": "jensen_shannon"}),
+         {"job": "modelmon", "model": "price", "feature": "district", "method": "jensen_shannon"},
+         ("Drift", "Feature $feature against its reference", "Data quality", "Predictions",
+          "Performance (once labels arrive)", "Segments (models[].segments)")),
     View("modelmon-sidecar.json", "modelmon-sidecar.png", {"job": "modelmon", "model": ".*"}),
 )
 
@@ -369,7 +397,7 @@ async def render_all(prometheus: str, boards: dict[str, dict[str, Any]], views: 
     async with aiohttp.ClientSession() as session:
         prom = Prometheus(session, prometheus)
         return {view.png: await Renderer(prom, view.variables, start, end).board(
-                    boards[view.board], out / view.png) for view in views}
+                    boards[view.board], out / view.png, view.rows) for view in views}
 
 
 async def main() -> None:
@@ -379,9 +407,11 @@ async def main() -> None:
     from modelmon.mixin.dashboards import dashboards
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=480, help="how long traffic runs first")
-    parser.add_argument("--drift-after", type=float, default=200,
+    parser.add_argument("--seconds", type=float, default=600, help="how long traffic runs first")
+    parser.add_argument("--drift-after", type=float, default=360,
                         help="seconds of traffic before the inputs drift")
+    parser.add_argument("--skip", type=float, default=240,
+                        help="seconds left out at the start (the 5m rates are still filling)")
     parser.add_argument("--out", type=Path, default=ROOT / "grafana" / "previews")
     args = parser.parse_args()
     boards = {name: json.loads(text) for name, text in dashboards(MixinConfig()).items()}
@@ -389,8 +419,8 @@ async def main() -> None:
         async with live_stack(Path(tmp), drift_after=args.drift_after) as stack:
             print(f"traffic for {args.seconds:g} s (drift after {args.drift_after:g} s) ...", flush=True)
             await asyncio.sleep(args.seconds)
-            drawn = await render_all(stack.prometheus, boards, VIEWS, stack.started, time.time(),
-                                     args.out)
+            drawn = await render_all(stack.prometheus, boards, VIEWS, stack.started + args.skip,
+                                     time.time(), args.out)
     for name, panels in drawn.items():
         empty = [p.title for p in panels if not p.values]
         print(f"{name}: {len(panels)} panels, empty: {empty or 'none'}")

@@ -251,3 +251,19 @@ def test_provisioning_file_and_install_steps_agree() -> None:
         assert (ROOT / "grafana" / "previews" / png).is_file(), png
     size = sum((ROOT / "grafana" / name).stat().st_size for name in BOARDS)
     assert size < 256 * 1024  # the README's claim about kubectl apply's annotation limit
+
+
+def test_fleet_drift_panels_rank_one_bounded_score_per_feature() -> None:
+    """The fleet drift rules record KS (numeric) and TVD, PSI and Jensen-Shannon (categorical)
+    under one name: the fleet board ranks KS and TVD only, both in [0, 1], never PSI."""
+    rules = Mixin(MixinConfig()).rules
+    fleet = load(name="modelmon-fleet.json")
+    reading = [(t, e) for t, e in queries(fleet) if rules.drift_score in e]
+    assert len(reading) >= 3
+    for title, expr in reading:
+        for sel in selectors(fill(expr, {"job": "modelmon", "model": ".*"})):
+            if sel.name != rules.drift_score:
+                continue
+            [method] = [m for m in sel.matchers.matchers if m.name == "method"]
+            allowed = {"ks", "tvd", "psi", "jensen_shannon"}
+            assert {m for m in allowed if re.fullmatch(method.value, m)} == {"ks", "tvd"}, title

@@ -115,7 +115,10 @@ def fleet_overview(config: MixinConfig, rules: RecordingRules) -> md.Dashboard:
 
     # --- drift ----------------------------------------------------------------------------------
     b.row("Drift")
-    fleet = b.rec(rules.drift_score, model)
+    # one method per kind of feature: the recorded PSI and Jensen-Shannon of categorical
+    # features share the record name and are on other scales
+    methods = f'method=~"{rules.ks.labels["method"]}|{rules.tvd.labels["method"]}"'
+    fleet = b.rec(rules.drift_score, model, methods)
     top = f"topk({TOP}, max {b.by('model', 'feature')} ({fleet}))"
     b.table(f"Worst drifting features (fleet, {dw})", "The features furthest from their reference, "
             f"all replicas' values of the last {dw} together: the Kolmogorov-Smirnov statistic for "
@@ -129,9 +132,9 @@ def fleet_overview(config: MixinConfig, rules: RecordingRules) -> md.Dashboard:
             ], keep=(*b.agg, "model", "feature"), sort_by="Fleet drift score", w=12, h=9,
             links={"model": ("Model detail", detail)})
     b.timeseries(f"Worst drifting features over time (fleet, {dw})", "The same fleet drift score "
-                 f"over time, the {TOP} highest. Line: ModelmonFleetDrift's KS threshold.",
+                 f"over time, the {TOP} highest. Line: ModelmonFleetDrift's threshold.",
                  [(top, "{{model}} {{feature}}")], "short", w=12, h=9,
-                 thresholds=(config.drift.ks_threshold,))
+                 thresholds=(min(config.drift.ks_threshold, config.drift.tvd_threshold),))
 
     # --- performance ----------------------------------------------------------------------------
     b.row("Performance (models with labels)")

@@ -135,13 +135,13 @@ def model_detail(config: MixinConfig) -> md.Dashboard:
            "reference beside it.",
            [Target(f"sum by (le) (increase({live}[{RANGE}]))\n/ ignoring (le) group_left\n"
                    f"sum(increase({live_n}[{RANGE}]))", "{{le}}", True, PromQueryFormat.HEATMAP)],
-           "percentunit", max_=1)
+           "percentunit", max_=1, h=11)
     ref = b.sel(cat.REFERENCE_VALUE, "bucket", model, feature)
     ref_n = b.sel(cat.REFERENCE_VALUE, "count", model, feature)
     b.bars("Reference share per bin", "Share of the reference profile's values in each bin "
            "(modelmon_reference_value: static counts from the training data).",
            [Target(f"max by (le) ({ref})\n/ ignoring (le) group_left\nmax({ref_n})", "{{le}}", True,
-                   PromQueryFormat.HEATMAP)], "percentunit", max_=1)
+                   PromQueryFormat.HEATMAP)], "percentunit", max_=1, h=11)
     b.timeseries("Window mean against the reference mean", "Mean of the feature's values in the "
                  "sidecars' sliding window (each replica) and in the reference profile.",
                  [(f"{b.sel(cat.FEATURE_WINDOW_MEAN, '', model, feature)}", "live {{instance}}"),
