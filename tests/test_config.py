@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -49,17 +50,17 @@ def test_env_can_set_lists_and_null(tmp_path: Path) -> None:
     assert config.upstream.url is None
 
 
-@pytest.mark.parametrize(("text", "key"), [
+ERROR_CASES = [
     ("upstream: {urll: x}", "upstream.urll: unknown key"),
     ("upstreams: {}", "upstreams: unknown key"),
     ("server: {traffic_port: '80'}", "server.traffic_port: must be an integer"),
-    ("server: {traffic_port: 70000}", "server.traffic_port: must be a TCP port"),
+    ("server: {traffic_port: 70000}", "server.traffic_port: must be <= 65535 (a TCP port"),
     ("server: {admin_port: 8000}", "server.admin_port: must differ"),
     ("upstream: {url: 'ftp://x'}", "upstream.url: must be an http"),
     ("upstream: {read_timeout_seconds: 0}", "upstream.read_timeout_seconds: must be > 0"),
     ("upstream: {preserve_host: 'yes'}", "upstream.preserve_host: must be true or false"),
     ("models: [{version: '1'}]", "models[0].name: required key is missing"),
-    ("models: [{name: 'has space'}]", "models[0].name: invalid model name"),
+    ("models: [{name: 'has space'}]", "models[0].name: must be a valid model name"),
     ("models: [{name: a}, {name: a}]", "models: model names must be unique"),
     ("models: [{name: a, trained_at: 'last tuesday'}]", "models[0].trained_at"),
     ("health: {dependencies: [{name: db}]}", "health.dependencies[0]: exactly one of url or tcp"),
@@ -74,7 +75,10 @@ def test_env_can_set_lists_and_null(tmp_path: Path) -> None:
     ("auth: {token_file: /t, protect: [metrics]}", "auth.protect: must include writes"),
     ("auth: {protect: [writes, metrics]}", "auth.protect: protecting writes, metrics needs auth.token_file"),
     ("auth: {protect: writes}", "auth.protect: must be a list"),
-])
+]
+
+
+@pytest.mark.parametrize(("text", "key"), ERROR_CASES)
 def test_errors_name_the_bad_key(tmp_path: Path, text: str, key: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, text))
@@ -127,20 +131,23 @@ def test_example_config_is_valid() -> None:
 
 
 def _key_paths(cls: type, prefix: str = "") -> set[str]:
-    import dataclasses
     import typing
 
+    import msgspec
+
     paths = set()
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
+    for f in msgspec.structs.fields(cls):
         path = f"{prefix}{f.name}"
-        tp = hints[f.name]
+        tp = f.type
+        if typing.get_origin(tp) is typing.Annotated:
+            tp = typing.get_args(tp)[0]
         if typing.get_origin(tp) is tuple:
             (tp, _) = typing.get_args(tp)
             path += "[]"
+        tp = next((a for a in typing.get_args(tp) if a is not type(None)), tp)  # X | None
         paths.add(path)
-        if dataclasses.is_dataclass(tp):
-            paths |= _key_paths(tp, path + ".")  # type: ignore[arg-type]
+        if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+            paths |= _key_paths(tp, path + ".")
     return paths
 
 
@@ -187,3 +194,63 @@ def test_the_example_config_has_each_key_once() -> None:
 
     example = Path(__file__).parent.parent / "examples" / "modelmon.yaml"
     load_yaml(example.read_text())  # raises on a key given twice
+
+
+# What a JSON Schema cannot say: checks across keys, and those of a __post_init__.
+ACROSS_KEYS = {
+    "server: {admin_port: 8000}", "models: [{name: a}, {name: a}]",
+    "models: [{name: a, trained_at: 'last tuesday'}]", "health: {dependencies: [{name: db}]}",
+    "proxy: {routes: [{path: '(', name: x}]}", "limits: {max_models: 1}\nmodels: [{name: a}, {name: b}]",
+    "auth: {token_file: /t, protect: [metrics]}", "auth: {protect: [writes, metrics]}",
+}
+SCHEMA_CASES = [
+    "server: {traffic_port: 7000}",
+    "models: [{name: churn, version: 2, classes: [0, 1], positive_class: 1, segments: [region]}]",
+    "models: [{name: churn, trained_at: 1767323045}]",
+    "models: [{name: churn, protocol: generic, generic: {features: $.x}}]",
+    "drift: {numeric_method: wasserstein, numeric_threshold: 0.2}",
+    "models: [{name: churn, version: true}]",
+    "models: [{name: 12}]",
+    "models: [{name: churn, segments: [a, b, c, d, e, f, g, h, i, j, k]}]",
+    "drift: {categorical_method: wasserstein}",
+    "labels: {sub_windows: 0}",
+    "labels: {header: 'X Bad'}",
+    "upstream: {url: null}",
+    "upstream: {health_path: healthz}",
+    "auth: {token_file: /t, protect: [writes, metrics, health]}",
+    "proxy: {engine: nginx}",
+    "resources: {interval_seconds: -1}",
+]
+
+
+@pytest.mark.parametrize("text", SCHEMA_CASES + [
+    text for text, _ in ERROR_CASES if text not in ACROSS_KEYS and not text.startswith("- ")])
+def test_the_json_schema_and_check_config_agree(tmp_path: Path, text: str) -> None:
+    """`modelmon check-config` and a validator of config_schema() (the Helm chart's
+    values.schema.json) accept and refuse the same files."""
+    import jsonschema
+    import yaml
+    from modelmon.config import config_schema
+
+    validator = jsonschema.Draft202012Validator(config_schema())
+    by_schema = not list(validator.iter_errors(yaml.safe_load(text)))
+    try:
+        load_config(write(tmp_path, text))
+        by_loader = True
+    except ConfigError:
+        by_loader = False
+    assert by_schema == by_loader, text
+
+
+def test_the_json_schema_is_valid_and_takes_the_example() -> None:
+    import jsonschema
+    import yaml
+    from modelmon.config import config_schema
+
+    schema = config_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    example = Path(__file__).parent.parent / "examples" / "modelmon.yaml"
+    jsonschema.validate(yaml.safe_load(example.read_text()), schema)
+    assert schema["$defs"]["Config"]["additionalProperties"] is False
+    result = run_cli("check-config", "--schema")
+    assert result.returncode == 0 and json.loads(result.stdout) == schema

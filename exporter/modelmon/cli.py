@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from . import __version__
-from .config import Config, ConfigError, DriftConfig, load_config
+from .config import LOG_LEVELS, Config, ConfigError, DriftConfig, config_schema, load_config
 from .logs import setup_logging
 
 
@@ -132,12 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--traffic-port", type=int, help="proxy port (default 8000)")
     serve.add_argument("--admin-port", type=int, help="metrics/health/push port (default 9400)")
     serve.add_argument("--model", help="model name for routes that do not name one")
-    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--log-level", choices=LOG_LEVELS)
     serve.add_argument("--auth-token-file", metavar="FILE",
                        help="require Authorization: Bearer <the token in FILE> on the push API")
 
     check = sub.add_parser("check-config", help="validate a config file and exit")
-    check.add_argument("file")
+    check.add_argument("file", nargs="?", help="the config file (YAML)")
+    check.add_argument("--schema", action="store_true",
+                       help="print the JSON Schema of the whole configuration and exit")
 
     profile = sub.add_parser("profile", help="build a reference profile from training data")
     profile.add_argument("data", help="CSV, Parquet (needs pyarrow) or NumPy .npy/.npz file")
@@ -179,6 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "check-config":
+        if args.schema:
+            print(json.dumps(config_schema(), indent=2, sort_keys=True))
+            return 0
+        if args.file is None:
+            print("modelmon check-config: give a FILE, or --schema", file=sys.stderr)
+            return 2
         try:
             load_config(args.file, env=os.environ)
         except ConfigError as exc:

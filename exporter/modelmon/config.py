@@ -3,24 +3,29 @@
 Precedence, lowest first: built-in defaults, the YAML file, ``MODELMON_<SECTION>__<KEY>``
 environment variables (values parsed as YAML, so ``MODELMON_UPSTREAM__URL=null`` means
 "no upstream"), then command-line flags. Every error names the offending key.
+
+The types are msgspec structs (frozen, unknown keys refused): msgspec checks types, ranges,
+patterns and enumerations while converting the merged mapping, each struct's ``__post_init__``
+the checks across keys, and :func:`config_schema` is the JSON Schema of the same types (the
+Helm chart's ``values.schema.json`` embeds it), so ``modelmon check-config`` and the schema
+agree on everything a schema can say.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
-import types
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TypeVar, Union
+from typing import Annotated, Any, Literal
 
+import msgspec
 import yaml
 
 ENV_PREFIX = "MODELMON_"
-MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$")
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$"
+MODEL_NAME_RE = re.compile(MODEL_NAME_PATTERN)
 _HOST_PORT_RE = re.compile(r"^\[?[A-Za-z0-9_.:-]+\]?:\d{1,5}$")
 
 
@@ -28,184 +33,148 @@ class ConfigError(ValueError):
     """A configuration value is missing, unknown or invalid; the message names the key."""
 
 
-def _fail(path: str, message: str) -> typing.NoReturn:
-    raise ConfigError(f"{path}: {message}")
+# --- value types: constraints msgspec checks and the JSON Schema carries ------------------------
+
+Positive = Annotated[float, msgspec.Meta(gt=0)]
+PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
+NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535, description="a TCP port (0: any free port)")]
+SubWindows = Annotated[int, msgspec.Meta(ge=1, le=3600)]
+ModelName = Annotated[str, msgspec.Meta(pattern=MODEL_NAME_PATTERN, description=(
+    "a valid model name (letters, digits and _.:- , at most 63 characters, starting with a "
+    "letter or digit)"))]
+HttpUrl = Annotated[str, msgspec.Meta(pattern=r"^https?://[^/\s]+(/.*)?$",
+                                      description="an http:// or https:// URL")]
+# Every enumeration of the configuration, defined once; the code reads the tuples.
+LogLevel = Literal["debug", "info", "warning", "error"]
+ProxyEngine = Literal["fast", "aiohttp"]
+AuthGroup = Literal["writes", "metrics", "health"]
+ProtocolName = Literal["auto", "kserve_v1", "oip_v2", "mlflow", "seldon", "generic"]
+Task = Literal["auto", "classification", "regression"]
+NumericDriftMethod = Literal["auto", "chi2", "ks", "psi", "jensen_shannon", "hellinger", "wasserstein"]
+CategoricalDriftMethod = Literal["auto", "chi2", "psi", "jensen_shannon", "hellinger"]
+LOG_LEVELS: tuple[str, ...] = typing.get_args(LogLevel)
+PROXY_ENGINES: tuple[str, ...] = typing.get_args(ProxyEngine)
+AUTH_GROUPS: tuple[str, ...] = typing.get_args(AuthGroup)
+PROTOCOLS: tuple[str, ...] = typing.get_args(ProtocolName)
+TASKS: tuple[str, ...] = typing.get_args(Task)
+DRIFT_METHODS: tuple[str, ...] = typing.get_args(NumericDriftMethod)
+TEST_METHODS = ("auto", "chi2", "ks")  # thresholds of these are significance levels
 
 
-def _positive(path: str, value: float) -> None:
-    if value <= 0:
-        _fail(path, f"must be > 0, got {value}")
+class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A configuration section: immutable, and a key it does not know is an error."""
 
 
-def _port(path: str, value: int) -> None:
-    if not 0 <= value <= 65535:
-        _fail(path, f"must be a TCP port (0-65535), got {value}")
+def _problem(key: str, message: str) -> ValueError:
+    """A failed check across keys, raised in ``__post_init__``: ``key`` (relative to the struct;
+    empty for the struct itself) is prefixed to the message's path by :func:`load_config`."""
+    return ValueError(f"{key}: {message}" if key else f": {message}")
 
 
-@dataclass(frozen=True)
-class ServerConfig:
+class ServerConfig(_Section, frozen=True, forbid_unknown_fields=True):
     host: str = "0.0.0.0"
-    traffic_port: int = 8000
-    admin_port: int = 9400
-    shutdown_grace_seconds: float = 20.0
-    log_level: str = "info"
+    traffic_port: Port = 8000
+    admin_port: Port = 9400
+    shutdown_grace_seconds: NonNegative = 20.0
+    log_level: LogLevel = "info"
     # Scrapes of /metrics arriving within this many seconds of a rendering get that rendering
     # (concurrent scrapes always share one); 0: every scrape renders afresh.
-    metrics_share_seconds: float = 1.0
+    metrics_share_seconds: NonNegative = 1.0
 
-    def validate(self, path: str) -> None:
-        _port(f"{path}.traffic_port", self.traffic_port)
-        if self.metrics_share_seconds < 0:
-            _fail(f"{path}.metrics_share_seconds", "must be >= 0")
-        _port(f"{path}.admin_port", self.admin_port)
+    def __post_init__(self) -> None:
         if self.traffic_port == self.admin_port and self.traffic_port != 0:
-            _fail(f"{path}.admin_port", "must differ from server.traffic_port")
-        if self.shutdown_grace_seconds < 0:
-            _fail(f"{path}.shutdown_grace_seconds", "must be >= 0")
-        if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
-            _fail(f"{path}.log_level", "must be one of debug, info, warning, error")
+            raise _problem("admin_port", "must differ from server.traffic_port")
 
 
-@dataclass(frozen=True)
-class UpstreamConfig:
+class UpstreamConfig(_Section, frozen=True, forbid_unknown_fields=True):
     # None runs the sidecar in receive-only mode: no proxy listener, no upstream probe.
-    url: str | None = "http://127.0.0.1:8080"
-    connect_timeout_seconds: float = 5.0
+    url: HttpUrl | None = "http://127.0.0.1:8080"
+    connect_timeout_seconds: Positive = 5.0
     # Longest silence between two reads of the upstream's response (not a total deadline, so
     # long server-sent-event streams survive).
-    read_timeout_seconds: float = 60.0
-    max_connections: int = 256
-    health_path: str = "/v2/health/ready"
-    probe_interval_seconds: float = 10.0
-    probe_timeout_seconds: float = 2.0
+    read_timeout_seconds: Positive = 60.0
+    max_connections: PositiveInt = 256
+    health_path: Annotated[str, msgspec.Meta(pattern="^/", description="a path, starting with /")] = (
+        "/v2/health/ready")
+    probe_interval_seconds: Positive = 10.0
+    probe_timeout_seconds: Positive = 2.0
     preserve_host: bool = True
 
-    def validate(self, path: str) -> None:
-        if self.url is not None and not re.match(r"^https?://[^/\s]+(/.*)?$", self.url):
-            _fail(f"{path}.url", f"must be an http:// or https:// URL, got {self.url!r}")
-        for name in ("connect_timeout_seconds", "read_timeout_seconds",
-                     "probe_interval_seconds", "probe_timeout_seconds"):
-            _positive(f"{path}.{name}", getattr(self, name))
-        _positive(f"{path}.max_connections", self.max_connections)
-        if not self.health_path.startswith("/"):
-            _fail(f"{path}.health_path", "must start with '/'")
 
-
-@dataclass(frozen=True)
-class RouteConfig:
+class RouteConfig(_Section, frozen=True, forbid_unknown_fields=True):
     """An extra route: ``path`` is a regular expression matched against the whole path; a named
     group ``model`` takes the model name from the path, else ``model`` names it."""
 
     path: str
-    name: str
-    model: str | None = None
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    model: ModelName | None = None
     inference: bool = True
 
-    def validate(self, path: str) -> None:
+    def __post_init__(self) -> None:
         try:
             re.compile(self.path)
         except re.error as exc:
-            _fail(f"{path}.path", f"invalid regular expression: {exc}")
-        if not self.name or len(self.name) > 64:
-            _fail(f"{path}.name", "must be 1-64 characters")
-        if self.model is not None and not MODEL_NAME_RE.match(self.model):
-            _fail(f"{path}.model", f"invalid model name {self.model!r}")
+            raise _problem("path", f"invalid regular expression: {exc}") from None
 
 
-PROXY_ENGINES = ("fast", "aiohttp")
-
-
-@dataclass(frozen=True)
-class ProxyConfig:
+class ProxyConfig(_Section, frozen=True, forbid_unknown_fields=True):
     routes: tuple[RouteConfig, ...] = ()
     # "fast": the built-in asyncio/llhttp proxy; "aiohttp": the proxy on aiohttp's server and
     # client (same behaviour, several times the CPU per request).
-    engine: str = "fast"
+    engine: ProxyEngine = "fast"
     # Client connections held at once (fast engine; lowered at start to fit the file descriptor
     # limit beside the upstream pool and the admin port). At the limit, a new connection closes
     # the longest-idle or slowest connection that has no request in progress.
-    max_connections: int = 4096
+    max_connections: PositiveInt = 4096
     # A client has this long to send a complete request head (from connecting, or from the first
     # byte of a later request on a kept-alive connection): 408 and close otherwise (fast engine).
-    request_head_timeout_seconds: float = 15.0
+    request_head_timeout_seconds: Positive = 15.0
     # Longest silence between two reads of a request body (nginx's client_body_timeout): 408,
     # and the call is dropped, so that a stalled body cannot hold an upstream connection.
-    request_body_timeout_seconds: float = 60.0
+    request_body_timeout_seconds: Positive = 60.0
     # Hold a request body (up to 256 KiB) until it is complete before taking an upstream
     # connection (nginx's proxy_request_buffering), so that clients trickling bodies cannot pin
     # the upstream pool. Off: the body streams to the model as it arrives (for models that
     # answer while a request is still being uploaded). Fast engine.
     request_buffering: bool = True
 
-    def validate(self, path: str) -> None:
-        _positive(f"{path}.max_connections", self.max_connections)
-        _positive(f"{path}.request_head_timeout_seconds", self.request_head_timeout_seconds)
-        _positive(f"{path}.request_body_timeout_seconds", self.request_body_timeout_seconds)
-        if self.engine not in PROXY_ENGINES:
-            _fail(f"{path}.engine", f"must be one of {', '.join(PROXY_ENGINES)}, got {self.engine!r}")
-        for i, route in enumerate(self.routes):
-            route.validate(f"{path}.routes[{i}]")
 
-
-@dataclass(frozen=True)
-class AnalysisConfig:
-    queue_size: int = 1024
+class AnalysisConfig(_Section, frozen=True, forbid_unknown_fields=True):
+    queue_size: PositiveInt = 1024
     # Bodies larger than this are proxied untouched but not analysed (counted as body_too_large).
-    max_body_bytes: int = 4 * 1024 * 1024
-
-    def validate(self, path: str) -> None:
-        _positive(f"{path}.queue_size", self.queue_size)
-        _positive(f"{path}.max_body_bytes", self.max_body_bytes)
+    max_body_bytes: PositiveInt = 4 * 1024 * 1024
 
 
-@dataclass(frozen=True)
-class IngestConfig:
-    max_body_bytes: int = 16 * 1024 * 1024
-    max_records: int = 10_000
-
-    def validate(self, path: str) -> None:
-        _positive(f"{path}.max_body_bytes", self.max_body_bytes)
-        _positive(f"{path}.max_records", self.max_records)
+class IngestConfig(_Section, frozen=True, forbid_unknown_fields=True):
+    max_body_bytes: PositiveInt = 16 * 1024 * 1024
+    max_records: PositiveInt = 10_000
 
 
-AUTH_GROUPS = ("writes", "metrics", "health")
-
-
-@dataclass(frozen=True)
-class AuthConfig:
+class AuthConfig(_Section, frozen=True, forbid_unknown_fields=True):
     """Bearer-token authentication on the admin port (RFC 6750). The token is one line in
     ``token_file`` (a mounted Secret), re-read when the file changes; null = no authentication."""
 
-    token_file: str | None = None
+    token_file: Annotated[str, msgspec.Meta(pattern=r"\S", description="a file path")] | None = None
     # What needs the token: writes (POST /v1/records, /v1/labels), metrics (/metrics and the
     # landing page /), health (/healthz, /readyz).
-    protect: tuple[str, ...] = ("writes",)
+    protect: tuple[AuthGroup, ...] = ("writes",)
 
-    def validate(self, path: str) -> None:
-        if self.token_file is not None and not self.token_file.strip():
-            _fail(f"{path}.token_file", "must be a file path, or null for no authentication")
-        for i, group in enumerate(self.protect):
-            if group not in AUTH_GROUPS:
-                _fail(f"{path}.protect[{i}]", f"must be one of {', '.join(AUTH_GROUPS)}, got {group!r}")
+    def __post_init__(self) -> None:
         if "writes" not in self.protect:
-            _fail(f"{path}.protect", "must include writes (the push API is what the token is for)")
+            raise _problem("protect", "must include writes (the push API is what the token is for)")
         if self.token_file is None and set(self.protect) != {"writes"}:
-            _fail(f"{path}.protect", f"protecting {', '.join(self.protect)} needs {path}.token_file")
+            raise _problem("protect", f"protecting {', '.join(self.protect)} needs auth.token_file")
 
 
-PROTOCOLS = ("auto", "kserve_v1", "oip_v2", "mlflow", "seldon", "generic")
-TASKS = ("auto", "classification", "regression")
-
-
-@dataclass(frozen=True)
-class GenericProtocolConfig:
+class GenericProtocolConfig(_Section, frozen=True, forbid_unknown_fields=True):
     """JSON paths for the generic adapter: ``$.a.b``, ``$.a[0]``, ``$.rows[*].x``."""
 
     features: str
     predictions: str | None = None
     request_id: str | None = None
 
-    def validate(self, path: str) -> None:
+    def __post_init__(self) -> None:
         from .protocols.generic import JsonPath
 
         for key in ("features", "predictions", "request_id"):
@@ -214,12 +183,11 @@ class GenericProtocolConfig:
                 try:
                     JsonPath(value)
                 except ValueError as exc:
-                    _fail(f"{path}.{key}", str(exc))
+                    raise _problem(key, str(exc)) from None
 
 
-@dataclass(frozen=True)
-class ModelConfig:
-    name: str
+class ModelConfig(_Section, frozen=True, forbid_unknown_fields=True):
+    name: ModelName
     version: str = ""
     # ISO 8601 time or Unix seconds; if absent, the artefact's modification time is used.
     trained_at: str | float | None = None
@@ -233,35 +201,26 @@ class ModelConfig:
     # static series, built once. The fleet rules read them from any replica that exports them.
     export_reference: bool = True
     # Wire format of the model's payloads; auto = by route, else by the payload's keys.
-    protocol: str = "auto"
+    protocol: ProtocolName = "auto"
     generic: GenericProtocolConfig | None = None
     # Names of positional inputs (rows as lists, 2-D tensors) when there is no profile.
     feature_names: tuple[str, ...] = ()
     # The output performance is measured on (default: the profile's first output, else the first).
     prediction_output: str | None = None
-    task: str = "auto"
+    task: Task = "auto"
     classes: tuple[str, ...] = ()  # class names, in the order of probability vectors
     positive_class: str | None = None  # for positive-prediction rates per segment
-    segments: tuple[str, ...] = ()  # input features to break predictions and performance down by
+    # input features to break predictions and performance down by
+    segments: Annotated[tuple[str, ...], msgspec.Meta(max_length=10)] = ()
 
-    def validate(self, path: str) -> None:
-        if not MODEL_NAME_RE.match(self.name):
-            _fail(f"{path}.name", f"invalid model name {self.name!r} (letters, digits, _.:- ; max 63)")
+    def __post_init__(self) -> None:
         if self.trained_at is not None:
             try:
                 self.trained_timestamp()
             except ValueError as exc:
-                _fail(f"{path}.trained_at", str(exc))
-        if self.protocol not in PROTOCOLS:
-            _fail(f"{path}.protocol", f"must be one of {', '.join(PROTOCOLS)}")
+                raise _problem("trained_at", str(exc)) from None
         if self.protocol == "generic" and self.generic is None:
-            _fail(f"{path}.generic", "required when protocol is generic")
-        if self.generic is not None:
-            self.generic.validate(f"{path}.generic")
-        if self.task not in TASKS:
-            _fail(f"{path}.task", f"must be one of {', '.join(TASKS)}")
-        if len(self.segments) > 10:
-            _fail(f"{path}.segments", "at most 10 segment features")
+            raise _problem("generic", "required when protocol is generic")
 
     def trained_timestamp(self) -> float | None:
         """The configured training time as Unix seconds, or None if not configured."""
@@ -279,43 +238,31 @@ class ModelConfig:
         return parsed.timestamp()
 
 
-@dataclass(frozen=True)
-class DependencyConfig:
+class DependencyConfig(_Section, frozen=True, forbid_unknown_fields=True):
     """A dependency to probe: ``url`` (HTTP GET, 2xx/3xx is up) or ``tcp`` (``host:port`` connect)."""
 
-    name: str
-    url: str | None = None
-    tcp: str | None = None
+    name: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+                                      description="a dependency name: letters, digits, _.-")]
+    url: HttpUrl | None = None
+    tcp: Annotated[str, msgspec.Meta(pattern=_HOST_PORT_RE.pattern, description="host:port")] | None = None
 
-    def validate(self, path: str) -> None:
-        if not re.match(r"^[A-Za-z0-9_.-]{1,64}$", self.name):
-            _fail(f"{path}.name", f"invalid dependency name {self.name!r}")
+    def __post_init__(self) -> None:
         if (self.url is None) == (self.tcp is None):
-            _fail(path, "exactly one of url or tcp must be set")
-        if self.url is not None and not re.match(r"^https?://", self.url):
-            _fail(f"{path}.url", "must be an http:// or https:// URL")
-        if self.tcp is not None and not _HOST_PORT_RE.match(self.tcp):
-            _fail(f"{path}.tcp", f"must be host:port, got {self.tcp!r}")
+            raise _problem("", "exactly one of url or tcp must be set")
 
 
-@dataclass(frozen=True)
-class HealthConfig:
+class HealthConfig(_Section, frozen=True, forbid_unknown_fields=True):
     dependencies: tuple[DependencyConfig, ...] = ()
-    dependency_timeout_seconds: float = 2.0
-    interval_seconds: float = 10.0
+    dependency_timeout_seconds: Positive = 2.0
+    interval_seconds: Positive = 10.0
 
-    def validate(self, path: str) -> None:
-        _positive(f"{path}.dependency_timeout_seconds", self.dependency_timeout_seconds)
-        _positive(f"{path}.interval_seconds", self.interval_seconds)
+    def __post_init__(self) -> None:
         names = [d.name for d in self.dependencies]
         if len(names) != len(set(names)):
-            _fail(f"{path}.dependencies", "dependency names must be unique")
-        for i, dep in enumerate(self.dependencies):
-            dep.validate(f"{path}.dependencies[{i}]")
+            raise _problem("dependencies", "dependency names must be unique")
 
 
-@dataclass(frozen=True)
-class ResourcesConfig:
+class ResourcesConfig(_Section, frozen=True, forbid_unknown_fields=True):
     """How to find the model server's process: a pid file, or a process name / command-line
     substring (needs ``shareProcessNamespace: true`` in Kubernetes)."""
 
@@ -323,117 +270,77 @@ class ResourcesConfig:
     process_name: str | None = None
     proc_root: str = "/proc"
     cgroup_root: str = "/sys/fs/cgroup"
-    interval_seconds: float = 5.0
-
-    def validate(self, path: str) -> None:
-        _positive(f"{path}.interval_seconds", self.interval_seconds)
+    interval_seconds: Positive = 5.0
 
 
-DRIFT_METHODS = ("auto", "chi2", "ks", "psi", "jensen_shannon", "hellinger", "wasserstein")
-
-
-@dataclass(frozen=True)
-class DriftConfig:
+class DriftConfig(_Section, frozen=True, forbid_unknown_fields=True):
     """Windowed drift scoring. For test methods (auto, chi2, ks) the threshold is the
     significance level alpha; for distances (psi, jensen_shannon, hellinger, wasserstein) it is
     the score above which drift is reported."""
 
-    window_seconds: float = 3600.0
-    sub_windows: int = 12
-    interval_seconds: float = 15.0
-    min_samples: int = 100
-    numeric_method: str = "auto"
-    numeric_threshold: float = 0.005
-    categorical_method: str = "auto"
-    categorical_threshold: float = 0.005
+    window_seconds: Positive = 3600.0
+    sub_windows: SubWindows = 12
+    interval_seconds: Positive = 15.0
+    min_samples: PositiveInt = 100
+    numeric_method: NumericDriftMethod = "auto"
+    numeric_threshold: Positive = 0.005
+    categorical_method: CategoricalDriftMethod = "auto"
+    categorical_threshold: Positive = 0.005
 
-    def validate(self, path: str) -> None:
-        _positive(f"{path}.window_seconds", self.window_seconds)
-        _positive(f"{path}.interval_seconds", self.interval_seconds)
-        _positive(f"{path}.min_samples", self.min_samples)
-        if not 1 <= self.sub_windows <= 3600:
-            _fail(f"{path}.sub_windows", "must be between 1 and 3600")
+    def __post_init__(self) -> None:
         for kind in ("numeric", "categorical"):
-            method = getattr(self, f"{kind}_method")
-            allowed = DRIFT_METHODS if kind == "numeric" else ("auto", "chi2", "psi", "jensen_shannon",
-                                                               "hellinger")
-            if method not in allowed:
-                _fail(f"{path}.{kind}_method", f"must be one of {', '.join(allowed)}")
-            _positive(f"{path}.{kind}_threshold", getattr(self, f"{kind}_threshold"))
-            if method in ("auto", "chi2", "ks") and getattr(self, f"{kind}_threshold") >= 1:
-                _fail(f"{path}.{kind}_threshold", "is a significance level for test methods: must be < 1")
+            if getattr(self, f"{kind}_method") in TEST_METHODS and getattr(self, f"{kind}_threshold") >= 1:
+                raise _problem(f"{kind}_threshold", "is a significance level for test methods: must be < 1")
 
 
-@dataclass(frozen=True)
-class LabelsConfig:
+class LabelsConfig(_Section, frozen=True, forbid_unknown_fields=True):
     """Joining delayed ground truth to predictions."""
 
     # Request header carrying the join key; when a client sends none on an inference call the
     # sidecar generates one and returns it in this header on the response.
-    header: str = "X-Request-ID"
+    header: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9-]{1,64}$",
+                                        description="an HTTP header name")] = "X-Request-ID"
     generate_ids: bool = True
-    ttl_seconds: float = 86400.0  # how long a prediction waits for its label (and vice versa)
+    ttl_seconds: Positive = 86400.0  # how long a prediction waits for its label (and vice versa)
     # Predictions held (~150 bytes each) and, separately, early labels held (~250 bytes each);
     # whatever clients send, at most 450 bytes an entry (long values are held as digests).
-    max_entries: int = 20_000
-    window_seconds: float = 3600.0  # sliding window of the performance gauges
-    sub_windows: int = 12
-    max_classes: int = 20
-    max_segment_values: int = 10
-
-    def validate(self, path: str) -> None:
-        if not re.match(r"^[A-Za-z0-9-]{1,64}$", self.header):
-            _fail(f"{path}.header", "must be an HTTP header name")
-        for key in ("ttl_seconds", "max_entries", "window_seconds", "max_classes", "max_segment_values"):
-            _positive(f"{path}.{key}", getattr(self, key))
-        if not 1 <= self.sub_windows <= 3600:
-            _fail(f"{path}.sub_windows", "must be between 1 and 3600")
+    max_entries: PositiveInt = 20_000
+    window_seconds: Positive = 3600.0  # sliding window of the performance gauges
+    sub_windows: SubWindows = 12
+    max_classes: PositiveInt = 20
+    max_segment_values: PositiveInt = 10
 
 
-@dataclass(frozen=True)
-class LimitsConfig:
+class LimitsConfig(_Section, frozen=True, forbid_unknown_fields=True):
     # Distinct model label values; configured models always count, further names seen in
     # routes are admitted until the cap, then fold into "__other__".
-    max_models: int = 20
+    max_models: PositiveInt = 20
     # Features monitored per model (the rest of a profile is ignored, with a warning) and
     # categories per categorical feature (rarer ones fold into the "__other__" bucket).
-    max_features: int = 200
-    max_categories: int = 50
-
-    def validate(self, path: str) -> None:
-        _positive(f"{path}.max_models", self.max_models)
-        _positive(f"{path}.max_features", self.max_features)
-        _positive(f"{path}.max_categories", self.max_categories)
+    max_features: PositiveInt = 200
+    max_categories: PositiveInt = 50
 
 
-@dataclass(frozen=True)
-class Config:
-    server: ServerConfig = field(default_factory=ServerConfig)
-    upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
-    proxy: ProxyConfig = field(default_factory=ProxyConfig)
-    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
-    ingest: IngestConfig = field(default_factory=IngestConfig)
-    auth: AuthConfig = field(default_factory=AuthConfig)
+class Config(_Section, frozen=True, forbid_unknown_fields=True):
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    upstream: UpstreamConfig = msgspec.field(default_factory=UpstreamConfig)
+    proxy: ProxyConfig = msgspec.field(default_factory=ProxyConfig)
+    analysis: AnalysisConfig = msgspec.field(default_factory=AnalysisConfig)
+    ingest: IngestConfig = msgspec.field(default_factory=IngestConfig)
+    auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     models: tuple[ModelConfig, ...] = ()
-    health: HealthConfig = field(default_factory=HealthConfig)
-    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
-    drift: DriftConfig = field(default_factory=DriftConfig)
-    labels: LabelsConfig = field(default_factory=LabelsConfig)
-    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    health: HealthConfig = msgspec.field(default_factory=HealthConfig)
+    resources: ResourcesConfig = msgspec.field(default_factory=ResourcesConfig)
+    drift: DriftConfig = msgspec.field(default_factory=DriftConfig)
+    labels: LabelsConfig = msgspec.field(default_factory=LabelsConfig)
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
 
-    def validate(self, path: str = "") -> None:
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name == "models":
-                names = [m.name for m in value]
-                if len(names) != len(set(names)):
-                    _fail("models", "model names must be unique")
-                if len(names) > self.limits.max_models:
-                    _fail("models", f"{len(names)} models exceed limits.max_models={self.limits.max_models}")
-                for i, model in enumerate(value):
-                    model.validate(f"models[{i}]")
-            else:
-                value.validate(f.name)
+    def __post_init__(self) -> None:
+        names = [m.name for m in self.models]
+        if len(names) != len(set(names)):
+            raise _problem("models", "model names must be unique")
+        if len(names) > self.limits.max_models:
+            raise _problem("models", f"{len(names)} models exceed limits.max_models={self.limits.max_models}")
 
     @property
     def default_model(self) -> str:
@@ -441,77 +348,133 @@ class Config:
         return self.models[0].name if self.models else "default"
 
 
+def config_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of the whole configuration, from the types above: unknown
+    keys refused, types, ranges, patterns and enumerations. Checks across keys (a port given
+    twice, one of url or tcp, ...) are only in :func:`load_config`."""
+    schema: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(msgspec.json.schema(Config)))
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    _plain_strings_take_numbers(schema)
+    return schema
+
+
+def _plain_strings_take_numbers(node: Any) -> None:
+    """In the schema, a plain string (no pattern, length or enumeration) also takes a number, as
+    the loader does (:func:`_numbers_as_strings`)."""
+    if isinstance(node, dict):
+        if node.get("type") == "string" and not {"pattern", "minLength", "maxLength", "enum"} & node.keys():
+            node["type"] = ["string", "number"]
+        for value in node.values():
+            _plain_strings_take_numbers(value)
+    elif isinstance(node, list):
+        for value in node:
+            _plain_strings_take_numbers(value)
+
+
 # --- loading ----------------------------------------------------------------------------------
 
-T = TypeVar("T")
-
-
-def _convert(tp: Any, value: Any, path: str) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None:
-            if type(None) in args:
-                return None
-            _fail(path, "must not be null")
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(arg, value, path)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0])
-    if origin is tuple:
-        (item_type, _ellipsis) = typing.get_args(tp)
-        if not isinstance(value, list | tuple):
-            _fail(path, f"must be a list, got {type(value).__name__}")
-        return tuple(_convert(item_type, v, f"{path}[{i}]") for i, v in enumerate(value))
-    if dataclasses.is_dataclass(tp):
-        return _build(typing.cast(type, tp), value, path)
-    if tp is bool:
-        if not isinstance(value, bool):
-            _fail(path, f"must be true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            _fail(path, f"must be an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            _fail(path, f"must be a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            _fail(path, f"must be a string, got {value!r}")
-        return str(value)
-    raise TypeError(f"unsupported config type {tp!r} at {path}")  # pragma: no cover
-
-
-def _build(cls: type[T], data: Any, path: str) -> T:
-    if data is None:
-        data = {}
-    if not isinstance(data, Mapping):
-        _fail(path or "<root>", f"must be a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(typing.cast(Any, cls))}
-    for key in data:
-        if key not in fields:
-            known = ", ".join(sorted(fields))
-            _fail(_join(path, str(key)), f"unknown key (known: {known})")
-    kwargs: dict[str, Any] = {}
-    for name, f in fields.items():
-        key_path = _join(path, name)
-        if name in data:
-            kwargs[name] = _convert(hints[name], data[name], key_path)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            _fail(key_path, "required key is missing")
-    return cls(**kwargs)
+_EXPECTED = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
+             "array": "a list", "object": "a mapping", "null": "null"}
+_AT = re.compile(r"^(?P<message>.*) - at `\$(?P<path>[^`]*)`$", re.S)
 
 
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
+
+
+def _steps(path: str) -> list[str | int]:
+    """``models[0].name`` -> ["models", 0, "name"]."""
+    return [int(part[1:-1]) if part.startswith("[") else part
+            for part in re.findall(r"\[\d+\]|[^.\[\]]+", path)]
+
+
+def _unwrap(tp: Any) -> tuple[Any, msgspec.Meta | None]:
+    """A type without Annotated (its Meta kept) and without None in a union."""
+    meta = None
+    if typing.get_origin(tp) is Annotated:
+        tp, *extra = typing.get_args(tp)
+        meta = next((m for m in extra if isinstance(m, msgspec.Meta)), None)
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if args and typing.get_origin(tp) in (typing.Union, __import__("types").UnionType) and len(args) == 1:
+        inner, inner_meta = _unwrap(args[0])
+        return inner, meta or inner_meta
+    return tp, meta
+
+
+def _type_at(path: str) -> tuple[Any, msgspec.Meta | None]:
+    """The declared type (and constraints) of the key at ``path``."""
+    tp: Any = Config
+    meta = None
+    for step in _steps(path):
+        tp, meta = _unwrap(tp)
+        if isinstance(step, int):
+            tp = typing.get_args(tp)[0]
+        else:
+            tp = typing.get_type_hints(tp, include_extras=True)[step]
+    return _unwrap(tp) if path else (tp, meta)
+
+
+def _value_at(data: Any, path: str) -> Any:
+    for step in _steps(path):
+        try:
+            data = data[step]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def _error(exc: msgspec.ValidationError, data: Any) -> ConfigError:
+    """msgspec's message, rewritten to name the key the way the rest of modelmon does."""
+    found = _AT.match(str(exc))
+    message, path = (found["message"], found["path"].lstrip(".")) if found else (str(exc), "")
+    tp, meta = _type_at(path)
+    value = _value_at(data, path)
+    about = f" ({meta.description})" if meta is not None and meta.description else ""
+    if m := re.fullmatch(r"Object contains unknown field `(.+)`", message):
+        known = ", ".join(sorted(f.name for f in msgspec.structs.fields(tp)))
+        return ConfigError(f"{_join(path, m[1])}: unknown key (known: {known})")
+    if m := re.fullmatch(r"Object missing required field `(.+)`", message):
+        return ConfigError(f"{_join(path, m[1])}: required key is missing")
+    if m := re.fullmatch(r"Expected `(.+)`, got `(\w+)`", message):
+        wanted = " or ".join(_EXPECTED.get(t, t) for t in m[1].split(" | "))
+        return ConfigError(f"{path or '<root>'}: must be {wanted}, got {value!r}")
+    if m := re.fullmatch(r"Expected `\w+` (>=|<=|>|<) (\S+)", message):
+        return ConfigError(f"{path}: must be {m[1]} {m[2]}{about}, got {value!r}")
+    if m := re.fullmatch(r"Expected `array` of length <= (\d+)", message):
+        return ConfigError(f"{path}: at most {m[1]} items, got {len(value) if value else 0}")
+    if re.fullmatch(r"Expected `str` of length [<>]= \d+", message):
+        return ConfigError(f"{path}: {message.replace('Expected `str`', 'must be a string')}")
+    if re.fullmatch(r"Expected `str` matching regex .+", message):
+        wanted = meta.description if meta is not None and meta.description else f"matching {message[25:]}"
+        return ConfigError(f"{path}: must be {wanted}, got {value!r}")
+    if message.startswith("Invalid enum value"):
+        return ConfigError(f"{path}: must be one of {', '.join(typing.get_args(tp))}, got {value!r}")
+    if m := re.fullmatch(r"(\w*): (.*)", message, re.S):  # raised by a __post_init__
+        return ConfigError(f"{_join(path, m[1]) if m[1] else path}: {m[2]}")
+    return ConfigError(f"{path or '<root>'}: {message}")
+
+
+def _numbers_as_strings(tp: Any, value: Any) -> Any:
+    """YAML reads ``version: 2`` or ``classes: [0, 1]`` as numbers; a key typed ``str`` takes
+    them as their text (as they were written). Only where the type is ``str`` alone, without a
+    pattern or length (those must be strings); :func:`config_schema` says the same."""
+    tp, meta = _unwrap(tp)
+    if tp is str and meta is None:
+        return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+    if typing.get_origin(tp) is tuple and isinstance(value, list):
+        return [_numbers_as_strings(typing.get_args(tp)[0], v) for v in value]
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct) and isinstance(value, Mapping):
+        hints = typing.get_type_hints(tp, include_extras=True)
+        return {k: _numbers_as_strings(hints[k], v) if k in hints else v for k, v in value.items()}
+    return value
+
+
+def build(data: Mapping[str, Any]) -> Config:
+    """The configuration from a mapping (the merged file, environment and flags)."""
+    try:
+        return msgspec.convert(_numbers_as_strings(Config, data), Config)
+    except msgspec.ValidationError as exc:
+        raise _error(exc, data) from None
 
 
 def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
@@ -591,6 +554,4 @@ def load_config(
         data = _merge(data, _env_overrides(env))
     if overrides:
         data = _merge(data, overrides)
-    config = _build(Config, data, "")
-    config.validate()
-    return config
+    return build(data)

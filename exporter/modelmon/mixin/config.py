@@ -11,15 +11,17 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, Union
 
 import yaml
 
 from .. import catalogue as cat
-from ..config import ConfigError, _build, load_yaml
+from ..config import ConfigError, load_yaml
 
 SEVERITIES = ("critical", "warning", "info")
 # What Prometheus and Alertmanager parse (prometheus/common model.ParseDuration): "0", or units
@@ -72,6 +74,80 @@ def parse_matchers(text: str) -> list[tuple[str, str, str]]:
 
 def _fail(path: str, message: str) -> typing.NoReturn:
     raise ConfigError(f"{path}: {message}")
+
+
+# The mixin's dataclasses (their defaults carry the documentation written into the example YAML)
+# are read by this small typed loader: unknown keys and wrong types are errors naming the key.
+# The sidecar's own configuration is on msgspec (modelmon.config).
+T = TypeVar("T")
+
+
+def _convert(tp: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            _fail(path, "must not be null")
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(arg, value, path)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0])
+    if origin is tuple:
+        (item_type, _ellipsis) = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            _fail(path, f"must be a list, got {type(value).__name__}")
+        return tuple(_convert(item_type, v, f"{path}[{i}]") for i, v in enumerate(value))
+    if dataclasses.is_dataclass(tp):
+        return _build(typing.cast(type, tp), value, path)
+    if tp is bool:
+        if not isinstance(value, bool):
+            _fail(path, f"must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            _fail(path, f"must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            _fail(path, f"must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            _fail(path, f"must be a string, got {value!r}")
+        return str(value)
+    raise TypeError(f"unsupported config type {tp!r} at {path}")  # pragma: no cover
+
+
+def _build(cls: type[T], data: Any, path: str) -> T:
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        _fail(path or "<root>", f"must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(typing.cast(Any, cls))}
+    for key in data:
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            _fail(_join(path, str(key)), f"unknown key (known: {known})")
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        key_path = _join(path, name)
+        if name in data:
+            kwargs[name] = _convert(hints[name], data[name], key_path)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            _fail(key_path, "required key is missing")
+    return cls(**kwargs)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from ..config import PROTOCOLS
 from ..drift.columns import Batch
 from . import kserve_v1, mlflow, oip_v2, seldon
 from .base import ABSENT, BinaryBody, Column, Extracted, PayloadError, columns_from_dicts, request_id
 from .generic import GenericSpec, JsonPath
 from .generic import extract as generic_extract
 
-PROTOCOLS = ("auto", "kserve_v1", "oip_v2", "mlflow", "seldon", "generic")
 ROUTE_PROTOCOLS = {
     "/v2/models/{model}/infer": "oip_v2",
     "/v1/models/{model}:predict": "kserve_v1",
