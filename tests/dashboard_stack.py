@@ -33,6 +33,7 @@ from modelmon.profile import Profile, categorical_feature, numeric_feature
 
 PROMETHEUS = shutil.which("prometheus")
 JOB = "modelmon"
+OTHER_JOB = "other-app"
 REGRESSION_MODEL = "price"
 DISTRICTS = ("north", "south", "east", "west")
 
@@ -122,7 +123,10 @@ def prometheus_config(tmp: Path, targets: list[str], mixin: MixinConfig) -> Path
     config.write_text(yaml.safe_dump({
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(tmp / RULES_FILE), str(tmp / ALERTS_FILE)],
-        "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": targets}]}],
+        # another job scraping the same sidecar: the boards must show only the configured one
+        # (the "All" of their job variable included)
+        "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": targets}]},
+                           {"job_name": OTHER_JOB, "static_configs": [{"targets": targets}]}],
     }))
     return config
 

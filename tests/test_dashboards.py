@@ -128,6 +128,11 @@ def test_namespace_variable_when_configured() -> None:
         assert [v["name"] for v in board["templating"]["list"]][:4] == [
             "datasource", "job", "namespace", "model"], name
         assert all('namespace=~"$namespace"' in e for _, e in queries(board) if "{" in e), name
+        # a join of per-target series keeps the aggregation labels (a model in two namespaces
+        # stays two rows)
+        for title, expr in queries(board):
+            for clause in re.findall(r"(?:on|group by) \((instance[^)]*)\)", expr):
+                assert "namespace" in clause, (name, title, clause)
 
 
 @pytest.mark.parametrize("config", [MixinConfig(), MixinConfig(
@@ -154,6 +159,35 @@ def test_every_query_parses_and_names_known_series(config: MixinConfig) -> None:
                 if title not in ("job", "namespace"):  # the variables that choose it
                     assert "namespace" in names, (title, expr)
     promql_parser.parse("up")  # the parser is the one the rules tests use
+
+
+def _points(result: list[dict[str, Any]]) -> list[tuple[list[tuple[str, str]], str]]:
+    return sorted((sorted(r["metric"].items()), r["value"][1]) for r in result)
+
+
+def _labels(result: list[dict[str, Any]]) -> list[dict[str, str]]:
+    return sorted(({k: v for k, v in r["metric"].items() if k != "__name__"} for r in result),
+                  key=lambda m: sorted(m.items()))
+
+
+async def _check_scoping(s: aiohttp.ClientSession, prometheus: str, boards: dict[str, dict[str, Any]]) -> None:
+    """The job variable's "All" (.*) shows what the configured job shows, though another job
+    scrapes the same series; every table query returns exactly the labels its table keeps."""
+    at = time.time() - 1  # both at one evaluation time: equal results, values included
+    for view in VIEWS:
+        for panel in panels(boards[view.board]):
+            for target in panel.get("targets") or []:
+                chosen = await query(s, prometheus, fill(target["expr"], view.variables), at)
+                every = await query(s, prometheus, fill(target["expr"], {**view.variables, "job": ".*"}), at)
+                assert _points(chosen) == _points(every), (view.board, panel["title"], target["expr"])
+                if panel["type"] != "table" or not chosen:
+                    continue
+                organize = next(t["options"] for t in panel["transformations"] if t["id"] == "organize")
+                values = set(organize["renameByName"])
+                keep = {name for name in organize["indexByName"] if name not in values}
+                for labels in _labels(chosen):
+                    if values:  # ALERTS (no value column) keeps a few of its labels
+                        assert set(labels) == keep, (view.board, panel["title"], labels)
 
 
 # Queries that may return nothing in the live run, each with its reason: (board, panel title,
@@ -197,7 +231,8 @@ async def test_every_panel_query_returns_data_and_every_panel_draws(tmp_path: Pa
         while True:
             still = []
             for view, title, expr in pending:
-                if await query(s, stack.prometheus, fill(expr, view.variables)):
+                result = await query(s, stack.prometheus, fill(expr, view.variables))
+                if any(r["value"][1] != "NaN" for r in result):  # 0/0 is not data
                     with_data.add((view.board, expr))
                 else:
                     still.append((view, title, expr))
@@ -213,6 +248,7 @@ async def test_every_panel_query_returns_data_and_every_panel_draws(tmp_path: Pa
         # a series that appeared in the last second has no point on the range query's last step
         # yet: let every series collect a few points before drawing
         await asyncio.sleep(3)
+        await _check_scoping(s, stack.prometheus, boards)
         drawn = await render_all(stack.prometheus, boards, VIEWS, stack.started, time.time(), tmp_path)
     for png, panels_drawn in drawn.items():
         assert (tmp_path / png).stat().st_size > 50_000, png

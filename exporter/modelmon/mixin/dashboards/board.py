@@ -50,19 +50,19 @@ class Variables:
     """The matchers of one configuration, split into the variable-backed and the fixed ones."""
 
     labels: tuple[str, ...]  # job, and namespace if it is an aggregation label
-    fixed: tuple[tuple[str, str, str], ...]  # configured matchers on other labels
+    fixed: tuple[tuple[str, str, str], ...]  # every configured matcher
     configured: str  # the full configured selector (scopes the variables' own queries)
 
     @classmethod
     def of(cls, config: MixinConfig) -> Variables:
         labels = tuple(label for label in _VARIABLE_LABELS
                        if label == "job" or label in config.aggregation_labels)
-        matchers = parse_matchers(config.selector)
-        fixed = tuple(m for m in matchers if m[0] not in labels)
-        configured = ", ".join(matcher(*m) for m in matchers)
-        return cls(labels, fixed, configured)
+        matchers = tuple(parse_matchers(config.selector))
+        return cls(labels, matchers, ", ".join(matcher(*m) for m in matchers))
 
     def matchers(self, *extra: str) -> str:
+        """The configured matchers, always (a variable's "All" is ``.*``: without them it would
+        take in every other job of the Prometheus), then the variables' own."""
         parts = [matcher(*m) for m in self.fixed]
         parts += [f'{label}=~"${label}"' for label in self.labels]
         return ", ".join([*parts, *extra])
@@ -84,6 +84,10 @@ def series(expr: str, legend: str = "") -> Target:
 
 def instant_table(expr: str) -> Target:
     return Target(expr, "", True, PromQueryFormat.TABLE)
+
+
+# A table column: header, expression, unit, and optionally its decimals.
+Column = tuple[str, str, str] | tuple[str, str, str, int]
 
 
 class Board:
@@ -121,6 +125,10 @@ class Board:
         parts += [f'{label}=~"${label}"' for label in self.vars.labels]
         return f"ALERTS{{{', '.join([*parts, *extra])}}}"
 
+    def targets(self) -> str:
+        """The labels that identify a scrape target among the aggregation labels."""
+        return ", ".join(dict.fromkeys(("instance", *self.agg)))
+
     def by(self, *labels: str) -> str:
         """``by (<aggregation labels>, labels...)``: the fleet view, summed over replicas."""
         return f"by ({', '.join(dict.fromkeys((*self.agg, *labels)))})"
@@ -130,10 +138,12 @@ class Board:
 
     def per_model(self, expr: str, model: str = 'model=~"$model"') -> str:
         """A per-target series (no ``model`` label: the process, the cgroup, the upstream probe)
-        labelled with each model its target serves (``modelmon_model_info``); a target that
-        serves two models counts for both."""
-        info = f"group by (instance, job, model) ({self.sel(cat.MODEL_INFO, '', model)})"
-        return f"{expr}\n* on (instance, job) group_right ()\n{info}"
+        labelled with each model its target serves (``modelmon_model_info``), keeping the
+        aggregation labels; a target that serves two models counts for both (a model only
+        pushed to a sidecar shows the model server that sidecar fronts)."""
+        t = self.targets()
+        info = f"group by ({t}, model) ({self.sel(cat.MODEL_INFO, '', model)})"
+        return f"{expr}\n* on ({t}) group_right ()\n{info}"
 
     # --- layout ------------------------------------------------------------------------------
     def place(self, w: int, h: int) -> md.GridPos:
@@ -207,7 +217,7 @@ class Board:
             panel = panel.no_value(no_value)
         self.panels.append(panel)
 
-    def table(self, title: str, description: str, columns: list[tuple[str, str, str]], *,
+    def table(self, title: str, description: str, columns: list[Column], *,
               keep: tuple[str, ...], sort_by: str, w: int = 24, h: int = 8,
               links: dict[str, tuple[str, str]] | None = None, descending: bool = True,
               decimals: int = 3, mappings: dict[str, list[dict[str, Any]]] | None = None) -> None:
@@ -221,14 +231,16 @@ class Board:
                  .datasource(DATASOURCE).grid_pos(self.place(w, h)).decimals(decimals)
                  .sort_by([gc.TableSortByFieldState().display_name(sort_by).desc(descending)]))
         renames: dict[str, str] = {}
-        for i, (header, expr, unit) in enumerate(columns):
+        for i, (header, expr, unit, *places) in enumerate(columns):
             panel = panel.with_target(self._query(instant_table(expr), i))
             field = f"Value #{chr(ord('A') + i)}" if len(columns) > 1 else "Value"
             if not header:  # a query whose labels are the row (ALERTS): its value is not shown
                 continue
             renames[field] = header
-            if unit:
-                panel = panel.override_by_name(field, [md.DynamicConfigValue(id_val="unit", value=unit)])
+            settings = [md.DynamicConfigValue(id_val="unit", value=unit)] if unit else []
+            settings += [md.DynamicConfigValue(id_val="decimals", value=places[0])] if places else []
+            if settings:
+                panel = panel.override_by_name(field, settings)
         for header, (link_title, url) in (links or {}).items():
             field = next((f for f, h in renames.items() if h == header), header)
             panel = panel.override_by_name(field, [md.DynamicConfigValue(
@@ -238,12 +250,14 @@ class Board:
             panel = panel.override_by_name(field, [md.DynamicConfigValue(id_val="mappings", value=mapping),
                                                    md.DynamicConfigValue(id_val="custom.cellOptions",
                                                                          value={"type": "color-text"})])
-        keep_fields = {label: True for label in keep} | {f: True for f in renames}
+        shown = [*keep, *renames]
+        # filterFieldsByName (Grafana 7+) rather than organize's includeByName (10.3+)
         panel = (panel
                  .with_transformation(md.DataTransformerConfig(id_val="merge", options={}))
+                 .with_transformation(md.DataTransformerConfig(id_val="filterFieldsByName", options={
+                     "include": {"names": shown}}))
                  .with_transformation(md.DataTransformerConfig(id_val="organize", options={
-                     "includeByName": keep_fields,
-                     "indexByName": {name: i for i, name in enumerate(keep_fields)},
+                     "indexByName": {name: i for i, name in enumerate(shown)},
                      "renameByName": renames})))
         self.panels.append(panel)
 
@@ -337,4 +351,9 @@ def query_variable(name: str, query: str, description: str, *, multi: bool = Tru
 
 
 def to_json(board: md.Dashboard) -> str:
-    return json.dumps(board, cls=JSONEncoder, indent=2, sort_keys=True) + "\n"
+    data = json.loads(json.dumps(board, cls=JSONEncoder))
+    for variable in data.get("templating", {}).get("list", []):
+        # the SDK writes Grafana's placeholder id (all zeros) on every variable: Grafana keys
+        # variables by id when one is given, so they could collide; without it, by name
+        variable.pop("id", None)
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"

@@ -38,7 +38,7 @@ def fleet_overview(config: MixinConfig, rules: RecordingRules) -> md.Dashboard:
     # --- now ------------------------------------------------------------------------------------
     b.row("Now")
     info = b.sel(cat.MODEL_INFO, "", model)
-    b.stat("Models", "Models the selected sidecars serve (modelmon_model_info).",
+    b.stat("Models served", "Models the selected sidecars serve (modelmon_model_info).",
            f"count(group {g} ({info}))", "models", "short")
     b.stat("Sidecars up", "Scrape targets that answered their last scrape (Prometheus's `up`).",
            f"sum({b.raw('up')})", "up", "short", thresholds=(1,), reverse=True)
@@ -56,7 +56,9 @@ def fleet_overview(config: MixinConfig, rules: RecordingRules) -> md.Dashboard:
     b.stat("Requests/s", f"Requests per second to every selected model ({rules.request_rate.record}).",
            f"sum({b.rec(rules.request_rate, model)})", "req/s", "reqps", decimals=1)
 
-    served = b.per_model(f"({b.sel(cat.UPSTREAM_UP)} == 1)")
+    # 1 per replica whose model server passes its probe, 0 per one that fails: summed, 0 (not
+    # nothing) when every replica is down
+    served = b.per_model(b.sel(cat.UPSTREAM_UP))
     in_model = 'cgroup="model"'
     memory = b.per_model(f"{b.sel(cat.CGROUP_MEMORY_USAGE, '', in_model)}\n/\n"
                          f"{b.sel(cat.CGROUP_MEMORY_LIMIT, '', in_model)}")
@@ -67,12 +69,12 @@ def fleet_overview(config: MixinConfig, rules: RecordingRules) -> md.Dashboard:
                 ("5xx ratio", f"max {g} ({b.rec(rules.error_ratio, model)})", "percentunit"),
                 (f"p{quantile * 100:g} latency",
                  f"max {g} ({slowest})", "s"),
-                ("Healthy replicas", f"count {g} (\n{served}\n)", "short"),
+                ("Healthy replicas", f"sum {g} (\n{served}\n)", "short", 0),
                 ("Memory / limit", f"max {g} (\n{memory}\n)", "percentunit"),
                 ("Model age", f"time() - max {g} ({b.sel(cat.MODEL_TRAINED, '', model)})", "s"),
                 ("Since last prediction", f"time() - max {g} ({b.sel(cat.LAST_PREDICTION, '', model)})", "s"),
                 ("Drifting features", f"sum {g} (max {b.by('model', 'feature')} "
-                                      f"({b.sel(cat.DRIFT_DETECTED, '', model)}))", "short"),
+                                      f"({b.sel(cat.DRIFT_DETECTED, '', model)}))", "short", 0),
                 (f"Accuracy {pw}", f"max {g} ({b.rec(rules.accuracy, model)})", "percentunit"),
                 (f"MAE {pw}", f"max {g} ({b.rec(rules.mae, model)})", "short"),
                 (f"Labelled {pw}", f"max {g} ({b.rec(rules.join_ratio, model)})", "percentunit"),
@@ -97,7 +99,7 @@ def fleet_overview(config: MixinConfig, rules: RecordingRules) -> md.Dashboard:
     b.row("Health and resources")
     b.timeseries("Healthy replicas by model", "Replicas whose model server passes its health "
                  "probe (modelmon_upstream_up), per model.",
-                 [(f"count {g} (\n{served}\n)", m)], "short", decimals=0)
+                 [(f"sum {g} (\n{served}\n)", m)], "short", decimals=0)
     r = config.resources
     b.timeseries("Model memory / limit", "Memory charged to the model container's cgroup against "
                  "its limit, the fullest replica per model. Lines: the alert thresholds.",
@@ -128,7 +130,7 @@ def fleet_overview(config: MixinConfig, rules: RecordingRules) -> md.Dashboard:
                 ("Fleet drift score", top, "short"),
                 ("Replicas drifting", f"sum {b.by('model', 'feature')} "
                                       f"({b.sel(cat.DRIFT_DETECTED, '', model)})\n"
-                                      f"and {b.on('model', 'feature')}\n{top}", "short"),
+                                      f"and {b.on('model', 'feature')}\n{top}", "short", 0),
             ], keep=(*b.agg, "model", "feature"), sort_by="Fleet drift score", w=12, h=9,
             links={"model": ("Model detail", detail)})
     b.timeseries(f"Worst drifting features over time (fleet, {dw})", "The same fleet drift score "

@@ -30,31 +30,37 @@ HEALTH: list[dict[str, Any]] = [{"type": "value", "options": {
 def model_detail(config: MixinConfig) -> md.Dashboard:
     b = Board(config)
     r = RATE_INTERVAL
-    model = 'model=~"$model"'
-    feature = 'feature=~"$feature"'
-    method = 'method=~"$method"'
+    # single-valued variables: matched exactly (a model name may hold a regex's '.')
+    model = 'model="$model"'
+    feature = 'feature="$feature"'
+    method = 'method="$method"'
     b.note(f"_{TITLE}: the model chosen above, all its replicas._ The feature rows show the "
            "feature chosen above against its reference profile. What each alert means and what "
            f"to do: [runbook]({config.runbook_url}).")
 
     requests = b.sel(cat.REQUESTS, "", model)
-    errors = b.sel(cat.REQUESTS, "", model, 'code=~"5.."')
+    # the routes the fleet's request rate and error ratio (and their alerts) count
+    routes = tuple(m for m in (config.traffic.route_matcher,) if m)
+    counted = b.sel(cat.REQUESTS, "", model, *routes)
+    errors = b.sel(cat.REQUESTS, "", model, *routes, 'code=~"5.."')
     latency = b.sel(cat.REQUEST_DURATION, "bucket", model)
     top_q = max(config.traffic.quantiles)
 
     # --- at a glance ----------------------------------------------------------------------------
     b.row("At a glance")
-    b.stat("Requests/s", "Requests per second to the model, all replicas and routes.",
-           f"sum(rate({requests}[{r}]))", "req/s", "reqps", decimals=1, w=3)
-    b.stat("5xx ratio", "Share of requests answered 5xx (model errors and the sidecar's 502/504).",
-           f"sum(rate({errors}[{r}]))\n/\n"
-           f"sum(rate({requests}[{r}]))", "5xx", "percentunit", decimals=2, w=3,
+    scope = f"({config.traffic.route_matcher or 'all routes'}, as the fleet board and the alerts)"
+    b.stat("Requests/s", f"Requests per second to the model, all replicas {scope}.",
+           f"sum(rate({counted}[{r}]))", "req/s", "reqps", decimals=1, w=3)
+    b.stat("5xx ratio", "Share of requests answered 5xx (model errors and the sidecar's 502/504), "
+           f"all replicas {scope}; 0 when there are none.",
+           f"(\n  sum(rate({errors}[{r}]))\n  or\n  0 * sum(rate({counted}[{r}]))\n)\n/\n"
+           f"sum(rate({counted}[{r}]))", "5xx", "percentunit", decimals=2, w=3,
            thresholds=(config.traffic.error_ratio_warning, config.traffic.error_ratio_critical))
     b.stat(f"p{top_q * 100:g} latency", f"The {top_q:g} quantile of request latency, all replicas.",
            f"histogram_quantile({top_q:g}, sum by (le) (rate({latency}[{r}])))", "latency", "s",
            decimals=3, w=3, thresholds=(config.latency_slo.threshold_seconds,))
     b.stat("Healthy replicas", "Replicas whose model server passes its health probe.",
-           f"count(\n{b.per_model(f'({b.sel(cat.UPSTREAM_UP)} == 1)')}\n) or vector(0)",
+           f"sum(\n{b.per_model(b.sel(cat.UPSTREAM_UP))}\n)",
            "healthy", "short", w=3, thresholds=(1,), reverse=True)
     b.stat("Drifting features", "Features whose in-process verdict reports drift on any replica.",
            f"count(max by (feature) ({b.sel(cat.DRIFT_DETECTED, '', model)}) == 1) or vector(0)",
@@ -73,18 +79,21 @@ def model_detail(config: MixinConfig) -> md.Dashboard:
             "profile, health and load.", [
                 ("Model server", f"max by (instance) (\n{up}\n)", ""),
                 ("Requests/s", f"sum by (instance) (rate({requests}[{r}]))", "reqps"),
-                ("Drifting features", f"sum by (instance) ({b.sel(cat.DRIFT_DETECTED, '', model)})", "short"),
+                ("Drifting features",
+                 f"sum by (instance) ({b.sel(cat.DRIFT_DETECTED, '', model)})", "short", 0),
                 ("Model memory (RSS)", f"max by (instance) (\n{b.per_model(b.sel(cat.MODEL_MEMORY_RSS))}\n)",
                  "bytes"),
             ], keep=("instance",), sort_by="instance", descending=False, w=12, h=6,
             mappings={"Model server": HEALTH})
+    t = b.targets()
+    versions = f"group by ({t}, version) ({b.sel(cat.MODEL_INFO, '', model)})"
     b.table("Versions and reference profiles", "The model version each replica serves "
             "(modelmon_model_info) and the reference profile its drift is computed against "
-            "(modelmon_reference_profile_info): during a rollout they differ between replicas.",
-            [("", f"group by (instance, version) ({b.sel(cat.MODEL_INFO, '', model)})\n"
-                  f"* on (instance) group_left (profile_hash, profile_model_version, created_at)\n"
-                  f"group by (instance, profile_hash, profile_model_version, created_at) "
-                  f"({b.sel(cat.PROFILE_INFO, '', model)})", "")],
+            "(modelmon_reference_profile_info): during a rollout they differ between replicas. "
+            "A replica without a profile shows its version alone.",
+            [("", f"{versions}\n* on ({t}) group_left (profile_hash, profile_model_version, created_at)\n"
+                  f"group by ({t}, profile_hash, profile_model_version, created_at) "
+                  f"({b.sel(cat.PROFILE_INFO, '', model)})\nor\n{versions}", "")],
             keep=("instance", "version", "profile_hash", "profile_model_version", "created_at"),
             sort_by="instance", descending=False, w=12, h=6)
 
@@ -121,8 +130,8 @@ def model_detail(config: MixinConfig) -> md.Dashboard:
             "smallest p-value of its tests and the values in the window (the highest replica).", [
                 ("Score", f"max by (feature) ({score})", "short"),
                 ("Verdict", f"max by (feature) ({b.sel(cat.DRIFT_DETECTED, '', model)})", ""),
-                ("p-value", f"min by (feature) ({b.sel(cat.DRIFT_P_VALUE, '', model)})", "short"),
-                ("Window values", f"max by (feature) ({b.sel(cat.WINDOW_SAMPLES, '', model)})", "short"),
+                ("p-value", f"min by (feature) ({b.sel(cat.DRIFT_P_VALUE, '', model)})", "sci", 2),
+                ("Window values", f"max by (feature) ({b.sel(cat.WINDOW_SAMPLES, '', model)})", "short", 0),
             ], keep=("feature",), sort_by="Score", w=12, h=9, decimals=4,
             mappings={"Verdict": VERDICT})
 
@@ -172,11 +181,13 @@ def model_detail(config: MixinConfig) -> md.Dashboard:
                  [(f"max by (feature) ({b.sel(cat.OUT_OF_RANGE_RATIO, '', model)})", "{{feature}}")],
                  "percentunit", thresholds=(q.out_of_range_margin,))
     unseen = b.sel(cat.QUALITY_EVENTS, "", model, 'kind="unseen_category"')
+    values = f"sum by (feature) (rate({b.sel(cat.FEATURE_CATEGORY, '', model)}[{r}]))"
     b.timeseries("Unseen categories", "Share of a categorical feature's values that the reference "
-                 "never saw, all replicas.",
-                 [(f"sum by (feature) (rate({unseen}[{r}]))\n/\n"
-                   f"sum by (feature) (rate({b.sel(cat.FEATURE_CATEGORY, '', model)}[{r}]))", "{{feature}}")],
-                 "percentunit")
+                 "never saw, all replicas. Line: ModelmonUnseenCategories' margin (over the "
+                 "reference's __other__ share).",
+                 [(f"(\n  sum by (feature) (rate({unseen}[{r}]))\n  or\n  0 * {values}\n)\n/\n{values}",
+                   "{{feature}}")],
+                 "percentunit", thresholds=(q.unseen_margin,))
     b.timeseries("Data-quality events by kind", cat.QUALITY_EVENTS.help,
                  [(f"sum by (feature, kind) (rate({b.sel(cat.QUALITY_EVENTS, '', model)}[{r}]))",
                    "{{feature}} {{kind}}")], "cps", w=12)
@@ -187,23 +198,23 @@ def model_detail(config: MixinConfig) -> md.Dashboard:
     # --- predictions -----------------------------------------------------------------------------
     b.row("Predictions")
     role = 'role="output"'
-    outputs = f"group by (instance, job, model, feature) ({b.sel(cat.FEATURE_INFO, '', model, role)})"
+    outputs = f"group by ({t}, model, feature) ({b.sel(cat.FEATURE_INFO, '', model, role)})"
     predicted = (f"sum by (feature, category) (\n  rate({b.sel(cat.FEATURE_CATEGORY, '', model)}[{r}])\n"
-                 f"  and on (instance, job, model, feature)\n  {outputs}\n)")
+                 f"  and on ({t}, model, feature)\n  {outputs}\n)")
     b.timeseries("Predicted class shares", "Share of predictions per class (categorical outputs), "
                  "all replicas.",
                  [(f"{predicted}\n/ ignoring (category) group_left\nsum by (feature) (\n{predicted}\n)",
                    "{{feature}} = {{category}}")], "percentunit", max_=1)
     b.timeseries("Numeric predictions: window mean", "Mean of numeric outputs in the sliding window "
                  "(each replica) against the reference mean.",
-                 [(f"{b.sel(cat.FEATURE_WINDOW_MEAN, '', model)}\nand on (instance, job, model, feature)\n"
+                 [(f"{b.sel(cat.FEATURE_WINDOW_MEAN, '', model)}\nand on ({t}, model, feature)\n"
                    f"{outputs}", "{{feature}} {{instance}}"),
                   (f"max by (feature) (\n  {b.sel(cat.REFERENCE_MEAN, '', model)}\n"
-                   f"  and on (instance, job, model, feature)\n  {outputs}\n)", "{{feature}} reference")],
+                   f"  and on ({t}, model, feature)\n  {outputs}\n)", "{{feature}} reference")],
                  "short", min_=None)
     b.timeseries("Prediction drift ($method)", "Drift score of the outputs (prediction drift), the "
                  "highest replica.",
-                 [(f"max by (feature) (\n  {score}\n  and on (instance, job, model, feature)\n  {outputs}\n)",
+                 [(f"max by (feature) (\n  {score}\n  and on ({t}, model, feature)\n  {outputs}\n)",
                    "{{feature}}")], "short")
 
     # --- performance -----------------------------------------------------------------------------
@@ -239,8 +250,10 @@ def model_detail(config: MixinConfig) -> md.Dashboard:
 
     def per_group(num: cat.MetricSpec, den: cat.MetricSpec, num_suffix: str = "",
                   den_suffix: str = "") -> str:
-        return (f"sum by (segment, value) (rate({b.sel(num, num_suffix, model)}[{r}]))\n/\n"
-                f"sum by (segment, value) (rate({b.sel(den, den_suffix, model)}[{r}]))")
+        # a group without a positive (or correct) prediction has no such series: 0, not absent
+        below = f"sum by (segment, value) (rate({b.sel(den, den_suffix, model)}[{r}]))"
+        return (f"(\n  sum by (segment, value) (rate({b.sel(num, num_suffix, model)}[{r}]))\n"
+                f"  or\n  0 * {below}\n)\n/\n{below}")
 
     b.timeseries("Positive-prediction rate by group", "Share of a group's predictions that are "
                  "the positive class (models[].positive_class): unequal rates between groups are "

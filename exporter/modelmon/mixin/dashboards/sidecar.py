@@ -6,7 +6,7 @@ from __future__ import annotations
 from grafana_foundation_sdk.models import dashboard as md
 
 from ... import catalogue as cat
-from ..config import MixinConfig
+from ..config import MixinConfig, seconds
 from .board import RATE_INTERVAL, Board
 
 UID = "modelmon-sidecar"
@@ -51,9 +51,10 @@ def sidecar_health(config: MixinConfig) -> md.Dashboard:
                  [(f"max by (model) ({b.sel(cat.DRIFT_COMPUTE_DURATION, '', model)})", "{{model}}")],
                  "s", w=12)
     b.timeseries("Drift statistics age", "Seconds since the drift statistics were last computed "
-                 f"({cat.DRIFT_LAST_SUCCESS.exposed_name}); it should stay near the drift interval.",
+                 f"({cat.DRIFT_LAST_SUCCESS.exposed_name}); it should stay near the drift interval. "
+                 "Line: ModelmonDriftScoringStalled's threshold.",
                  [(f"time() - max by (model) ({b.sel(cat.DRIFT_LAST_SUCCESS, '', model)})", "{{model}}")],
-                 "s", w=12, thresholds=(300, 900))
+                 "s", w=12, thresholds=(seconds(config.sidecar.drift_stalled_after),))
     b.row("Process")
     b.timeseries("CPU", "CPU time the sidecar process uses (process_cpu_seconds_total), in cores.",
                  [(f"sum by (instance) (rate({b.raw('process_cpu_seconds_total')}[{r}]))",
