@@ -16,8 +16,6 @@ statistics use the raw counts.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numpy.typing import NDArray
 
@@ -76,13 +74,10 @@ def ks_statistic(ref: Counts, cur: Counts, mask: Mask) -> Vector:
 
 
 def kolmogorov_sf(x: Vector) -> Vector:
-    """P(K > x) for the Kolmogorov distribution: 2 sum_k (-1)^(k-1) exp(-2 k^2 x^2)."""
-    x = np.asarray(x, dtype=np.float64)
-    k = np.arange(1, 101, dtype=np.float64)
-    terms = 2.0 * ((-1.0) ** (k - 1)) * np.exp(-2.0 * np.outer(x * x, k * k))
-    out = terms.sum(axis=1)
-    # The series converges slowly near 0, where the survival function is 1 anyway.
-    return np.asarray(np.clip(np.where(x < 0.2, 1.0, out), 0.0, 1.0))
+    """P(K > x) for the Kolmogorov distribution (``scipy.special.kolmogorov``)."""
+    from scipy import special  # loaded with the first scoring: only a sidecar with a profile pays
+
+    return np.asarray(np.clip(special.kolmogorov(np.asarray(x, dtype=np.float64)), 0.0, 1.0))
 
 
 def ks_pvalue(d: Vector, n_ref: Vector, n_cur: Vector) -> Vector:
@@ -122,47 +117,17 @@ def chi2_contingency(ref: Counts, cur: Counts, mask: Mask) -> tuple[Vector, Vect
 
 
 def chi2_sf(x: Vector, df: Vector) -> Vector:
-    """P(X > x) for chi-square with ``df`` degrees of freedom: the regularised upper
-    incomplete gamma Q(df/2, x/2) (series below a+1, Lentz continued fraction above)."""
-    out = np.ones(len(x), dtype=np.float64)
-    for i, (xi, ki) in enumerate(zip(np.asarray(x, float), np.asarray(df, float), strict=True)):
-        if ki <= 0 or xi <= 0 or not math.isfinite(xi):
-            out[i] = 1.0 if ki <= 0 or xi <= 0 else 0.0
-            continue
-        out[i] = _gammaincc(0.5 * ki, 0.5 * xi)
-    return out
+    """P(X > x) for chi-square with ``df`` degrees of freedom (``scipy.special.chdtrc``, the
+    regularised upper incomplete gamma Q(df/2, x/2)); 1 where there is no test (df <= 0 or
+    x <= 0), 0 for an infinite statistic."""
+    from scipy import special
 
-
-def _gammaincc(a: float, x: float) -> float:
-    log_prefix = -x + a * math.log(x) - math.lgamma(a)
-    if x < a + 1.0:  # series for P(a, x), then Q = 1 - P
-        term = total = 1.0 / a
-        ap = a
-        for _ in range(1000):
-            ap += 1.0
-            term *= x / ap
-            total += term
-            if abs(term) < abs(total) * 1e-15:
-                break
-        return max(0.0, 1.0 - total * math.exp(log_prefix))
-    tiny = 1e-300  # modified Lentz for the continued fraction of Q(a, x)
-    b = x + 1.0 - a
-    c = 1.0 / tiny
-    d = 1.0 / b
-    h = d
-    for i in range(1, 1000):
-        an = -i * (i - a)
-        b += 2.0
-        d = an * d + b
-        d = tiny if abs(d) < tiny else d
-        c = b + an / c
-        c = tiny if abs(c) < tiny else c
-        d = 1.0 / d
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < 1e-15:
-            break
-    return min(1.0, math.exp(log_prefix) * h)
+    x = np.asarray(x, dtype=np.float64)
+    df = np.asarray(df, dtype=np.float64)
+    none = (df <= 0) | (x <= 0)
+    with np.errstate(invalid="ignore"):
+        p = special.chdtrc(np.where(none, 1.0, df), np.where(none | ~np.isfinite(x), 1.0, x))
+    return np.asarray(np.where(none, 1.0, np.where(np.isfinite(x), p, 0.0)))
 
 
 MIN_EXPECTED = 5.0
