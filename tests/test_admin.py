@@ -65,12 +65,27 @@ async def test_healthz_does_not_depend_on_the_model(start_sidecar: StartSidecar)
     assert status == 503 and b"upstream unreachable" in body
 
 
-async def test_healthz_fails_when_the_analysis_worker_died(proxied: Running) -> None:
-    assert proxied.sidecar.worker is not None
-    proxied.sidecar.worker.cancel()
-    await asyncio.sleep(0.01)
-    status, _, _ = await get(proxied.admin_url + "/healthz")
-    assert status == 503
+async def test_healthz_fails_when_the_analysis_hand_off_stalls(start_sidecar: StartSidecar) -> None:
+    """Records waiting with none drained for analysis.stall_seconds: 503 (the loop answers, but
+    analysis is stuck); an idle queue, or one that drains, is healthy however long it idles."""
+    running = await start_sidecar(None, analysis={"stall_seconds": 0.3})
+    await asyncio.sleep(0.4)  # idle longer than the threshold: still healthy
+    status, _, _ = await get(running.admin_url + "/healthz")
+    assert status == 200
+    running.sidecar.queue.stop()  # the hand-off stuck
+    async with aiohttp.ClientSession() as s:
+        async with s.post(running.admin_url + "/v1/records",
+                          json=[{"model": "m", "features": {"x": 1.0}}]) as resp:
+            assert resp.status == 202
+    status, _, _ = await get(running.admin_url + "/healthz")
+    assert status == 200  # waiting, but not for long yet
+    await asyncio.sleep(0.4)
+    status, _, body = await get(running.admin_url + "/healthz")
+    assert status == 503 and b"analysis stalled" in body
+    running.sidecar.queue.start(running.sidecar.analysers)  # draining again
+    await running.drain()
+    status, _, _ = await get(running.admin_url + "/healthz")
+    assert status == 200
 
 
 async def test_readyz_follows_the_upstream(proxied: Running) -> None:

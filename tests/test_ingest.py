@@ -122,7 +122,7 @@ async def test_too_many_records_is_413(receiver: Running) -> None:
 
 async def test_full_queue_is_503_with_retry_after(start_sidecar: StartSidecar) -> None:
     running = await start_sidecar(None, analysis={"queue_size": 1})
-    running.sidecar.worker.cancel()
+    running.sidecar.queue.stop()  # nothing drains: the queue fills
     async with aiohttp.ClientSession() as s:
         async with s.post(running.admin_url + "/v1/records", json=[rec(0)]) as resp:
             assert resp.status == 202

@@ -46,14 +46,12 @@ class Recorder:
 
 @contextlib.asynccontextmanager
 async def running(queue: AnalysisQueue, analyser: Recorder):  # type: ignore[no-untyped-def]
-    worker = asyncio.create_task(queue.run_worker([analyser]))
+    queue.start([analyser])
     await asyncio.sleep(0)
     try:
-        yield worker
+        yield queue
     finally:
-        worker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker
+        queue.stop()
 
 
 async def test_items_offered_before_the_worker_starts_are_analysed_in_order() -> None:

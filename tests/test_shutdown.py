@@ -73,3 +73,34 @@ async def test_grace_period_bounds_shutdown(upstream: TestServer, tmp_path: Path
         assert 1.5 <= took < 6
     finally:
         stop(proc)
+
+
+async def test_listeners_that_fail_to_start_stop_what_they_started(engine: str | None) -> None:
+    """The traffic port is taken: entering the listeners fails, and the admin port they had
+    already opened is closed again (nothing left listening); the sidecar's jobs stop on exit."""
+    import socket
+
+    from conftest import sidecar_config
+    from modelmon.app import Listeners, Sidecar
+    from prometheus_client import CollectorRegistry
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    admin_port = free_port()
+    config = sidecar_config("http://127.0.0.1:1", engine, server={
+        "host": "127.0.0.1", "traffic_port": taken.getsockname()[1], "admin_port": admin_port})
+    try:
+        async with Sidecar(config, CollectorRegistry()) as sidecar:
+            jobs = {t.get_name() for t in asyncio.all_tasks()} & {"upstream probe", "heap trim"}
+            assert jobs == {"upstream probe", "heap trim"}
+            with pytest.raises(OSError):
+                async with Listeners(sidecar):
+                    pass
+            with socket.socket() as again:  # released: it binds
+                again.bind(("127.0.0.1", admin_port))
+        await asyncio.sleep(0)
+        assert not {t.get_name() for t in asyncio.all_tasks()} & {"upstream probe", "heap trim"}
+        assert sidecar.session is None
+    finally:
+        taken.close()

@@ -66,8 +66,9 @@ class BuildInfoCollector(cat.CatalogueCollector):
 
 
 class Sidecar:
-    """Everything the listeners share. ``start()`` opens the upstream connection pool and
-    starts the background tasks; ``close()`` stops them."""
+    """Everything the listeners share. As an async context manager (``start``/``close``) it
+    opens the upstream connection pool, starts the analysis hand-off and the background jobs,
+    and stops what it started, in reverse order."""
 
     def __init__(self, config: Config, registry: CollectorRegistry | None = None) -> None:
         self.config = config
@@ -91,8 +92,7 @@ class Sidecar:
         self.ingest = IngestEndpoints(config.ingest, self.models, self.queue, self.analysis, self.auth)
         self.routes = RouteTable(config.proxy.routes)
         self.session: aiohttp.ClientSession | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-        self.worker: asyncio.Task[None] | None = None
+        self._stack: contextlib.AsyncExitStack | None = None
         for collector in (
             BuildInfoCollector(), TrafficCollector(self.traffic), PipelineCollector(self.queue),
             HealthCollector(self.health), self.resources, ModelCollector(self.models),
@@ -114,41 +114,46 @@ class Sidecar:
         GCCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
 
+    async def __aenter__(self) -> Sidecar:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
     async def start(self) -> None:
         up = self.config.upstream
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=up.max_connections, ttl_dns_cache=300),
-            timeout=aiohttp.ClientTimeout(
-                total=None, sock_connect=up.connect_timeout_seconds, sock_read=up.read_timeout_seconds
-            ),
-            auto_decompress=False,
-            cookie_jar=aiohttp.DummyCookieJar(),  # a proxy must not keep cookies between clients
-        )
-        self.worker = asyncio.create_task(self.queue.run_worker(self.analysers), name="analysis")
-        self._tasks = [self.worker]
-        if up.url is not None:
-            self._tasks.append(asyncio.create_task(
-                every(up.probe_interval_seconds, self.probe_upstream, "upstream probe")))
-        if self.config.health.dependencies:
-            self._tasks.append(asyncio.create_task(
-                every(self.config.health.interval_seconds, self.probe_dependencies, "dependency probes")))
-        self._tasks.append(asyncio.create_task(
-            every(self.config.resources.interval_seconds, self.read_resources, "resource readings")))
-        self._tasks.append(asyncio.create_task(every(HEAP_TRIM_SECONDS, self.trim_heap, "heap trim")))
-        if self.analysis.drift_models:
-            self._tasks.append(asyncio.create_task(
-                every(self.config.drift.interval_seconds, self.compute_drift, "drift computation")))
+        async with contextlib.AsyncExitStack() as stack:
+            self.session = await stack.enter_async_context(aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=up.max_connections, ttl_dns_cache=300),
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=up.connect_timeout_seconds, sock_read=up.read_timeout_seconds
+                ),
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),  # a proxy must not keep cookies between clients
+            ))
+            stack.callback(setattr, self, "session", None)
+            self.queue.start(self.analysers)
+            stack.callback(self.queue.stop)
+            jobs = [(self.config.resources.interval_seconds, self.read_resources, "resource readings"),
+                    (HEAP_TRIM_SECONDS, self.trim_heap, "heap trim")]
+            if up.url is not None:
+                jobs.append((up.probe_interval_seconds, self.probe_upstream, "upstream probe"))
+            if self.config.health.dependencies:
+                jobs.append((self.config.health.interval_seconds, self.probe_dependencies,
+                             "dependency probes"))
+            if self.analysis.drift_models:
+                jobs.append((self.config.drift.interval_seconds, self.compute_drift, "drift computation"))
+            for interval, job, name in jobs:
+                task = asyncio.create_task(every(interval, job, name), name=name)
+                stack.push_async_callback(_cancel, task)
+            self._stack = stack.pop_all()  # started in full: close() unwinds it
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
-        if self.session is not None:
-            await self.session.close()
-            self.session = None
+        """Stop the background jobs and the hand-off, close the pool: the reverse of start."""
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            await stack.aclose()
 
     async def probe_upstream(self) -> None:
         up = self.config.upstream
@@ -178,8 +183,9 @@ class Sidecar:
         release_free_heap()
 
     async def read_resources(self) -> None:
+        # Blocking reads in a thread; what they return is assigned here, on the loop.
         self.resources.snapshot = await asyncio.to_thread(self.resource_reader.read)
-        await asyncio.to_thread(self.models.refresh_trained)
+        self.models.trained.update(await asyncio.to_thread(self.models.read_trained))
 
     # --- listeners -----------------------------------------------------------------------
 
@@ -246,9 +252,13 @@ class Sidecar:
                             content_type="text/html")
 
     async def _healthz(self, request: web.Request) -> web.Response:
-        # Answering at all proves the event loop runs; a dead analysis worker is also fatal.
-        if self.worker is not None and self.worker.done():
-            return web.json_response({"status": "analysis worker stopped"}, status=503)
+        # Answering at all proves the event loop runs; records waiting while the analysis
+        # hand-off drains none for analysis.stall_seconds is fatal too (a restart cures it).
+        stalled = self.queue.stalled_for()
+        if stalled > self.config.analysis.stall_seconds:
+            return web.json_response({
+                "status": "analysis stalled", "waiting": self.queue.depth(),
+                "seconds_without_progress": round(stalled, 1)}, status=503)
         return web.json_response({"status": "ok"})
 
     async def _readyz(self, request: web.Request) -> web.Response:
@@ -281,16 +291,30 @@ def _admin_refused() -> None:
 
 class Listeners:
     """The admin and (with an upstream) traffic listeners of a started Sidecar. Port 0 binds
-    a free port; ``admin_port``/``traffic_port`` tell which."""
+    a free port; ``admin_port``/``traffic_port`` tell which. As an async context manager it
+    stops what it started, in reverse order: the traffic listener first (stop accepting, drain
+    in-flight requests for the grace period), then the admin port."""
 
     def __init__(self, sidecar: Sidecar) -> None:
         self._sidecar = sidecar
-        self._runners: list[web.BaseRunner] = []
+        self._stack: contextlib.AsyncExitStack | None = None
         self.fast: FastProxy | None = None  # the traffic listener with proxy.engine: fast
         self.admin_port = 0
         self.traffic_port = 0
 
+    async def __aenter__(self) -> Listeners:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
     async def start(self) -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            await self._start(stack)
+            self._stack = stack.pop_all()
+
+    async def _start(self, stack: contextlib.AsyncExitStack) -> None:
         config = self._sidecar.config
         host, grace = config.server.host, config.server.shutdown_grace_seconds
         withhold_request_details()  # a malformed Authorization header must not reach the log
@@ -299,7 +323,7 @@ class Listeners:
         admin = web.AppRunner(self._sidecar.admin_app(), access_log=None, shutdown_timeout=grace,
                               handle_signals=False, keepalive_timeout=ADMIN_KEEPALIVE_SECONDS)
         await admin.setup()
-        self._runners.append(admin)
+        stack.push_async_callback(admin.cleanup)
         await CappedTCPSite(admin, host, config.server.admin_port, on_refused=_admin_refused).start()
         self.admin_port = admin.addresses[0][1]
         log.info("admin listening on http://%s:%d (metrics, health, push API)", host, self.admin_port)
@@ -313,28 +337,36 @@ class Listeners:
             log.info("receive-only mode: no upstream, no proxy listener")
             return
         if config.proxy.engine == "fast":
-            self.fast = self._sidecar.fast_proxy()
-            await self.fast.start(host, config.server.traffic_port, backlog=1024)
-            self.traffic_port = self.fast.port
+            fast = self._sidecar.fast_proxy()
+            await fast.start(host, config.server.traffic_port, backlog=1024)
+            stack.push_async_callback(self._stop_fast, fast, grace)
+            self.fast = fast
+            self.traffic_port = fast.port
         else:
             traffic = web.ServerRunner(self._sidecar.traffic_server(), shutdown_timeout=grace,
                                        handle_signals=False)
             await traffic.setup()
-            # Traffic first on the way down: stop accepting, drain in-flight requests.
-            self._runners.insert(0, traffic)
+            stack.push_async_callback(traffic.cleanup)
             await web.TCPSite(traffic, host, config.server.traffic_port, backlog=1024).start()
             self.traffic_port = traffic.addresses[0][1]
         log.info("proxying http://%s:%d -> %s (%s engine)", host, self.traffic_port,
                  config.upstream.url, config.proxy.engine)
 
+    async def _stop_fast(self, fast: FastProxy, grace: float) -> None:
+        await fast.stop(grace)
+        self.fast = None
+
     async def stop(self) -> None:
         """Stop accepting, give in-flight requests the grace period, then close."""
-        if self.fast is not None:  # traffic first on the way down
-            await self.fast.stop(self._sidecar.config.server.shutdown_grace_seconds)
-            self.fast = None
-        for runner in self._runners:
-            await runner.cleanup()
-        self._runners = []
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            await stack.aclose()
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 # How often the C heap's free pages are handed back to the OS (a millisecond or two each time).
@@ -370,18 +402,14 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    sidecar = Sidecar(config)
-    await sidecar.start()
-    listeners = Listeners(sidecar)
-    try:
-        await listeners.start()
+    async with contextlib.AsyncExitStack() as stack:
+        sidecar = await stack.enter_async_context(Sidecar(config))
+        # unwound before the listeners stop: what they queued while draining is analysed
+        stack.push_async_callback(sidecar.queue.join, min(config.server.shutdown_grace_seconds, 5.0))
+        await stack.enter_async_context(Listeners(sidecar))
         freeze_start_up_objects()
         release_free_heap()
         await stop.wait()
         log.info("shutting down: draining in-flight requests (grace %.0fs)",
                  config.server.shutdown_grace_seconds)
-    finally:
-        await listeners.stop()
-        await sidecar.queue.join(timeout=min(config.server.shutdown_grace_seconds, 5.0))
-        await sidecar.close()
     log.info("stopped")

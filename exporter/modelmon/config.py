@@ -144,6 +144,9 @@ class AnalysisConfig(_Section, frozen=True, forbid_unknown_fields=True):
     queue_size: PositiveInt = 1024
     # Bodies larger than this are proxied untouched but not analysed (counted as body_too_large).
     max_body_bytes: PositiveInt = 4 * 1024 * 1024
+    # /healthz fails (503) when records have waited this long without the analysis hand-off
+    # draining any: the loop runs but analysis is stuck, which a restart cures.
+    stall_seconds: Positive = 60.0
 
 
 class IngestConfig(_Section, frozen=True, forbid_unknown_fields=True):

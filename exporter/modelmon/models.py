@@ -60,8 +60,11 @@ class ModelRegistry:
     def saw_prediction(self, model: str, at: float | None = None) -> None:
         self.last_prediction[model] = self._clock() if at is None else at
 
-    def refresh_trained(self) -> None:
-        """Re-read training times; artefact mtimes can change when a model is reloaded."""
+    def read_trained(self) -> dict[str, float]:
+        """The training times as configured, else the artefacts' mtimes (they change when a
+        model is reloaded). Only reads: safe in a worker thread; the caller assigns the result
+        on the loop (``trained.update``)."""
+        out: dict[str, float] = {}
         for name, cfg in self._configs.items():
             ts = cfg.trained_timestamp()
             if ts is None and cfg.artifact_path:
@@ -69,7 +72,12 @@ class ModelRegistry:
                 if ts is None:
                     log.warning("model %s: artefact %s not readable", name, cfg.artifact_path)
             if ts is not None:
-                self.trained[name] = ts
+                out[name] = ts
+        return out
+
+    def refresh_trained(self) -> None:
+        """Re-read the training times (on the loop's thread)."""
+        self.trained.update(self.read_trained())
 
     def versions(self) -> dict[str, str]:
         return {name: cfg.version for name, cfg in self._configs.items()}

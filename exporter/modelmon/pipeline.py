@@ -126,6 +126,9 @@ class AnalysisQueue:
         self._analysers: Sequence[Analyser] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain_handle: asyncio.Handle | None = None
+        # When the hand-off last made progress: a drain turn ran, or an item arrived in an
+        # empty queue (the liveness signal of /healthz, see stalled_for).
+        self._progress = time.monotonic()
 
     @property
     def capacity(self) -> int:
@@ -139,6 +142,8 @@ class AnalysisQueue:
         if len(self._items) >= self._maxsize:
             self.drop("queue_full", records, "analysis queue full")
             return False
+        if not self._items:
+            self._progress = time.monotonic()
         self._items.append(item)
         if self._drain_handle is None and self._loop is not None:
             self._drain_handle = self._loop.call_later(DRAIN_DELAY, self._drain)
@@ -148,24 +153,34 @@ class AnalysisQueue:
         self.stats.dropped[(reason,)] += records
         log.warning(reason, "record(s) not analysed: %s: %s", reason, detail)
 
-    async def run_worker(self, analysers: Sequence[Analyser]) -> None:
-        """Analyse queued items until cancelled."""
+    def start(self, analysers: Sequence[Analyser]) -> None:
+        """Drain on the running loop from now on (items offered before are analysed first).
+        No task runs: each drain turn is a callback the offers or the previous turn schedule."""
         self._analysers = analysers
         self._loop = asyncio.get_running_loop()
-        if self._items:
+        self._progress = time.monotonic()
+        if self._items and self._drain_handle is None:
             self._drain_handle = self._loop.call_soon(self._drain)
-        try:
-            await self._loop.create_future()  # resolved never: the drain callbacks do the work
-        finally:
-            if self._drain_handle is not None:
-                self._drain_handle.cancel()
-            self._drain_handle = self._loop = self._analysers = None
+
+    def stop(self) -> None:
+        """Stop draining; what is queued stays (``start`` again analyses it)."""
+        if self._drain_handle is not None:
+            self._drain_handle.cancel()
+        self._drain_handle = self._loop = self._analysers = None
+
+    def stalled_for(self, now: float | None = None) -> float:
+        """Seconds items have waited without the hand-off making progress (0 while the queue is
+        empty or draining): what /healthz reports as the analysis hand-off's liveness."""
+        if not self._items:
+            return 0.0
+        return max(0.0, (time.monotonic() if now is None else now) - self._progress)
 
     def _drain(self) -> None:
         self._drain_handle = None
         analysers = self._analysers
         if analysers is None:
             return
+        self._progress = time.monotonic()
         items = self._items
         try:
             for _ in range(min(len(items), MAX_BATCH)):
