@@ -73,10 +73,9 @@ async def test_healthz_fails_when_the_analysis_hand_off_stalls(start_sidecar: St
     status, _, _ = await get(running.admin_url + "/healthz")
     assert status == 200
     running.sidecar.queue.stop()  # the hand-off stuck
-    async with aiohttp.ClientSession() as s:
-        async with s.post(running.admin_url + "/v1/records",
-                          json=[{"model": "m", "features": {"x": 1.0}}]) as resp:
-            assert resp.status == 202
+    async with aiohttp.ClientSession() as s, s.post(running.admin_url + "/v1/records",
+                      json=[{"model": "m", "features": {"x": 1.0}}]) as resp:
+        assert resp.status == 202
     status, _, _ = await get(running.admin_url + "/healthz")
     assert status == 200  # waiting, but not for long yet
     await asyncio.sleep(0.4)

@@ -13,7 +13,7 @@ import time
 import aiohttp
 import pytest
 from conftest import RAW_RESPONSES, RawUpstream, Running, StartSidecar, read_response
-from modelmon.proxy import HOP_BY_HOP, forwardable
+from modelmon.proxy.aiohttp_engine import HOP_BY_HOP, forwardable
 from multidict import CIMultiDict, CIMultiDictProxy
 
 pytestmark = pytest.mark.engines  # every test that starts a sidecar runs on both proxy engines
@@ -257,7 +257,7 @@ async def test_full_queue_drops_and_counts_without_delaying(
     upstream, start_sidecar: StartSidecar  # type: ignore[no-untyped-def]
 ) -> None:
     running = await start_sidecar(str(upstream.make_url("")), analysis={"queue_size": 2})
-    running.sidecar.worker.cancel()  # nothing drains the queue
+    running.sidecar.queue.stop()  # nothing drains the queue
     for _ in range(5):
         async with running.session.post(running.traffic_url + "/v1/models/m:predict",
                                         json={"instances": [[1]]}) as resp:

@@ -1,7 +1,7 @@
 """Wiring: the Sidecar object owns the shared state; the listeners serve it.
 
 - the traffic listener (proxy mode), by ``proxy.engine``: ``fast``, the asyncio/llhttp proxy
-  of :mod:`modelmon.fastproxy`; or ``aiohttp``, a low-level aiohttp server whose only handler
+  of :mod:`modelmon.proxy.fast`; or ``aiohttp``, a low-level aiohttp server whose only handler
   is the proxy, so no router or middleware sits on the inference path;
 - the admin listener: ``/metrics``, ``/healthz``, ``/readyz``, ``/`` and the push API.
 """
@@ -26,7 +26,6 @@ from .analysis import Analysis, AnalysisCollector
 from .auth import AuthCollector, BearerAuth, Handler
 from .config import Config
 from .exposition import MetricsEndpoint, SliceStats, run_in_slices
-from .fastproxy import FastProxy
 from .fds import ADMIN_CONNECTIONS, ADMIN_KEEPALIVE_SECONDS, CappedTCPSite, raise_fd_limit
 from .health import HealthCollector, HealthState, every, probe_http, probe_tcp
 from .ingest import IngestEndpoints
@@ -34,8 +33,9 @@ from .logs import withhold_request_details
 from .models import ModelCollector, ModelRegistry
 from .performance import PerformanceCollector
 from .pipeline import Analyser, AnalysisQueue, PipelineCollector, PipelineStats
-from .proxy import Proxy
-from .proxy import log as proxy_log
+from .proxy.aiohttp_engine import Proxy
+from .proxy.common import log as proxy_log
+from .proxy.fast import FastProxy
 from .resources import ModelProcessFinder, ResourceCollector, ResourceReader
 from .routes import RouteTable
 from .traffic import TrafficCollector, TrafficStats

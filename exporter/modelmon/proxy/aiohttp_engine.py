@@ -1,15 +1,13 @@
-"""The transparent reverse proxy: every request goes to the model server unchanged.
-
-Monitoring fails open. Measuring, route matching and the hand-off to analysis are cheap and
-cannot change what the client receives; the analysis itself happens later, off the request
-path, through the bounded queue.
+"""The aiohttp proxy engine: a low-level aiohttp server whose only handler forwards every
+request to the model server unchanged, on aiohttp's client. The same behaviour and metrics as
+the fast engine (:mod:`modelmon.proxy.fast`) at several times the CPU per request: a supported
+fallback (``proxy.engine: aiohttp``) for what the fast engine does not do, and the reference the
+tests hold the fast engine to.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,32 +17,17 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from .logs import RateLimitedLog
-from .models import ModelRegistry
-from .pipeline import AnalysisQueue, Exchange
-from .routes import RouteTable
-from .traffic import TrafficStats
+from ..models import ModelRegistry
+from ..pipeline import AnalysisQueue, Exchange
+from ..routes import RouteTable
+from ..traffic import TrafficStats
+from .common import BINARY_HEADER, CLIENT_CLOSED, HOP_BY_HOP, RequestIds, UpstreamError, error_body, log
 
-log = RateLimitedLog(logging.getLogger("modelmon.proxy"))
-
-# RFC 9110 section 7.6.1: connection-specific fields are not forwarded. "Expect" is answered by
-# our own server before the body is read, so it must not reach the upstream a second time.
-HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-connection", "proxy-authenticate",
-    "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade", "expect",
-})
 # Headers aiohttp's client adds on its own unless told not to.
 _AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 # Responses up to this size with a known length are read whole and sent in one write;
 # larger or unknown-length ones (chunked, server-sent events) are streamed.
 BUFFER_LIMIT = 256 * 1024
-# Client closed the connection before the response was sent (nginx's convention).
-CLIENT_CLOSED = 499
-# Triton's and KServe's binary tensor data extension: the length of the JSON object that starts
-# the body, the tensors' raw bytes following it (request and response alike).
-BINARY_HEADER = "Inference-Header-Content-Length"
-
-
 def binary_header(headers: Any) -> str | None:
     """The Inference-Header-Content-Length of a message: None without one, "" (no valid length:
     a payload error) when it is given twice with different values -- as the fast engine reads it."""
@@ -52,32 +35,6 @@ def binary_header(headers: Any) -> str | None:
     if not values:
         return None
     return values.pop() if len(values) == 1 else ""
-
-
-class RequestIds:
-    """Generated request ids: 32 random hex digits like ``uuid4().hex``, ten times cheaper: the
-    random bytes come from the OS 4 KiB at a time rather than in one system call per id."""
-
-    __slots__ = ("_pool", "_pos")
-
-    def __init__(self) -> None:
-        self._pool = b""
-        self._pos = 0
-
-    def next(self) -> str:
-        pos = self._pos
-        if pos >= len(self._pool):
-            self._pool = os.urandom(4096)
-            pos = 0
-        self._pos = pos + 16
-        return self._pool[pos:pos + 16].hex()
-
-
-class UpstreamError(Exception):
-    def __init__(self, reason: str, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.status = status
 
 
 def forwardable(headers: CIMultiDictProxy[str], drop_extra: tuple[str, ...] = ()) -> CIMultiDict[str]:
@@ -103,11 +60,8 @@ def classify(exc: BaseException) -> UpstreamError:
 
 
 def error_response(err: UpstreamError) -> web.Response:
-    return web.json_response(
-        {"error": "upstream_unavailable", "reason": err.reason, "detail": str(err)},
-        status=err.status,
-        headers={"X-Modelmon-Error": err.reason},
-    )
+    return web.Response(body=error_body(err), status=err.status, content_type="application/json",
+                        charset="utf-8", headers={"X-Modelmon-Error": err.reason})
 
 
 class Proxy:
