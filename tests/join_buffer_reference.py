@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from modelmon.instruments import counter_vec
-from modelmon.performance import PendingLabel, Prediction
+from modelmon.labels import PendingLabel, Prediction
 
 
 class OrderedDictJoinBuffer:

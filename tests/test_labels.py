@@ -25,17 +25,9 @@ from join_buffer_reference import OrderedDictJoinBuffer
 from modelmon.analysis import Analysis
 from modelmon.config import Config
 from modelmon.ingest import MAX_LABEL_CHARS
-from modelmon.performance import (
-    Digest,
-    JoinBuffer,
-    LabelStats,
-    ModelPerformance,
-    PerformanceCollector,
-    Prediction,
-    _HashIndex,
-    comparison_key,
-    held,
-)
+from modelmon.labels import JoinBuffer, LabelStats, ModelPerformance, PerformanceCollector, Prediction
+from modelmon.labels.index import HashIndex
+from modelmon.labels.keys import Digest, comparison_key, held
 from modelmon.pipeline import Decoded
 
 
@@ -352,7 +344,7 @@ def test_hash_index_matches_a_dict_through_collisions_and_growth() -> None:
     # Hashes sharing their low bits pile up in long runs, wrapping at the table's end.
     pool = [(rng.getrandbits(40) << 20 | rng.choice([3, 5, 6, 7, 1023])) * rng.choice([1, -1]) for _ in range(60)]
     pool = [h for h in pool if h != -1]  # hash() is never -1
-    index, model = _HashIndex(), dict[int, int]()
+    index, model = HashIndex(), dict[int, int]()
     for step in range(5000):
         h, value = rng.choice(pool), rng.randrange(50) - rng.choice([0, 60])
         op = rng.random()

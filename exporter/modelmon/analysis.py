@@ -14,7 +14,7 @@ from prometheus_client.core import Metric
 from . import catalogue as cat
 from .config import Config, ModelConfig
 from .instruments import counter_vec
-from .performance import JoinBuffer, LabelStats, ModelPerformance, Prediction
+from .labels import JoinBuffer, LabelStats, ModelPerformance, Prediction
 from .pipeline import Decoded
 from .profile import CategoricalFeature, Profile, category_key, load_profile
 from .protocols import (

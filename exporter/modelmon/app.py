@@ -29,9 +29,9 @@ from .exposition import MetricsEndpoint, SliceStats, run_in_slices
 from .fds import ADMIN_CONNECTIONS, ADMIN_KEEPALIVE_SECONDS, CappedTCPSite, raise_fd_limit
 from .health import HealthCollector, HealthState, every, probe_http, probe_tcp
 from .ingest import IngestEndpoints
+from .labels import PerformanceCollector
 from .logs import withhold_request_details
 from .models import ModelCollector, ModelRegistry
-from .performance import PerformanceCollector
 from .pipeline import Analyser, AnalysisQueue, PipelineCollector, PipelineStats
 from .proxy.aiohttp_engine import Proxy
 from .proxy.common import log as proxy_log

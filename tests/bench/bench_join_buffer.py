@@ -47,7 +47,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from modelmon.performance import JoinBuffer, Prediction
+from modelmon.labels import JoinBuffer, Prediction
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the reference buffer
 from join_buffer_reference import OrderedDictJoinBuffer

@@ -45,9 +45,9 @@ from ..profile import (
     canonical_numbers,
     reference_note,
 )
+from ..window import SlidingCounts
 from . import stats
 from .columns import QUALITY_KINDS, Batch, Column, Q, category_codes, numeric_values
-from .window import SlidingCounts
 
 log = logging.getLogger("modelmon.drift")
 limited_log = RateLimitedLog(log)
