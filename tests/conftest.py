@@ -13,8 +13,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from modelmon.app import Listeners, Sidecar
 from modelmon.config import Config, load_config
+from modelmon.listeners import Listeners
+from modelmon.sidecar import Sidecar
 from prometheus_client import CollectorRegistry
 
 ENGINES = ("fast", "aiohttp")

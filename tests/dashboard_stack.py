@@ -23,11 +23,11 @@ import aiohttp
 import numpy as np
 import yaml
 from helpers import free_port, stop, wait_http
-from modelmon.app import serve
 from modelmon.demo.model import FEATURES
 from modelmon.demo.model_server import MODEL_NAME, prepare_model, training_profile
 from modelmon.demo.runner import demo_config
 from modelmon.demo.traffic import generate
+from modelmon.listeners import serve
 from modelmon.mixin import ALERTS_FILE, RULES_FILE, Mixin, MixinConfig
 from modelmon.profile import Profile, categorical_feature, numeric_feature
 

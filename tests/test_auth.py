@@ -12,8 +12,8 @@ import orjson
 import pytest
 from conftest import Running, StartSidecar, sidecar_config
 from modelmon import auth
-from modelmon.app import Sidecar
 from modelmon.config import ConfigError
+from modelmon.sidecar import Sidecar
 from prometheus_client import CollectorRegistry
 
 TOKEN = "s3cr3t-Token_0123456789abcdef"

@@ -148,7 +148,7 @@ async def test_a_100_feature_scrape_gives_the_loop_back_and_renders_what_prometh
 ) -> None:
     running = await wide_sidecar(start_sidecar, profile_path)
     monkeypatch.setattr(exposition, "SLICE_SECONDS", 0.0)  # give the loop back after every step
-    app = running.sidecar.admin_app()
+    app = running.sidecar.admin().app()
     handler = metrics_handler(app)
     for accept in ACCEPTS:
         request = make_mocked_request("GET", "/metrics", headers={"Accept": accept} if accept else {},

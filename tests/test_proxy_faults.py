@@ -18,7 +18,8 @@ import pytest
 from conftest import read_response, sidecar_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from modelmon.app import Listeners, Sidecar
+from modelmon.listeners import Listeners
+from modelmon.sidecar import Sidecar
 from prometheus_client import CollectorRegistry
 
 FAULTS = (

@@ -202,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"invalid config: {exc}", file=sys.stderr)
             return 2
         setup_logging(config.server.log_level)
-        from .app import serve
+        from .listeners import serve
 
         # Everything imported so far lives as long as the process: keep the collector from
         # rescanning it, which shortens the pauses it causes on the request path.

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import aiohttp
@@ -105,16 +105,3 @@ class HealthCollector(cat.CatalogueCollector):
             dep_duration.add_metric([name], result.duration)
         yield dep_up
         yield dep_duration
-
-
-async def every(interval: float, step: Callable[[], Awaitable[None]], name: str) -> None:
-    """Run ``step`` now and then every ``interval`` seconds until cancelled; a failing step is
-    logged and retried on the next tick rather than ending the loop."""
-    while True:
-        try:
-            await step()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("%s failed; retrying in %.0fs", name, interval)
-        await asyncio.sleep(interval)

@@ -17,7 +17,9 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol
 
 from aiohttp import web
+from prometheus_client.core import Metric
 
+from . import catalogue as cat
 from .auth import BearerAuth
 from .config import IngestConfig
 from .instruments import counter_vec
@@ -273,3 +275,13 @@ class IngestEndpoints:
             result["error"] = "invalid_records"
             return web.json_response(result, status=400)
         return web.json_response(result, status=202)
+
+
+class IngestCollector(cat.CatalogueCollector):
+    owns = (cat.INGEST_REQUESTS,)
+
+    def __init__(self, endpoint: IngestEndpoints) -> None:
+        self._endpoint = endpoint
+
+    def collect(self) -> Iterator[Metric]:
+        yield cat.INGEST_REQUESTS.of(self._endpoint.requests)

@@ -51,9 +51,10 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from bench_proxy import CATEGORICAL, PROMETHEUS_ACCEPT, bench_profile
 from modelmon import app as app_module
-from modelmon.app import Listeners, Sidecar
 from modelmon.config import ServerConfig, load_config
+from modelmon.listeners import Listeners
 from modelmon.pipeline import Decoded
+from modelmon.sidecar import Sidecar
 from prometheus_client import CollectorRegistry
 
 FEATURES = 100
@@ -286,7 +287,7 @@ async def run(quick: bool) -> Figures:
             feed(sidecar, records(rng, WINDOW_ROWS))
             await sidecar.compute_drift()
             queue_rows(sidecar, records(rng, QUEUED_ROWS))
-            app = sidecar.admin_app()
+            app = sidecar.admin().app()
             if hasattr(app_module, "freeze_start_up_objects"):
                 app_module.freeze_start_up_objects()  # as `modelmon serve` does once started
             await cpu_part(sidecar, app, figs, 5 if quick else 20, rng)
