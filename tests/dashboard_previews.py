@@ -107,6 +107,8 @@ def fmt_value(value: float, unit: str | None, decimals: int | None = None) -> st
         if 0 < abs(value) < 1:
             return f"{value * 1000:.{d}f} ms"
         return f"{value:.{d}f} s"
+    if unit == "sci":
+        return f"{value:.{d}e}"
     suffix = {"reqps": " req/s", "cps": "/s"}.get(unit or "", "")
     if abs(value) >= 1000:
         return f"{value:.0f}{suffix}"
@@ -240,11 +242,13 @@ class Renderer:
         organize = next(t["options"] for t in panel["transformations"] if t["id"] == "organize")
         keep = sorted(organize["indexByName"], key=organize["indexByName"].get)
         renames = organize["renameByName"]
-        units, mappings = {}, {}
+        units, mappings, places = {}, {}, {}
         for o in panel["fieldConfig"].get("overrides", []):
             for prop in o["properties"]:
                 if prop["id"] == "unit":
                     units[o["matcher"]["options"]] = prop["value"]
+                if prop["id"] == "decimals":
+                    places[o["matcher"]["options"]] = prop["value"]
                 if prop["id"] == "mappings":
                     mappings[o["matcher"]["options"]] = prop["value"][0]["options"]
         rows: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
@@ -258,7 +262,8 @@ class Renderer:
                     value = float(s["value"][1])
                     mapped = mappings.get(field_name, {}).get(f"{value:g}")
                     row[field_name] = mapped["text"] if mapped else fmt_value(
-                        value, units.get(field_name), panel["fieldConfig"]["defaults"].get("decimals", 3))
+                        value, units.get(field_name),
+                        places.get(field_name, panel["fieldConfig"]["defaults"].get("decimals", 3)))
         columns = [k for k in keep if any(k in r for r in rows.values())]
         if not rows or not columns:
             return

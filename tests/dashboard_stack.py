@@ -36,6 +36,7 @@ JOB = "modelmon"
 OTHER_JOB = "other-app"
 REGRESSION_MODEL = "price"
 DISTRICTS = ("north", "south", "east", "west")
+SHARES = (0.4, 0.3, 0.2, 0.1)
 
 
 @dataclass
@@ -48,7 +49,7 @@ class Stack:
 def regression_profile(rng: np.random.Generator) -> Profile:
     """The pushed regression model's reference: a size, a district, and the predicted price."""
     size = rng.lognormal(4.3, 0.3, 5000)
-    district = rng.choice(DISTRICTS, 5000, p=[0.4, 0.3, 0.2, 0.1])
+    district = rng.choice(DISTRICTS, 5000, p=SHARES)
     return Profile(REGRESSION_MODEL, "7", 5000, (
         numeric_feature("size", size),
         categorical_feature("district", district.tolist()),
@@ -68,7 +69,8 @@ async def push_regression(admin: str, rng: np.random.Generator, drift_after: flo
             records = []
             for _ in range(8):
                 size = float(rng.lognormal(4.3 + (0.3 if drifted else 0.0), 0.3))
-                district = str(rng.choice([*DISTRICTS, "harbour"] if drifted else DISTRICTS))
+                district = str(rng.choice([*DISTRICTS, "harbour"]) if drifted
+                               else rng.choice(DISTRICTS, p=SHARES))
                 prediction = 3.0 * size
                 rid = f"p-{n}"
                 n += 1

@@ -59,8 +59,6 @@ async def test_every_exported_metric_is_in_the_catalogue(proxied: Running) -> No
 
 
 def _collector_classes() -> list[type[cat.CatalogueCollector]]:
-    import modelmon.listeners
-    import modelmon.drift.service  # noqa: F401
 
     found: list[type[cat.CatalogueCollector]] = []
     todo = [cat.CatalogueCollector]

@@ -250,10 +250,12 @@ def model_detail(config: MixinConfig) -> md.Dashboard:
 
     def per_group(num: cat.MetricSpec, den: cat.MetricSpec, num_suffix: str = "",
                   den_suffix: str = "") -> str:
-        # a group without a positive (or correct) prediction has no such series: 0, not absent
+        # A group without a positive (or correct) prediction has no such series: 0, not absent;
+        # but only for a model that counts them at all (a positive class, classification).
         below = f"sum by (segment, value) (rate({b.sel(den, den_suffix, model)}[{r}]))"
-        return (f"(\n  sum by (segment, value) (rate({b.sel(num, num_suffix, model)}[{r}]))\n"
-                f"  or\n  0 * {below}\n)\n/\n{below}")
+        above = b.sel(num, num_suffix, model)
+        return (f"(\n  sum by (segment, value) (rate({above}[{r}]))\n"
+                f"  or\n  (0 * {below} unless on () absent({above}))\n)\n/\n{below}")
 
     b.timeseries("Positive-prediction rate by group", "Share of a group's predictions that are "
                  "the positive class (models[].positive_class): unequal rates between groups are "
