@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from ..profile import MISSING_TEXT, category_key, decimal_floats
+from ..protocols.base import Batch  # what the adapters hand the engine
 
 # Data-quality event kinds, in the order of the quality matrix columns.
 QUALITY_KINDS = ("nan", "inf", "null", "absent", "wrong_type", "below_min", "above_max",
@@ -19,20 +19,7 @@ Q = {kind: i for i, kind in enumerate(QUALITY_KINDS)}
 
 Column = Sequence[Any] | NDArray[Any]
 
-
-@dataclass
-class Batch:
-    """Feature columns of one micro-batch of one model, keyed by profile feature name.
-
-    ``columns[name]`` holds the values of the rows that had the feature (``None`` for an
-    explicit null); ``absent[name]`` counts the rows that lacked it altogether, so
-    ``len(columns[name]) + absent[name] == rows``.
-    """
-
-    rows: int
-    columns: dict[str, Column] = field(default_factory=dict)
-    absent: dict[str, int] = field(default_factory=dict)
-    schema_errors: dict[str, int] = field(default_factory=dict)  # counted by the caller
+__all__ = ["QUALITY_KINDS", "Batch", "Column", "Q", "category_codes", "numeric_values"]
 
 
 def numeric_values(values: Column) -> tuple[NDArray[np.float64], int, int]:

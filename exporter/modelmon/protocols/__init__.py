@@ -15,9 +15,8 @@ from typing import Any
 import numpy as np
 
 from ..config import PROTOCOLS
-from ..drift.columns import Batch
 from . import kserve_v1, mlflow, oip_v2, seldon
-from .base import ABSENT, BinaryBody, Column, Extracted, PayloadError, columns_from_dicts, request_id
+from .base import ABSENT, Batch, BinaryBody, Column, Extracted, PayloadError, columns_from_dicts, request_id
 from .generic import GenericSpec, JsonPath
 from .generic import extract as generic_extract
 

@@ -19,6 +19,21 @@ from numpy.typing import NDArray
 Column = list[Any] | NDArray[Any]
 
 
+@dataclass
+class Batch:
+    """Feature columns of one micro-batch of one model, keyed by profile feature name.
+
+    ``columns[name]`` holds the values of the rows that had the feature (``None`` for an
+    explicit null); ``absent[name]`` counts the rows that lacked it altogether, so
+    ``len(columns[name]) + absent[name] == rows``.
+    """
+
+    rows: int
+    columns: dict[str, Column | Sequence[Any]] = field(default_factory=dict)
+    absent: dict[str, int] = field(default_factory=dict)
+    schema_errors: dict[str, int] = field(default_factory=dict)  # counted by the caller
+
+
 class _Absent:
     """Marks a row that lacked a feature (as opposed to an explicit null)."""
 
