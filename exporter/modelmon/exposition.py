@@ -1,8 +1,9 @@
 """Serving ``/metrics`` without holding up the proxy, which shares the admin port's event loop.
 
 Whatever runs on the loop runs between two of the proxy's callbacks and delays every request
-waiting behind it. A model with a 100-feature profile exports ~5,600 series: ~30 ms to render
-in one go with prometheus_client's own handler, ~45 ms as OpenMetrics. So here:
+waiting behind it. A model with a 100-feature profile exports thousands of series, tens of
+milliseconds to render in one go with prometheus_client's own handler (README, "Scrapes and
+drift scoring", has the measurements). So here:
 
 - **time slices**: a scrape is collected and formatted step by step (a family, or
   ``CHUNK_SAMPLES`` samples of one, per step) and the loop gets back whenever a slice has
@@ -38,10 +39,10 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
 
 # How long one slice of work may keep the loop before giving it back (cooperative: a slice
-# ends after the step that crosses this, so steps are kept to ~0.1-0.3 ms each). The choice is
-# measured in docs/architecture.md ("Decisions").
+# ends after the step that crosses this, so steps are kept short). The choice is measured in
+# docs/architecture.md ("Decisions").
 SLICE_SECONDS = 0.00025
-# Samples formatted per step (4-8 us each with prometheus_client's encoders).
+# Samples formatted per step (a step of them stays short with prometheus_client's encoders).
 CHUNK_SAMPLES = 32
 # Renderings kept for scrapes that follow within share_seconds (per format and name[] filter).
 MAX_RENDERINGS = 8
@@ -276,7 +277,7 @@ class MetricsEndpoint:
             self._renderings[key] = rendering
             while len(self._renderings) > MAX_RENDERINGS:  # the oldest go first
                 del self._renderings[next(iter(self._renderings))]
-            # Not kept past its time (~0.5 MB for a 100-feature model, and its gzip).
+            # Not kept past its time: for a large model a rendering and its gzip are large.
             asyncio.get_running_loop().call_later(self._share, self._forget, key, rendering)
         return rendering
 

@@ -154,10 +154,11 @@ class Listeners:
 
 
 def freeze_start_up_objects() -> None:
-    """Leave what start-up built (modules, config, profiles: ~55,000 objects) out of the cyclic
-    garbage collector's full passes, which run on the event loop: over all of it a pass takes
-    ~20 ms, over what is made later ~1-2 ms. Scrapes make many objects that outlive a few
-    collections (the families of a rendering), so full passes come every few scrapes."""
+    """Leave what start-up built (modules, config, profiles: tens of thousands of objects) out
+    of the cyclic garbage collector's full passes, which run on the event loop: a pass over all
+    of it takes an order of magnitude longer than one over what is made later. Scrapes make
+    many objects that outlive a few collections (the families of a rendering), so full passes
+    come every few scrapes."""
     gc.collect()
     gc.freeze()
 

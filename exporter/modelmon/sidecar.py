@@ -150,8 +150,8 @@ class Sidecar:
             self.health.dependencies[dep.name] = result
 
     async def compute_drift(self) -> None:
-        # ~2.5 ms per 100 features, plus binning the queued rows: in slices, so that the proxy's
-        # callbacks run between them.
+        # Milliseconds for a large profile (README, "Scrapes and drift scoring"), plus binning
+        # the queued rows: in slices, so that the proxy's callbacks run between them.
         for monitor in list(self.analysis.drift_models.values()):
             await run_in_slices(monitor.compute_steps(), self.scoring_slices)
         self.analysis.expire()

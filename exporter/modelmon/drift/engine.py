@@ -10,8 +10,8 @@ schedule, off the request path, and scores every feature against the reference.
 
 Both also come as steps (``flush_steps``, ``compute_steps``: FEATURES_PER_STEP features a
 step), so that a scrape or the drift schedule can run them on the proxy's event loop in slices
-(``modelmon.exposition.run_in_slices``) instead of holding it for milliseconds: binning 255
-queued rows of 100 features takes ~3 ms, scoring 100 features ~2.5 ms.
+(``modelmon.exposition.run_in_slices``) instead of holding it for milliseconds (the
+benchmark's figures are in the README, "Scrapes and drift scoring").
 
 Default verdict ("auto"): for numeric features, a binned chi-square test of homogeneity
 (sparse bins merged until every expected count of the table is >= 5) and a two-sample KS test
@@ -56,9 +56,10 @@ TEST_METHODS = ("auto", "chi2", "ks")
 DISTANCE_METHODS = ("psi", "jensen_shannon", "hellinger", "wasserstein")
 METHODS = TEST_METHODS + DISTANCE_METHODS
 # Rows queued before they are binned: large enough to amortise NumPy's per-call overhead, small
-# enough that one flush (~0.6 ms for 16 features) does not hold up the proxy noticeably.
+# enough that one flush does not hold up the proxy noticeably (tests/bench/bench_drift.py).
 FLUSH_ROWS = 256
-# Features binned or scored per step of flush_steps / compute_steps: ~0.1-0.3 ms a step.
+# Features binned or scored per step of flush_steps / compute_steps: a step stays well under
+# exposition.SLICE_SECONDS's order of magnitude (tests/bench/bench_scrape.py measures it).
 FEATURES_PER_STEP = 8
 
 
