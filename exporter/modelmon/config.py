@@ -60,6 +60,7 @@ PROTOCOLS: tuple[str, ...] = typing.get_args(ProtocolName)
 TASKS: tuple[str, ...] = typing.get_args(Task)
 DRIFT_METHODS: tuple[str, ...] = typing.get_args(NumericDriftMethod)
 TEST_METHODS = ("auto", "chi2", "ks")  # thresholds of these are significance levels
+DISTANCE_METHODS = tuple(m for m in DRIFT_METHODS if m not in TEST_METHODS)
 
 
 class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from ..config import DriftConfig
+from ..config import DISTANCE_METHODS, TEST_METHODS, DriftConfig
 from ..logs import RateLimitedLog
 from ..profile import (
     CategoricalFeature,
@@ -52,9 +52,7 @@ from .columns import QUALITY_KINDS, Batch, Column, Q, category_codes, numeric_va
 log = logging.getLogger("modelmon.drift")
 limited_log = RateLimitedLog(log)
 
-TEST_METHODS = ("auto", "chi2", "ks")
-DISTANCE_METHODS = ("psi", "jensen_shannon", "hellinger", "wasserstein")
-METHODS = TEST_METHODS + DISTANCE_METHODS
+METHODS = TEST_METHODS + DISTANCE_METHODS  # defined once, with the configuration's types
 # Rows queued before they are binned: large enough to amortise NumPy's per-call overhead, small
 # enough that one flush does not hold up the proxy noticeably (tests/bench/bench_drift.py).
 FLUSH_ROWS = 256
