@@ -16,6 +16,7 @@ from aiohttp import web
 from .config import Config
 from .fds import ADMIN_CONNECTIONS, ADMIN_KEEPALIVE_SECONDS, CappedTCPSite, raise_fd_limit
 from .logs import withhold_request_details
+from .proxy.common import ProxyContext, ProxySettings
 from .proxy.common import log as proxy_log
 from .proxy.fast import FastProxy
 from .scheduler import release_free_heap
@@ -27,32 +28,21 @@ if TYPE_CHECKING:
 log = logging.getLogger("modelmon")
 
 
-def _aiohttp_proxy(self: Sidecar) -> Proxy:
+def _context(sidecar: Sidecar) -> ProxyContext:
+    return ProxyContext(sidecar.routes, sidecar.models, sidecar.traffic, sidecar.queue)
+
+
+def _aiohttp_proxy(sidecar: Sidecar) -> Proxy:
     from .proxy.aiohttp_engine import Proxy  # only with proxy.engine: aiohttp
 
-    up = self.config.upstream
-    assert self.session is not None, "start() the sidecar first"
-    assert up.url is not None, "no upstream configured"
-    labels = self.config.labels
-    return Proxy(up.url, self.session, self.routes, self.models, self.traffic, self.queue,
-                 self.config.analysis.max_body_bytes, up.preserve_host,
-                 labels.header if labels.generate_ids else None)
+    assert sidecar.session is not None, "start() the sidecar first"
+    return Proxy(ProxySettings.of(sidecar.config), _context(sidecar), sidecar.session)
 
-def fast_proxy(self: Sidecar) -> FastProxy:
+
+def fast_proxy(sidecar: Sidecar) -> FastProxy:
     """The traffic listener of the fast engine (not listening until ``start``)."""
-    up = self.config.upstream
-    assert up.url is not None, "no upstream configured"
-    labels = self.config.labels
-    return FastProxy(up.url, self.routes, self.models, self.traffic, self.queue,
-                     self.config.analysis.max_body_bytes, up.preserve_host,
-                     labels.header if labels.generate_ids else None,
-                     max_connections=up.max_connections,
-                     connect_timeout=up.connect_timeout_seconds,
-                     read_timeout=up.read_timeout_seconds,
-                     max_clients=self.config.proxy.max_connections,
-                     head_timeout=self.config.proxy.request_head_timeout_seconds,
-                     body_timeout=self.config.proxy.request_body_timeout_seconds,
-                     request_buffering=self.config.proxy.request_buffering)
+    return FastProxy(ProxySettings.of(sidecar.config), _context(sidecar))
+
 
 def aiohttp_server(self: Sidecar) -> web.Server:
     """The traffic listener of the aiohttp engine: a low-level server whose only handler is the

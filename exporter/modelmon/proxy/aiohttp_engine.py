@@ -17,11 +17,18 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from ..models import ModelRegistry
-from ..pipeline import AnalysisQueue, Exchange
-from ..routes import RouteTable
-from ..traffic import TrafficStats
-from .common import BINARY_HEADER, CLIENT_CLOSED, HOP_BY_HOP, RequestIds, UpstreamError, error_body, log
+from ..pipeline import Exchange
+from .common import (
+    BINARY_HEADER,
+    CLIENT_CLOSED,
+    HOP_BY_HOP,
+    ProxyContext,
+    ProxySettings,
+    RequestIds,
+    UpstreamError,
+    error_body,
+    log,
+)
 
 # Headers aiohttp's client adds on its own unless told not to.
 _AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
@@ -65,18 +72,11 @@ def error_response(err: UpstreamError) -> web.Response:
 
 
 class Proxy:
-    def __init__(
-        self,
-        upstream: str,
-        session: aiohttp.ClientSession,
-        routes: RouteTable,
-        models: ModelRegistry,
-        stats: TrafficStats,
-        queue: AnalysisQueue,
-        max_analysis_bytes: int,
-        preserve_host: bool = True,
-        id_header: str | None = "X-Request-ID",
-    ) -> None:
+    def __init__(self, settings: ProxySettings, context: ProxyContext,
+                 session: aiohttp.ClientSession) -> None:
+        upstream, preserve_host, id_header = settings.upstream, settings.preserve_host, settings.id_header
+        routes, models, stats, queue = context.routes, context.models, context.stats, context.queue
+        max_analysis_bytes = settings.max_analysis_bytes
         self._base = upstream.rstrip("/")
         self._session = session
         self._routes = routes

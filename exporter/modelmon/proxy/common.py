@@ -12,8 +12,17 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..logs import RateLimitedLog
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..models import ModelRegistry
+    from ..pipeline import AnalysisQueue
+    from ..routes import RouteTable
+    from ..traffic import TrafficStats
 
 log = RateLimitedLog(logging.getLogger("modelmon.proxy"))
 
@@ -61,3 +70,41 @@ class UpstreamError(Exception):
 def error_body(err: UpstreamError) -> bytes:
     """The JSON body of the sidecar's own 502/504 (both engines, byte for byte)."""
     return json.dumps({"error": "upstream_unavailable", "reason": err.reason, "detail": str(err)}).encode()
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """What both engines are configured with, read once from the configuration."""
+
+    upstream: str  # the model server's base URL
+    max_analysis_bytes: int  # bodies beyond this are proxied but not analysed
+    preserve_host: bool = True
+    id_header: str | None = "X-Request-ID"  # None: no request ids generated
+    max_connections: int = 256  # upstream connections
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    max_clients: int = 4096  # client connections (fast engine)
+    head_timeout: float = 15.0  # fast engine
+    body_timeout: float = 60.0  # fast engine
+    request_buffering: bool = True  # fast engine
+
+    @classmethod
+    def of(cls, config: Config) -> ProxySettings:
+        up, proxy = config.upstream, config.proxy
+        assert up.url is not None, "no upstream configured"
+        return cls(up.url, config.analysis.max_body_bytes, up.preserve_host,
+                   config.labels.header if config.labels.generate_ids else None,
+                   up.max_connections, up.connect_timeout_seconds, up.read_timeout_seconds,
+                   proxy.max_connections, proxy.request_head_timeout_seconds,
+                   proxy.request_body_timeout_seconds, proxy.request_buffering)
+
+
+@dataclass(frozen=True)
+class ProxyContext:
+    """The sidecar's state a proxy reads (routes, models) and writes (traffic counters, the
+    analysis queue), handed to it when it is made."""
+
+    routes: RouteTable
+    models: ModelRegistry
+    stats: TrafficStats
+    queue: AnalysisQueue

@@ -10,11 +10,8 @@ from typing import cast
 from urllib.parse import unquote, urlsplit
 
 from ...fds import client_connection_limit
-from ...models import ModelRegistry
-from ...pipeline import AnalysisQueue
-from ...routes import RouteMatch, RouteTable
-from ...traffic import TrafficStats
-from ..common import RequestIds, log
+from ...routes import RouteMatch
+from ..common import ProxyContext, ProxySettings, RequestIds, log
 from .client import ClientConnection
 from .upstream import UpstreamPool
 from .wire import CLIENT_IDLE_SECONDS, CRLF, RECEIVING, ROUTE_CACHE_SIZE, logger, perf
@@ -23,24 +20,15 @@ from .wire import CLIENT_IDLE_SECONDS, CRLF, RECEIVING, ROUTE_CACHE_SIZE, logger
 class FastProxy:
     """The traffic listener of the fast engine."""
 
-    def __init__(
-        self,
-        upstream: str,
-        routes: RouteTable,
-        models: ModelRegistry,
-        stats: TrafficStats,
-        queue: AnalysisQueue,
-        max_analysis_bytes: int,
-        preserve_host: bool = True,
-        id_header: str | None = "X-Request-ID",
-        max_connections: int = 256,
-        connect_timeout: float = 5.0,
-        read_timeout: float = 60.0,
-        max_clients: int = 4096,
-        head_timeout: float = 15.0,
-        body_timeout: float = 60.0,
-        request_buffering: bool = True,
-    ) -> None:
+    def __init__(self, settings: ProxySettings, context: ProxyContext) -> None:
+        upstream = settings.upstream
+        routes, models, stats, queue = context.routes, context.models, context.stats, context.queue
+        max_analysis_bytes, preserve_host, id_header = (
+            settings.max_analysis_bytes, settings.preserve_host, settings.id_header)
+        read_timeout, head_timeout, body_timeout = (
+            settings.read_timeout, settings.head_timeout, settings.body_timeout)
+        request_buffering, max_clients = settings.request_buffering, settings.max_clients
+        max_connections, connect_timeout = settings.max_connections, settings.connect_timeout
         url = urlsplit(upstream)
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ValueError(f"not an http(s) URL: {upstream!r}")
