@@ -160,3 +160,25 @@ def test_le_values_round_trip_in_go_syntax(value: float) -> None:
         assert not 1e-4 <= abs(value) < 1e6
     else:
         assert abs(value) == 0 or 1e-4 <= abs(value) < 1e6, mantissa
+
+
+def test_the_default_sidecar_loads_neither_the_other_engine_nor_scipy() -> None:
+    """The fast engine never imports the aiohttp engine, and SciPy (12 MiB resident) is loaded
+    only with the first drift scoring: a sidecar without a profile never has it."""
+    import subprocess
+    import sys
+
+    code = ("import asyncio, sys\n"
+            "from modelmon.config import load_config\n"
+            "from modelmon.listeners import Listeners\n"
+            "from modelmon.sidecar import Sidecar\n"
+            "async def main():\n"
+            "    config = load_config(overrides={'server': {'host': '127.0.0.1', 'traffic_port': 0,"
+            " 'admin_port': 0}, 'upstream': {'url': 'http://127.0.0.1:1'}})\n"
+            "    async with Sidecar(config) as sidecar, Listeners(sidecar):\n"
+            "        await asyncio.sleep(0.2)\n"
+            "    print(sorted(m for m in sys.modules if m == 'scipy' or m.endswith('aiohttp_engine')))\n"
+            "asyncio.run(main())\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", result.stdout

@@ -220,6 +220,15 @@ SCHEMA_CASES = [
     "auth: {token_file: /t, protect: [writes, metrics, health]}",
     "proxy: {engine: nginx}",
     "resources: {interval_seconds: -1}",
+    "server:\n  # every key commented out: the section is null",
+    "server: {log_level: INFO}",
+    "server: {log_level: Info}",
+    "server: {admin_port: 9401.0}",
+    "analysis: {queue_size: 1000.5}",
+    'models: [{name: "m\\n"}]',
+    'labels: {header: "X-Req\\n"}',
+    "models: [{name: a, trained_at: 2024-01-01}]",
+    "models: [{name: a, trained_at: 2024-01-01T10:00:00Z}]",
 ]
 
 
@@ -233,7 +242,9 @@ def test_the_json_schema_and_check_config_agree(tmp_path: Path, text: str) -> No
     from modelmon.config import config_schema
 
     validator = jsonschema.Draft202012Validator(config_schema())
-    by_schema = not list(validator.iter_errors(yaml.safe_load(text)))
+    # as a JSON Schema validator sees YAML (Helm's does): dates and times as their text
+    document = json.loads(json.dumps(yaml.safe_load(text), default=lambda v: v.isoformat()))
+    by_schema = not list(validator.iter_errors(document))
     try:
         load_config(write(tmp_path, text))
         by_loader = True
@@ -254,3 +265,36 @@ def test_the_json_schema_is_valid_and_takes_the_example() -> None:
     assert schema["$defs"]["Config"]["additionalProperties"] is False
     result = run_cli("check-config", "--schema")
     assert result.returncode == 0 and json.loads(result.stdout) == schema
+
+
+
+@pytest.mark.parametrize("text", [
+    "drift: {window_seconds: .nan}", "server: {shutdown_grace_seconds: .inf}",
+])
+def test_non_finite_numbers_are_refused_by_name(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError, match=r"^(drift\.window_seconds|server\.shutdown_grace_seconds): "
+                                          r"must be a finite number"):
+        load_config(write(tmp_path, text))
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"proxy: {routes: [{path: 'a{4294967296}', name: x}]}", "proxy.routes[0].path: invalid regular"),
+    (b"proxy: {routes: [{path: '" + b"(" * 2000 + b")" * 2000 + b"', name: x}]}", "proxy.routes[0].path"),
+    (b"a: " + b"[" * 3000 + b"]" * 3000, "nested too deeply"),
+    (b"? [a, b]\n: 1\n", "a key must be a scalar"),
+    (b"server: {host: \xff\xfe}\n", "not UTF-8"),
+    (b"base: &b {admin_port: 9500}\nserver:\n  <<: *b\n", "base: unknown key"),
+    (b"server: {1: 2}\n", "server: keys must be strings"),
+])
+def test_check_config_answers_every_file_with_a_message(tmp_path: Path, content: bytes, message: str) -> None:
+    """No input makes check-config crash: a one-line reason, exit 1."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(content)
+    result = run_cli("check-config", str(bad))
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr and message in result.stderr, result.stderr
+
+
+def test_a_merge_key_is_read(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "server:\n  <<: {admin_port: 9500}\n  traffic_port: 8100\n"))
+    assert (config.server.admin_port, config.server.traffic_port) == (9500, 8100)

@@ -105,3 +105,20 @@ async def test_listeners_that_fail_to_start_stop_what_they_started(engine: str |
         assert sidecar.session is None
     finally:
         taken.close()
+
+
+def test_serve_on_a_port_in_use_says_so_in_one_line(tmp_path: Path) -> None:
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        proc = start_modelmon("serve", "--no-upstream", "--host", "127.0.0.1", "--admin-port",
+                              str(taken.getsockname()[1]), log=tmp_path / "log")
+        assert proc.wait(30) == 2
+        out = (tmp_path / "log").read_text()
+        assert "Traceback" not in out
+        assert "modelmon serve: cannot start: " in out and "server.admin_port" in out, out
+    finally:
+        taken.close()

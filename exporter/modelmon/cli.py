@@ -183,6 +183,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "check-config":
         if args.schema:
+            if args.file is not None:
+                print("modelmon check-config: --schema takes no FILE", file=sys.stderr)
+                return 2
             print(json.dumps(config_schema(), indent=2, sort_keys=True))
             return 0
         if args.file is None:
@@ -207,10 +210,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Everything imported so far lives as long as the process: keep the collector from
         # rescanning it, which shortens the pauses it causes on the request path.
         gc.freeze()
+        from .profile import ProfileError
+
         try:
             _run(serve(config))
         except ConfigError as exc:  # found at start-up, e.g. an unreadable auth.token_file
             print(f"invalid config: {exc}", file=sys.stderr)
+            return 2
+        except ProfileError as exc:  # a models[].profile that does not load
+            print(f"modelmon serve: cannot load a reference profile: {exc}", file=sys.stderr)
+            return 2
+        except OSError as exc:  # a port in use, an address that does not resolve, ...
+            import errno
+            import socket
+
+            where = ""
+            if isinstance(exc, socket.gaierror) or exc.errno in (
+                    errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+                server = config.server
+                where = (f" (server.host {server.host}, server.traffic_port {server.traffic_port}, "
+                         f"server.admin_port {server.admin_port})")
+            print(f"modelmon serve: cannot start: {exc.strerror or exc}{where}", file=sys.stderr)
             return 2
         return 0
     if args.command == "profile":

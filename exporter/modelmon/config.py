@@ -13,10 +13,11 @@ agree on everything a schema can say.
 
 from __future__ import annotations
 
+import math
 import re
 import typing
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -24,9 +25,11 @@ import msgspec
 import yaml
 
 ENV_PREFIX = "MODELMON_"
-MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$"
+# A "$" at the end of a pattern is written "(?!\n)$": Python's "$" also matches before a
+# trailing newline, JSON Schema's (ECMA 262) does not.
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}(?!\n)$"
 MODEL_NAME_RE = re.compile(MODEL_NAME_PATTERN)
-_HOST_PORT_RE = re.compile(r"^\[?[A-Za-z0-9_.:-]+\]?:\d{1,5}$")
+_HOST_PORT_RE = re.compile(r"^\[?[A-Za-z0-9_.:-]+\]?:\d{1,5}(?!\n)$")
 
 
 class ConfigError(ValueError):
@@ -43,7 +46,7 @@ SubWindows = Annotated[int, msgspec.Meta(ge=1, le=3600)]
 ModelName = Annotated[str, msgspec.Meta(pattern=MODEL_NAME_PATTERN, description=(
     "a valid model name (letters, digits and _.:- , at most 63 characters, starting with a "
     "letter or digit)"))]
-HttpUrl = Annotated[str, msgspec.Meta(pattern=r"^https?://[^/\s]+(/.*)?$",
+HttpUrl = Annotated[str, msgspec.Meta(pattern=r"^https?://[^/\s]+(/.*)?(?!\n)$",
                                       description="an http:// or https:// URL")]
 # Every enumeration of the configuration, defined once; the code reads the tuples.
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -115,7 +118,7 @@ class RouteConfig(_Section, frozen=True, forbid_unknown_fields=True):
     def __post_init__(self) -> None:
         try:
             re.compile(self.path)
-        except re.error as exc:
+        except (re.error, OverflowError, RecursionError) as exc:
             raise _problem("path", f"invalid regular expression: {exc}") from None
 
 
@@ -245,7 +248,7 @@ class ModelConfig(_Section, frozen=True, forbid_unknown_fields=True):
 class DependencyConfig(_Section, frozen=True, forbid_unknown_fields=True):
     """A dependency to probe: ``url`` (HTTP GET, 2xx/3xx is up) or ``tcp`` (``host:port`` connect)."""
 
-    name: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+    name: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}(?!\n)$",
                                       description="a dependency name: letters, digits, _.-")]
     url: HttpUrl | None = None
     tcp: Annotated[str, msgspec.Meta(pattern=_HOST_PORT_RE.pattern, description="host:port")] | None = None
@@ -302,7 +305,7 @@ class LabelsConfig(_Section, frozen=True, forbid_unknown_fields=True):
 
     # Request header carrying the join key; when a client sends none on an inference call the
     # sidecar generates one and returns it in this header on the response.
-    header: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9-]{1,64}$",
+    header: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9-]{1,64}(?!\n)$",
                                         description="an HTTP header name")] = "X-Request-ID"
     generate_ids: bool = True
     ttl_seconds: Positive = 86400.0  # how long a prediction waits for its label (and vice versa)
@@ -359,12 +362,30 @@ def config_schema() -> dict[str, Any]:
     schema: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(msgspec.json.schema(Config)))
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     _plain_strings_take_numbers(schema)
+    for definition in schema["$defs"].values():
+        for name, prop in definition.get("properties", {}).items():
+            if set(prop) == {"$ref"}:  # a section: null (left empty) is its defaults
+                definition["properties"][name] = {"anyOf": [prop, {"type": "null"}]}
+    _enums_take_capitals(schema)
     return schema
+
+
+def _enums_take_capitals(node: Any) -> None:
+    """An enumeration of strings also takes its values in capitals, as the loader does."""
+    if isinstance(node, dict):
+        enum = node.get("enum")
+        if isinstance(enum, list) and all(isinstance(v, str) for v in enum):
+            node["enum"] = enum + [v.upper() for v in enum if v.upper() != v]
+        for value in node.values():
+            _enums_take_capitals(value)
+    elif isinstance(node, list):
+        for value in node:
+            _enums_take_capitals(value)
 
 
 def _plain_strings_take_numbers(node: Any) -> None:
     """In the schema, a plain string (no pattern, length or enumeration) also takes a number, as
-    the loader does (:func:`_numbers_as_strings`)."""
+    the loader does (:func:`_normalise`)."""
     if isinstance(node, dict):
         if node.get("type") == "string" and not {"pattern", "minLength", "maxLength", "enum"} & node.keys():
             node["type"] = ["string", "number"]
@@ -429,6 +450,9 @@ def _value_at(data: Any, path: str) -> Any:
 
 def _error(exc: msgspec.ValidationError, data: Any) -> ConfigError:
     """msgspec's message, rewritten to name the key the way the rest of modelmon does."""
+    keys = re.fullmatch(r"Expected `str` - at `key` in `\$(?P<path>[^`]*)`", str(exc))
+    if keys:
+        return ConfigError(f"{keys['path'].lstrip('.') or '<root>'}: keys must be strings")
     found = _AT.match(str(exc))
     message, path = (found["message"], found["path"].lstrip(".")) if found else (str(exc), "")
     tp, meta = _type_at(path)
@@ -458,27 +482,50 @@ def _error(exc: msgspec.ValidationError, data: Any) -> ConfigError:
     return ConfigError(f"{path or '<root>'}: {message}")
 
 
-def _numbers_as_strings(tp: Any, value: Any) -> Any:
-    """YAML reads ``version: 2`` or ``classes: [0, 1]`` as numbers; a key typed ``str`` takes
-    them as their text (as they were written). Only where the type is ``str`` alone, without a
-    pattern or length (those must be strings); :func:`config_schema` says the same."""
-    tp, meta = _unwrap(tp)
-    if tp is str and meta is None:
+def _normalise(tp: Any, value: Any, path: str = "") -> Any:
+    """What YAML (or Helm) gives, turned into what the types take, as a user means it:
+
+    - a number where a plain string is expected is taken as its text (``version: 2``,
+      ``classes: [0, 1]``); YAML reads ``1.10`` as 1.1 and ``010`` as 8, so quote such values;
+    - a whole-number float where an integer is expected is that integer (``9400.0``);
+    - a date or time where ``trained_at`` takes ISO 8601 text is that text;
+    - a section left empty (YAML null) is a section of defaults;
+    - an enumeration's value may be written in capitals (``INFO``);
+    - NaN and infinity are refused (no setting means them).
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{path or '<root>'}: must be a finite number, got {value!r}")
+    base, meta = _unwrap(tp)
+    args = typing.get_args(base)
+    if base is str and meta is None:
         return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
-    if typing.get_origin(tp) is tuple and isinstance(value, list):
-        return [_numbers_as_strings(typing.get_args(tp)[0], v) for v in value]
-    if isinstance(tp, type) and issubclass(tp, msgspec.Struct) and isinstance(value, Mapping):
-        hints = typing.get_type_hints(tp, include_extras=True)
-        return {k: _numbers_as_strings(hints[k], v) if k in hints else v for k, v in value.items()}
+    if base is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if str in args and isinstance(value, datetime | date):
+        return value.isoformat()
+    if typing.get_origin(base) is Literal and isinstance(value, str) and value not in args \
+            and value == value.upper() and value.lower() in args:
+        return value.lower()
+    if typing.get_origin(base) is tuple and isinstance(value, list):
+        return [_normalise(args[0], v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if isinstance(base, type) and issubclass(base, msgspec.Struct):
+        if value is None and type(None) not in typing.get_args(tp):
+            return {}
+        if isinstance(value, Mapping):
+            hints = typing.get_type_hints(base, include_extras=True)
+            return {k: _normalise(hints[k], v, _join(path, k)) if isinstance(k, str) and k in hints
+                    else v for k, v in value.items()}
     return value
 
 
 def build(data: Mapping[str, Any]) -> Config:
     """The configuration from a mapping (the merged file, environment and flags)."""
     try:
-        return msgspec.convert(_numbers_as_strings(Config, data), Config)
+        return msgspec.convert(_normalise(Config, data), Config)
     except msgspec.ValidationError as exc:
         raise _error(exc, data) from None
+    except RecursionError:
+        raise ConfigError("<root>: nested too deeply") from None
 
 
 def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
@@ -517,9 +564,15 @@ class _StrictLoader(yaml.SafeLoader):
 
 
 def _mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    loader.flatten_mapping(node)  # merge keys (<<) first, as the safe loader does
     seen: set[Any] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node)
+        try:
+            hash(key)
+        except TypeError:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a key must be a scalar, got {key!r}", key_node.start_mark) from None
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"key {key!r} given twice", key_node.start_mark)
@@ -547,10 +600,14 @@ def load_config(
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text: {exc.reason} at byte {exc.start}") from None
         try:
             loaded = load_yaml(text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: nested too deeply") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
         data = loaded or {}

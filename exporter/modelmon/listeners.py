@@ -44,11 +44,11 @@ def fast_proxy(sidecar: Sidecar) -> FastProxy:
     return FastProxy(ProxySettings.of(sidecar.config), _context(sidecar))
 
 
-def aiohttp_server(self: Sidecar) -> web.Server:
+def aiohttp_server(sidecar: Sidecar) -> web.Server:
     """The traffic listener of the aiohttp engine: a low-level server whose only handler is the
     proxy, so no router or middleware sits on the inference path."""
     loop = asyncio.get_running_loop()
-    max_size = self.config.analysis.max_body_bytes
+    max_size = sidecar.config.analysis.max_body_bytes
 
     def make_request(message, payload, protocol, writer, task):  # type: ignore[no-untyped-def]
         # Only small inference bodies are ever read whole; the rest stream.
@@ -56,7 +56,7 @@ def aiohttp_server(self: Sidecar) -> web.Server:
                                client_max_size=max_size)
 
     return web.Server(
-        _aiohttp_proxy(self).handle,
+        _aiohttp_proxy(sidecar).handle,
         request_factory=make_request,
         access_log=None,
         auto_decompress=False,  # bodies pass through exactly as the client encoded them
@@ -163,7 +163,8 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
             loop.add_signal_handler(sig, stop.set)
     async with contextlib.AsyncExitStack() as stack:
         sidecar = await stack.enter_async_context(Sidecar(config))
-        # unwound before the listeners stop: what they queued while draining is analysed
+        # unwound after the listeners have stopped (in reverse): what they queued while
+        # draining is analysed before the sidecar closes
         stack.push_async_callback(sidecar.queue.join, min(config.server.shutdown_grace_seconds, 5.0))
         await stack.enter_async_context(Listeners(sidecar))
         freeze_start_up_objects()

@@ -111,9 +111,9 @@ class AnalysisQueue:
 
     - right after a response the sidecar goes back to waiting instead of analysing, so whoever
       consumes the response (the client, or the model server on a shared CPU) does not compete
-      with the analysis for the CPU: a tenth of a millisecond off the median latency here;
+      with the analysis for the CPU (README, Performance, has the measured effect);
     - a batch runs with warm caches: after an idle millisecond this host runs the analysis code
-      3-4x slower than in a tight loop;
+      several times slower than in a tight loop;
     - turns of MAX_BATCH items, with I/O polled and the CPU offered to other runnable processes
       between them, keep a burst from holding up the proxy or the model for long.
     """
@@ -218,7 +218,7 @@ class AnalysisQueue:
         for analyser in analysers:
             try:
                 analyser.analyse(decoded)
-            except Exception as exc:  # an analyser bug must not stop the worker or the others
+            except Exception as exc:  # an analyser bug must not stop the drain or the others
                 self.drop("analysis_error", decoded.rows,
                           f"model={item.model}: {type(analyser).__name__}: {describe(exc)}")
 

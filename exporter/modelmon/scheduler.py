@@ -1,5 +1,5 @@
 """Background jobs: each one a task that runs its step now and then every ``interval``
-seconds, started and stopped with the sidecar (:meth:`Jobs.start` on its exit stack); and the
+seconds, started and stopped with the sidecar (:func:`start_jobs` on its exit stack); and the
 heap trim, one of those jobs."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ HEAP_TRIM_SECONDS = 30.0
 
 @dataclass(frozen=True)
 class Job:
-    interval: float  # seconds between the starts of two steps (the first runs at once)
+    interval: float  # seconds from the end of one step to the start of the next (the first at once)
     step: Callable[[], Awaitable[None]]
     name: str
 

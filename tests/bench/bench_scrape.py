@@ -50,9 +50,8 @@ import numpy as np
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from bench_proxy import CATEGORICAL, PROMETHEUS_ACCEPT, bench_profile
-from modelmon import app as app_module
 from modelmon.config import ServerConfig, load_config
-from modelmon.listeners import Listeners
+from modelmon.listeners import Listeners, freeze_start_up_objects
 from modelmon.pipeline import Decoded
 from modelmon.sidecar import Sidecar
 from prometheus_client import CollectorRegistry
@@ -288,8 +287,7 @@ async def run(quick: bool) -> Figures:
             await sidecar.compute_drift()
             queue_rows(sidecar, records(rng, QUEUED_ROWS))
             app = sidecar.admin().app()
-            if hasattr(app_module, "freeze_start_up_objects"):
-                app_module.freeze_start_up_objects()  # as `modelmon serve` does once started
+            freeze_start_up_objects()  # as `modelmon serve` does once started
             await cpu_part(sidecar, app, figs, 5 if quick else 20, rng)
             print(f"modelmon scrape benchmark ({'quick' if quick else 'full'}): {FEATURES} features, "
                   f"{figs.series} series, {figs.bytes_om / 1024:.0f} KiB of OpenMetrics\n")

@@ -1,6 +1,6 @@
 """The streaming drift and data-quality engine for one model.
 
-``add`` runs in the analysis worker for every request and only queues its rows; once
+``add`` runs in the analysis hand-off (pipeline.py) for every request and only queues its rows; once
 ``FLUSH_ROWS`` rows are waiting (or before scoring or a scrape reads the counts) ``observe``
 takes them all at once: it classifies values, bins them into the reference bins (one
 ``searchsorted`` per feature and one ``bincount`` for the batch) and adds the counts to a
@@ -186,7 +186,7 @@ class ModelDrift:
             points[r, len(mids):] = mids[-1]
         return points
 
-    # --- ingest (analysis worker) -------------------------------------------------------------
+    # --- ingest (the analysis hand-off) -------------------------------------------------------------
 
     def add(self, batch: Batch) -> None:
         """Queue a batch's rows, column by column; they are binned together once FLUSH_ROWS

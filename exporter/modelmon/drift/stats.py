@@ -5,8 +5,9 @@ reference profile's counts, ``cur`` the live window's, and ``mask`` marks the bi
 for each feature (features have different bin counts; padding bins are False). Rows are
 independent, so one call scores every feature of a model.
 
-Only NumPy is used here: SciPy is the independent reference in the tests, and keeping it out
-of the sidecar saves ~25 MB of resident memory.
+The distances are vectorised NumPy over all features at once; the two p-values take their
+distributions from ``scipy.special``, imported at the first scoring so that a sidecar without a
+reference profile never loads SciPy (docs/architecture.md, "Decisions").
 
 Smoothing: PSI and the other divergence measures are undefined when a bin is empty on one
 side, so both histograms are smoothed by adding ``SMOOTHING = 0.5`` to every existing bin's
