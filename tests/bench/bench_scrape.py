@@ -42,7 +42,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ import numpy as np
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from bench_proxy import CATEGORICAL, PROMETHEUS_ACCEPT, bench_profile
-from modelmon.config import ServerConfig, load_config
+from modelmon.config import load_config
 from modelmon.listeners import Listeners, freeze_start_up_objects
 from modelmon.pipeline import Decoded
 from modelmon.sidecar import Sidecar
@@ -86,9 +86,9 @@ def records(rng: np.random.Generator, n: int) -> list[dict[str, Any]]:
 def make_sidecar(tmp: Path) -> Sidecar:
     path = tmp / "profile.json"
     bench_profile(FEATURES).save(path)
-    server: dict[str, Any] = {"host": "127.0.0.1", "admin_port": 0, "traffic_port": 0}
-    if any(f.name == "metrics_share_seconds" for f in fields(ServerConfig)):
-        server["metrics_share_seconds"] = 0  # every scrape measured renders afresh
+    # metrics_share_seconds 0: every scrape measured renders afresh
+    server: dict[str, Any] = {"host": "127.0.0.1", "admin_port": 0, "traffic_port": 0,
+                              "metrics_share_seconds": 0}
     config = load_config(overrides={"server": server, "upstream": {"url": None},
                                     "models": [{"name": "bench", "profile": str(path)}]})
     return Sidecar(config, CollectorRegistry())
