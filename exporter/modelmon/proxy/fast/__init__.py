@@ -14,6 +14,10 @@ stream object per request. Every request and response runs through parser callba
 - :class:`~.server.FastProxy` (:mod:`.server`) is the listener: settings, route cache, the
   sweep, the connection cap; :mod:`.wire` the limits and byte strings they share.
 
+Connections and calls are handed what they use when they are made -- a :class:`~.shared.Shared`
+(settings, pool, counters, queue, models, the route match, the connection registry) -- not a
+reference back to the listener; the pool gets only the request id header it checks.
+
 Writes made while a read is processed are gathered and sent in one ``writelines`` at its
 end, so a small request or response goes out in one system call. Back-pressure: when one
 side's write buffer is over its high-water mark, reading from the other side pauses (the

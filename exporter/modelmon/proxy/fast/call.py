@@ -64,7 +64,7 @@ from .wire import (
 
 if TYPE_CHECKING:
     from .client import ClientConnection
-    from .server import FastProxy
+    from .shared import Shared
     from .upstream import UpstreamConnection
 
 
@@ -77,12 +77,13 @@ class Call:
         "length", "method", "model", "parts", "pending", "pending_size", "phase", "replay",
         "replay_size", "replayable", "req_copy", "req_copy_size", "req_done", "request_id",
         "resp_copy", "resp_copy_size", "resp_encoding", "resp_eof", "resp_header_length",
-        "resp_mode", "retried", "route", "status", "t0", "target", "te_codings", "up",
+        "resp_mode", "retried", "route", "shared", "status", "t0", "target", "te_codings", "up",
         "wait_mark", "waited",
     )
 
-    def __init__(self, client: ClientConnection) -> None:
+    def __init__(self, client: ClientConnection, shared: Shared) -> None:
         self.client = client
+        self.shared = shared
         self.target = b""
         self.parts: list[bytes] = []
         self.conn_tokens: list[bytes] = []
@@ -135,7 +136,6 @@ class Call:
         self.is_head = self.method == b"HEAD"
         if self.method in IDEMPOTENT_METHODS:
             self.replayable = True
-        client = self.client
         self.http10 = parser.get_http_version() == "1.0"  # per request: it may change
         self.keep_alive = parser.should_keep_alive()
         if self.chunked:
@@ -145,13 +145,13 @@ class Call:
                 self.has_body = int(self.length) > 0
             except ValueError:  # pragma: no cover - llhttp rejects invalid lengths
                 self.has_body = False
-        srv = client.srv
+        shared = self.shared
         target = self.target
         if not target.startswith(b"/") and target != b"*" and self.method != b"CONNECT":
-            self._origin_form(srv.preserve_host)
+            self._origin_form(shared.preserve_host)
         try:
-            match = srv.match(self.target)
-            self.model = srv.models.label(match.model)
+            match = shared.match(self.target)
+            self.model = shared.models.label(match.model)
             self.route = match.route
             self.analyse = match.inference
         except Exception as exc:  # fail open
@@ -198,30 +198,30 @@ class Call:
         """Our turn: send the request upstream."""
         self.t0 = perf()
         client = self.client
-        srv = client.srv
-        srv.stats.in_flight[(self.model,)] += 1  # a defaultdict: cannot fail
+        shared = self.shared
+        shared.stats.in_flight[(self.model,)] += 1  # a defaultdict: cannot fail
         if self.expect and not self.req_done and not self.http10:
             client.out.append(CONTINUE)
         target = self.target
-        if srv.base and target.startswith(b"/"):
-            target = srv.base + target
+        if shared.base and target.startswith(b"/"):
+            target = shared.base + target
         head = [self.method, b" ", target, b" HTTP/1.1\r\n", *self.parts]
-        if not self.has_host or not srv.preserve_host:
-            head.append(srv.host_field)
+        if not self.has_host or not shared.preserve_host:
+            head.append(shared.host_field)
         if self.chunked:
             head.append(transfer_encoding(unframed(self.te_codings)))
-        if self.analyse and srv.id_header is not None and self.request_id is None:
-            self.request_id = self.extra_id = srv.ids.next().encode()
-            head += (srv.id_header, SEP, self.extra_id, CRLF)
+        if self.analyse and shared.id_header is not None and self.request_id is None:
+            self.request_id = self.extra_id = shared.ids.next().encode()
+            head += (shared.id_header, SEP, self.extra_id, CRLF)
         head.append(CRLF)
         self.head = b"".join(head)
         self.wait_mark = perf()
-        if (srv.request_buffering and self.has_body and not self.req_done
+        if (shared.request_buffering and self.has_body and not self.req_done
                 and self.pending_size < BODY_BUFFER):
             self.phase = RECEIVING  # until the body is complete or BODY_BUFFER of it is held
         else:
             self.phase = WAITING
-            srv.pool.acquire(self)
+            shared.pool.acquire(self)
 
     def _body_held(self) -> None:
         """The held body is complete, or BODY_BUFFER of it is here: take an upstream connection.
@@ -231,14 +231,14 @@ class Call:
         self.waited += now - self.wait_mark
         self.wait_mark = now
         self.phase = WAITING
-        self.client.srv.pool.acquire(self)
+        self.shared.pool.acquire(self)
 
     def request_body(self, data: bytes) -> None:
         copy = self.req_copy
         if copy is not None:
             copy.append(data)
             self.req_copy_size += len(data)
-            if self.req_copy_size > self.client.srv.cap:
+            if self.req_copy_size > self.shared.cap:
                 self.req_copy = None
         if self.phase == DONE:
             return  # answered already (an error): the rest of the body is discarded
@@ -340,8 +340,8 @@ class Call:
         # framing delimits it (also: a last transfer coding other than chunked).
         self.resp_eof = mode != NONE and not up.chunked and (up.length is None or up.transfer_encoded)
         if self.extra_id is not None and not up.has_id:
-            head += (self.client.srv.id_header or b"", SEP, self.extra_id, CRLF)
-        if not self.keep_alive or client.closing or client.srv.closing or mode == TO_CLOSE:
+            head += (self.shared.id_header or b"", SEP, self.extra_id, CRLF)
+        if not self.keep_alive or client.closing or self.shared.closing or mode == TO_CLOSE:
             client.closing = True
             head.append(CLOSE)
         elif self.http10:
@@ -356,7 +356,7 @@ class Call:
         if copy is not None:
             copy.append(data)
             self.resp_copy_size += len(data)
-            if self.resp_copy_size > self.client.srv.cap:
+            if self.resp_copy_size > self.shared.cap:
                 self.resp_copy = None
         mode = self.resp_mode
         if mode == CHUNKS:
@@ -386,9 +386,9 @@ class Call:
         self.up = None
         client = self.client
         if up is not None:
-            client.srv.pool.release(up, False)
+            self.shared.pool.release(up, False)
         if not client.lost:
-            close = not self.keep_alive or client.closing or client.srv.closing
+            close = not self.keep_alive or client.closing or self.shared.closing
             if close:
                 client.closing = True
             client.out.append(error_response(err, close))
@@ -405,7 +405,7 @@ class Call:
         self.up = None
         client = self.client
         if up is not None:
-            client.srv.pool.release(up, False)
+            self.shared.pool.release(up, False)
         client.closing = True
         client.flush()
         if client.transport is not None:
@@ -414,7 +414,7 @@ class Call:
 
     def _count(self, err: UpstreamError, key: str, msg: str, *extra: int) -> None:
         try:
-            self.client.srv.stats.upstream_errors[(self.model, err.reason)] += 1
+            self.shared.stats.upstream_errors[(self.model, err.reason)] += 1
             path = self.target.split(b"?", 1)[0].decode("latin-1")
             log.warning(key, msg, self.method.decode(), path, *extra, err)
         except Exception:  # pragma: no cover - fail open
@@ -431,7 +431,7 @@ class Call:
             self.phase = WAITING
             self.pending, self.pending_size = self.replay, self.replay_size
             self.replay = None
-            self.client.srv.pool.acquire(self, fresh=True)  # not another idle one: it may be stale too
+            self.shared.pool.acquire(self, fresh=True)  # not another idle one: it may be stale too
             return
         self.replay = None
         if self.phase == RESPONDING:
@@ -458,7 +458,7 @@ class Call:
         self.up = None
         client = self.client
         if up is not None:
-            client.srv.pool.release(up, False)
+            self.shared.pool.release(up, False)
         if self.phase == RESPONDING:  # too late to answer: cut
             client.pending_reject = None
             if client.transport is not None:
@@ -473,7 +473,7 @@ class Call:
         up = self.up
         self.up = None
         if up is not None:
-            self.client.srv.pool.release(up, False)
+            self.shared.pool.release(up, False)
         self.finish(CLIENT_CLOSED, False)
 
     # --- accounting -----------------------------------------------------------------------
@@ -484,31 +484,31 @@ class Call:
         phase = self.phase
         self.phase = DONE
         client = self.client
-        srv = client.srv
+        shared = self.shared
         if phase in (RECEIVING, WAITING):  # neither is time spent in the sidecar
             self.waited += perf() - self.wait_mark
         client.resume(P_UPSTREAM | P_BUFFER)
         try:
             model = self.model
-            srv.stats.in_flight[(model,)] -= 1
+            shared.stats.in_flight[(model,)] -= 1
             elapsed = perf() - self.t0
-            srv.stats.finished(model, self.route, status, elapsed, elapsed - self.waited)
+            shared.stats.finished(model, self.route, status, elapsed, elapsed - self.waited)
         except Exception as exc:  # pragma: no cover - fail open
             log.warning("accounting", "request accounting failed: %s", exc)
         client.call_done(self)
         if complete and self.analyse and self.has_body:
-            self._hand_off(srv)
+            self._hand_off(shared)
 
-    def _hand_off(self, srv: FastProxy) -> None:
+    def _hand_off(self, shared: Shared) -> None:
         """Queue the exchange for analysis; never raises into the request path."""
         status = self.status
         if not 200 <= status < 300:
             return  # an error response carries no prediction
         try:
-            srv.models.saw_prediction(self.model)
+            shared.models.saw_prediction(self.model)
             req, resp = self.req_copy, self.resp_copy
             if req is None or resp is None:
-                srv.queue.drop("body_too_large", 1,
+                shared.queue.drop("body_too_large", 1,
                                f"model={self.model}: body over analysis.max_body_bytes")
                 return
             exchange = Exchange(
@@ -519,7 +519,7 @@ class Call:
                 exchange.request_header_length = self.header_length.decode("latin-1")
             if self.resp_header_length is not None:
                 exchange.response_header_length = self.resp_header_length.decode("latin-1")
-            srv.queue.offer(exchange)
+            shared.queue.offer(exchange)
         except Exception as exc:  # fail open
             log.warning("handoff", "analysis hand-off failed: %s", exc)
 

@@ -34,7 +34,7 @@ from .wire import (
 )
 
 if TYPE_CHECKING:
-    from .server import FastProxy
+    from .shared import Shared
 
 
 class ClientConnection(asyncio.Protocol):
@@ -42,11 +42,11 @@ class ClientConnection(asyncio.Protocol):
 
     __slots__ = ("active", "body_seen", "closing", "evicted", "head_bytes", "head_since",
                  "head_size", "idle_since", "in_feed", "in_head", "last_read", "lost", "nheaders",
-                 "out", "overhead", "parser", "parsing", "paused", "pending_reject", "srv",
+                 "out", "overhead", "parser", "parsing", "paused", "pending_reject", "shared",
                  "transport", "waiting", "write_paused")
 
-    def __init__(self, srv: FastProxy) -> None:
-        self.srv = srv
+    def __init__(self, shared: Shared) -> None:
+        self.shared = shared
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.parsing: Call | None = None  # the request being received
@@ -79,21 +79,21 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        srv = self.srv
-        if srv.closing:
+        shared = self.shared
+        if shared.closing:
             self.transport.close()
             return
-        if not srv.admit(self):  # every connection has a request in progress
+        if not shared.admit(self):  # every connection has a request in progress
             self.lost = True
-            srv.stats.connections_closed[("limit",)] += 1
+            shared.stats.connections_closed[("limit",)] += 1
             log.warning("connection_limit", "client connection refused: %d connections, all busy "
-                        "(proxy.max_connections)", len(srv.clients))
+                        "(proxy.max_connections)", len(shared.clients))
             self.transport.write(simple_response(
                 503, b'{"error": "too many connections"}', b"Retry-After: 1\r\n", close=True))
             self.transport.close()
             return
-        srv.clients.add(self)
-        srv.stats.client_connections = len(srv.clients)
+        shared.clients.add(self)
+        shared.stats.client_connections = len(shared.clients)
 
     def data_received(self, data: bytes) -> None:
         if self.paused & P_DONE:
@@ -167,7 +167,7 @@ class ClientConnection(asyncio.Protocol):
         if call is not None:
             call.client_gone()
         self.waiting.clear()
-        self.srv.client_gone(self)
+        self.shared.client_gone(self)
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -214,7 +214,7 @@ class ClientConnection(asyncio.Protocol):
         """No complete request head within the deadline: 408 if any of it came, then close."""
         self.head_since = 0.0
         if self.parsing is None and self.idle():  # not a byte of it: just hang up
-            self.srv.stats.connections_closed[("head_timeout",)] += 1
+            self.shared.stats.connections_closed[("head_timeout",)] += 1
             self.close()
         else:
             self.reject(408, "request head not received in time")
@@ -223,7 +223,7 @@ class ClientConnection(asyncio.Protocol):
                headers: bytes = b"") -> None:
         """Refuse what the client sent and close the connection after the responses owed;
         counted under ``reason`` (by default the status's)."""
-        self.srv.stats.connections_closed[(reason or REJECT_REASONS.get(status, "invalid_request"),)] += 1
+        self.shared.stats.connections_closed[(reason or REJECT_REASONS.get(status, "invalid_request"),)] += 1
         self.pause(P_DONE)
         self.closing = True
         self.pending_reject = simple_response(status, json.dumps({"error": detail}).encode(),
@@ -250,11 +250,11 @@ class ClientConnection(asyncio.Protocol):
         if not call.keep_alive:  # the client asked to close after this one: nothing more
             self.waiting.clear()
             self.pending_reject = None
-        if self.closing or self.srv.closing:
+        if self.closing or self.shared.closing:
             if self.pending_reject is not None and not self.waiting:
                 self.out.append(self.pending_reject)
                 self.pending_reject = None
-            if not self.waiting or self.srv.closing:
+            if not self.waiting or self.shared.closing:
                 self.flush()
                 self.close()
                 return
@@ -280,7 +280,7 @@ class ClientConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         if not self.head_since:
             self.head_since = perf()
-        self.parsing = Call(self)
+        self.parsing = Call(self, self.shared)
         self.head_size = 0
         self.nheaders = 0
         self.in_head = True
@@ -314,13 +314,13 @@ class ClientConnection(asyncio.Protocol):
             return
         if lname == b"host":
             call.has_host = True
-            if not self.srv.preserve_host:
+            if not self.shared.preserve_host:
                 return
         elif lname == b"content-length":
             call.length = value
         elif lname == b"content-encoding":
             call.encoding = value
-        elif lname == self.srv.id_lower:
+        elif lname == self.shared.id_lower:
             call.request_id = value
         elif lname in IDEMPOTENCY_KEYS:
             call.replayable = True

@@ -13,6 +13,7 @@ from ...fds import client_connection_limit
 from ...routes import RouteMatch
 from ..common import ProxyContext, ProxySettings, RequestIds, log
 from .client import ClientConnection
+from .shared import Shared
 from .upstream import UpstreamPool
 from .wire import CLIENT_IDLE_SECONDS, CRLF, RECEIVING, ROUTE_CACHE_SIZE, logger, perf
 
@@ -54,12 +55,15 @@ class FastProxy:
         self.request_buffering = request_buffering
         self.max_clients_configured = max_clients
         self.max_clients = max_clients  # fitted to the file descriptor limit in start()
-        self.pool = UpstreamPool(self, url.hostname, port,
+        self.pool = UpstreamPool(self.id_lower, url.hostname, port,
                           ssl.create_default_context() if url.scheme == "https" else None,
                           max_connections, connect_timeout)
         self.clients: set[ClientConnection] = set()
         self.evicting = 0  # clients closed to make room whose connection_lost is still due
-        self.closing = False
+        # what each connection and call is given when it is made
+        self.shared = Shared(preserve_host, self.id_header, self.id_lower, self.base, self.host_field,
+                             request_buffering, max_analysis_bytes, self.ids, models, stats, queue,
+                             self.pool, self.clients, self.match, self.admit, self.client_gone)
         self.address: tuple[str, int] = ("", 0)
         self._route_cache: dict[bytes, RouteMatch] = {}
         self._server: asyncio.AbstractServer | None = None
@@ -73,7 +77,7 @@ class FastProxy:
         self.max_clients = client_connection_limit(self.max_clients_configured, self.pool.limit)
         self.stats.client_connection_limit = self.max_clients
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: ClientConnection(self), host, port,
+        self._server = await loop.create_server(lambda: ClientConnection(self.shared), host, port,
                                                 backlog=backlog)
         sock = self._server.sockets[0]
         self.address = cast(tuple[str, int], sock.getsockname()[:2])
@@ -86,7 +90,7 @@ class FastProxy:
     async def stop(self, grace: float) -> None:
         """Stop accepting, let in-flight requests finish within ``grace`` seconds, close idle
         keep-alive connections, then cut what is left."""
-        self.closing = True
+        self.shared.closing = True
         if self._server is not None:
             self._server.close()
         self._all_closed = asyncio.Event()
@@ -151,7 +155,7 @@ class FastProxy:
             self.stats.client_connections = len(self.clients)
             if client.evicted:
                 self.evicting -= 1
-        if self.closing and not self.clients and self._all_closed is not None:
+        if self.shared.closing and not self.clients and self._all_closed is not None:
             self._all_closed.set()
 
     def _sweep(self) -> None:
@@ -173,7 +177,7 @@ class FastProxy:
                     client.close()
         except Exception:  # pragma: no cover - fail open, keep sweeping
             logger.exception("proxy sweep failed")
-        if not self.closing:
+        if not self.shared.closing:
             self._sweeper = asyncio.get_running_loop().call_later(self._sweep_every, self._sweep)
 
     # --- monitoring helpers (never raise) -----------------------------------------------------

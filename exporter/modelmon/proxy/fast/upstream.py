@@ -31,7 +31,6 @@ from .wire import (
 
 if TYPE_CHECKING:
     from .call import Call
-    from .server import FastProxy
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -245,7 +244,7 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if lname == b"content-encoding":
             self.encoding = value
-        elif lname == self.pool.srv.id_lower:
+        elif lname == self.pool.id_lower:
             self.has_id = True
         elif lname == BINARY_HEADER_KEY:
             self.header_length = value if self.header_length in (None, value) else b""
@@ -281,9 +280,9 @@ class UpstreamPool:
     """Keep-alive connections to the upstream, at most ``limit`` open (or opening) at once;
     calls beyond wait in line for one."""
 
-    def __init__(self, srv: FastProxy, host: str, port: int, ssl_context: ssl.SSLContext | None,
-                 limit: int, connect_timeout: float) -> None:
-        self.srv = srv
+    def __init__(self, id_lower: bytes | None, host: str, port: int,
+                 ssl_context: ssl.SSLContext | None, limit: int, connect_timeout: float) -> None:
+        self.id_lower = id_lower  # the request id header, lower-cased: responses may echo it
         self.host = host
         self.port = port
         self.ssl = ssl_context
