@@ -22,6 +22,7 @@ from .common import (
     BINARY_HEADER,
     CLIENT_CLOSED,
     HOP_BY_HOP,
+    BoundedCopy,
     ProxyContext,
     ProxySettings,
     RequestIds,
@@ -108,7 +109,8 @@ class Proxy:
             copy, body = self._request_body(request, analyse)
             data: bytes | AsyncIterator[bytes] | aiohttp.StreamReader | None
             if isinstance(body, _WholeBody):
-                data = copy.data = await body.read()
+                data = await body.read()
+                copy.add(data)
             else:
                 data = body
             target = request.raw_path
@@ -154,7 +156,7 @@ class Proxy:
             finally:
                 upstream.release()
             if analyse and request.body_exists:  # a bodyless call carries nothing to analyse
-                self._hand_off(model, match.route, status, copy.data, response_body,
+                self._hand_off(model, match.route, status, copy.data(), response_body,
                                request.headers.get("Content-Encoding", ""),
                                upstream.headers.get("Content-Encoding", ""), request_id,
                                binary_header(request.headers), binary_header(upstream.headers))
@@ -166,28 +168,24 @@ class Proxy:
 
     def _request_body(
         self, request: web.BaseRequest, analyse: bool
-    ) -> tuple[_BodyCopy, _WholeBody | AsyncIterator[bytes] | aiohttp.StreamReader | None]:
+    ) -> tuple[BoundedCopy, _WholeBody | AsyncIterator[bytes] | aiohttp.StreamReader | None]:
         """(copy for analysis, what to send upstream). Small inference bodies are read whole;
         everything else streams, with a bounded copy taken on the way for inference routes."""
-        copy = _BodyCopy()
+        copy = BoundedCopy(self._cap)
         if not request.body_exists:
             return copy, None
         length = request.content_length
         if analyse and length is not None and length <= self._cap:
             return copy, _WholeBody(request)
-        if not analyse or length is not None:
+        if not analyse or length is not None:  # not analysed, or known to be over the cap
+            copy.parts = None
             return copy, request.content
         return copy, self._tee(request.content, copy)
 
-    async def _tee(self, content: aiohttp.StreamReader, copy: _BodyCopy) -> AsyncIterator[bytes]:
-        captured: bytearray | None = bytearray()
+    async def _tee(self, content: aiohttp.StreamReader, copy: BoundedCopy) -> AsyncIterator[bytes]:
         async for chunk in content.iter_any():
-            if captured is not None:
-                captured.extend(chunk)
-                if len(captured) > self._cap:
-                    captured = None
+            copy.add(chunk)
             yield chunk
-        copy.data = bytes(captured) if captured is not None else None
 
     async def _relay(
         self, request: web.BaseRequest, upstream: aiohttp.ClientResponse, model: str, analyse: bool,
@@ -227,7 +225,7 @@ class Proxy:
         if length is not None:
             stream.content_length = length
         await stream.prepare(request)
-        captured = bytearray() if analyse else None
+        captured = BoundedCopy(self._cap) if analyse else None
         while True:
             t = time.perf_counter()
             try:
@@ -246,12 +244,10 @@ class Proxy:
             if not chunk:
                 break
             if captured is not None:
-                captured.extend(chunk)
-                if len(captured) > self._cap:
-                    captured = None
+                captured.add(chunk)
             await stream.write(chunk)
         await stream.write_eof()
-        return stream, bytes(captured) if captured is not None else None, waited
+        return stream, captured.data() if captured is not None else None, waited
 
     async def _fail(self, request: web.BaseRequest, model: str, err: UpstreamError) -> web.StreamResponse:
         self._stats.upstream_errors[(model, err.reason)] += 1
@@ -285,15 +281,6 @@ class Proxy:
 
 class _BrokeOff(Exception):
     """The upstream broke off after the response had started; the client connection is cut."""
-
-
-class _BodyCopy:
-    """The request body as the analysis will see it; None if it was too large to keep."""
-
-    __slots__ = ("data",)
-
-    def __init__(self) -> None:
-        self.data: bytes | None = None
 
 
 class _WholeBody:

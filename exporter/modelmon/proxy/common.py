@@ -67,6 +67,36 @@ class UpstreamError(Exception):
 
 
 
+class BoundedCopy:
+    """The copy of a body the analysis gets, kept only while it is at most ``cap`` bytes (the
+    configuration's analysis.max_body_bytes): past that it is dropped -- the body itself passes
+    through untouched, and the exchange is counted as not analysed (body_too_large)."""
+
+    __slots__ = ("cap", "parts", "size")
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.parts: list[bytes] | None = []
+        self.size = 0
+
+    def add(self, data: bytes) -> None:
+        parts = self.parts
+        if parts is not None:
+            self.size += len(data)
+            if self.size > self.cap:
+                self.parts = None
+            else:
+                parts.append(data)
+
+    def data(self) -> bytes | None:
+        """The body, or None when it was too large to keep (``parts`` set to None: also when
+        it was known to be from the start, and not copied at all)."""
+        parts = self.parts
+        if parts is None:
+            return None
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 def error_body(err: UpstreamError) -> bytes:
     """The JSON body of the sidecar's own 502/504 (both engines, byte for byte)."""
     return json.dumps({"error": "upstream_unavailable", "reason": err.reason, "detail": str(err)}).encode()

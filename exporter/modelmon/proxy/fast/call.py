@@ -28,7 +28,7 @@ import httptools
 
 from ...pipeline import Exchange
 from ...routes import OTHER_ROUTE
-from ..common import CLIENT_CLOSED, UpstreamError, log
+from ..common import CLIENT_CLOSED, BoundedCopy, UpstreamError, log
 from .wire import (
     BODY_BUFFER,
     CHUNKS,
@@ -75,8 +75,8 @@ class Call:
         "analyse", "chunked", "client", "conn_tokens", "encoding", "expect", "extra_id",
         "has_body", "has_host", "head", "header_length", "http10", "is_head", "keep_alive",
         "length", "method", "model", "parts", "pending", "pending_size", "phase", "replay",
-        "replay_size", "replayable", "req_copy", "req_copy_size", "req_done", "request_id",
-        "resp_copy", "resp_copy_size", "resp_encoding", "resp_eof", "resp_header_length",
+        "replay_size", "replayable", "req_copy", "req_done", "request_id",
+        "resp_copy", "resp_encoding", "resp_eof", "resp_header_length",
         "resp_mode", "retried", "route", "shared", "status", "t0", "target", "te_codings", "up",
         "wait_mark", "waited",
     )
@@ -111,10 +111,8 @@ class Call:
         self.replay_size = 0
         self.replayable = False  # safe to send twice: idempotent method or Idempotency-Key
         self.retried = False
-        self.req_copy: list[bytes] | None = None
-        self.req_copy_size = 0
-        self.resp_copy: list[bytes] | None = None
-        self.resp_copy_size = 0
+        self.req_copy: BoundedCopy | None = None  # taken for inference routes
+        self.resp_copy: BoundedCopy | None = None
         self.up: UpstreamConnection | None = None
         self.head = b""
         self.status = CLIENT_CLOSED
@@ -158,7 +156,7 @@ class Call:
             self.model, self.route, self.analyse = "default", OTHER_ROUTE, False
             log.warning("route", "route matching failed: %s", exc)
         if self.analyse and self.has_body:
-            self.req_copy = []
+            self.req_copy = BoundedCopy(self.shared.cap)
         if self.conn_tokens:
             self.parts = drop_named(self.parts, self.conn_tokens)
             if self.replayable and self.method not in IDEMPOTENT_METHODS:
@@ -234,12 +232,8 @@ class Call:
         self.shared.pool.acquire(self)
 
     def request_body(self, data: bytes) -> None:
-        copy = self.req_copy
-        if copy is not None:
-            copy.append(data)
-            self.req_copy_size += len(data)
-            if self.req_copy_size > self.shared.cap:
-                self.req_copy = None
+        if self.req_copy is not None:
+            self.req_copy.add(data)
         if self.phase == DONE:
             return  # answered already (an error): the rest of the body is discarded
         if self.chunked:
@@ -349,15 +343,11 @@ class Call:
         head.append(CRLF)
         client.out.append(b"".join(head))
         if self.analyse and self.has_body and 200 <= status < 300 and mode != NONE:
-            self.resp_copy = []
+            self.resp_copy = BoundedCopy(self.shared.cap)
 
     def response_body(self, data: bytes) -> None:
-        copy = self.resp_copy
-        if copy is not None:
-            copy.append(data)
-            self.resp_copy_size += len(data)
-            if self.resp_copy_size > self.shared.cap:
-                self.resp_copy = None
+        if self.resp_copy is not None:
+            self.resp_copy.add(data)
         mode = self.resp_mode
         if mode == CHUNKS:
             self.client.out += (b"%x\r\n" % len(data), data, CRLF)
@@ -506,13 +496,14 @@ class Call:
             return  # an error response carries no prediction
         try:
             shared.models.saw_prediction(self.model)
-            req, resp = self.req_copy, self.resp_copy
+            req = self.req_copy.data() if self.req_copy is not None else None
+            resp = self.resp_copy.data() if self.resp_copy is not None else None
             if req is None or resp is None:
                 shared.queue.drop("body_too_large", 1,
                                f"model={self.model}: body over analysis.max_body_bytes")
                 return
             exchange = Exchange(
-                self.model, self.route, status, b"".join(req), b"".join(resp),
+                self.model, self.route, status, req, resp,
                 self.encoding.decode("latin-1"), self.up_encoding(),
                 self.request_id.decode("latin-1") if self.request_id is not None else None)
             if self.header_length is not None:
