@@ -59,6 +59,11 @@ async def test_every_exported_metric_is_in_the_catalogue(proxied: Running) -> No
 
 
 def _collector_classes() -> list[type[cat.CatalogueCollector]]:
+    # the collectors are found as subclasses: every module that defines one must be imported
+    import modelmon.drift.service
+    import modelmon.listeners
+
+    assert modelmon.drift.service and modelmon.listeners
 
     found: list[type[cat.CatalogueCollector]] = []
     todo = [cat.CatalogueCollector]

@@ -79,7 +79,7 @@ async def wide_sidecar(start_sidecar: StartSidecar, profile_path: Path, **server
     await running.sidecar.compute_drift()
     monitor = running.sidecar.analysis.drift_models["wide"]
     for record in records(40, seed=2):  # one row at a time: stays queued
-        running.sidecar.analysis.analyse(Decoded("wide", "push", 1, records=[record]))
+        running.sidecar.analysis.analyse(Decoded("wide", "push", records=[record]))
     assert monitor._pending_rows == 40
     return running
 

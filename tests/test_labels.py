@@ -166,7 +166,7 @@ def test_predictions_with_10_kb_outputs_stay_within_the_entry_bound() -> None:
         for b in range(50):
             records = [{"id": f"p{b}-{i}", "features": {"x": 1.0}, "prediction": f"{b}-{i}-" + "y" * 10_000}
                        for i in range(100)]
-            decoded = Decoded("m", "push", 100, records=orjson.loads(orjson.dumps(records)), received_at=1e9)
+            decoded = Decoded("m", "push", records=orjson.loads(orjson.dumps(records)), received_at=1e9)
             analysis.analyse(decoded)
 
     used = traced_bytes(fill)

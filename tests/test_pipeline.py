@@ -38,10 +38,11 @@ class Recorder:
         self.seen: list[str | None] = []
         self._fail_on = fail_on or set()
 
-    def analyse(self, decoded: Decoded) -> None:
+    def analyse(self, decoded: Decoded) -> int:
         self.seen.append(decoded.request_id)
         if decoded.request_id in self._fail_on:
             raise RuntimeError("analyser bug")
+        return 1  # the one row of BODY
 
 
 @contextlib.asynccontextmanager
@@ -170,10 +171,11 @@ class Raiser(Recorder):
         super().__init__()
         self._error = error
 
-    def analyse(self, decoded: Decoded) -> None:
+    def analyse(self, decoded: Decoded) -> int:
         self.seen.append(decoded.request_id)
         if decoded.request_id == "2":
             raise self._error
+        return 1
 
 
 @pytest.mark.parametrize("error", [
@@ -196,7 +198,7 @@ async def test_an_error_on_one_item_spares_the_rest_of_its_batch_and_later_items
         await queue.join(timeout=1)
     assert analyser.seen == ["0", "1", "2", "3", "4", "5"]
     assert queue.stats.dropped == {("analysis_error",): 1}
-    assert queue.stats.analysed[("m", "proxy")] == 6
+    assert queue.stats.analysed[("m", "proxy")] == 5  # the failed one is dropped, not analysed
     assert "Exception in callback" not in caplog.text
     logged = [r.getMessage() for r in caplog.records if r.name == "modelmon.pipeline"]
     assert len(logged) == 1 and "\n" not in logged[0] and len(logged[0]) < 400
@@ -302,12 +304,16 @@ async def test_a_deeply_nested_proxied_body_is_dropped_and_the_queue_behind_it_a
     ([3, 2], 3), ([0, 4], 0), ([-1000000, 1], 1), ([10**18, 1], 1), ([True, 1], 1), (["3", 1], 1),
 ])
 def test_a_claimed_batch_size_is_a_row_count_only_when_it_can_be(shape: list[Any], rows: int) -> None:
-    """An OIP tensor's shape is the client's claim: a negative one, or more rows than an
-    analysable body (analysis.max_body_bytes) could hold, is not counted as rows (before: the rows counter went down by a million, or up by
-    10**18)."""
-    body = json.dumps({"inputs": [{"name": "x", "shape": shape, "datatype": "FP32", "data": [1.0]}]})
-    exchange = pipeline.Exchange("m", "oip_v2", 200, body.encode(), b"{}", "", "", None)
-    assert pipeline.decode(exchange, 1 << 20).rows == rows
+    """An OIP tensor's shape is the client's claim: rows are what the adapter read, and a shape
+    it cannot read (negative, beyond any body, not integers) is one unreadable payload (before:
+    the rows counter went down by a million, or up by 10**18)."""
+    from modelmon.analysis import Analysis
+    from modelmon.config import Config
+
+    n = max(0, shape[0]) * shape[1] if all(type(d) is int for d in shape) and shape[0] < 10**6 else 1
+    body = {"inputs": [{"name": "x", "shape": shape, "datatype": "FP32", "data": [1.0] * n}]}
+    decoded = pipeline.Decoded("m", "proxy", body, {}, route="/v2/models/{model}/infer")
+    assert Analysis(Config()).analyse(decoded) == rows
 
 
 @pytest.mark.parametrize(("body", "encoding", "header"), [

@@ -108,7 +108,10 @@ class Analysis:
 
     # --- the pipeline's Analyser ---------------------------------------------------------------
 
-    def analyse(self, decoded: Decoded) -> None:
+    def analyse(self, decoded: Decoded) -> int:
+        """Analyse one decoded exchange or batch of pushed records; returns the rows its adapter
+        found (the count of ``modelmon_analysis_records_total``), 1 for a payload it could not
+        read."""
         m = self.model(decoded.model)
         try:
             if decoded.records is not None:
@@ -117,7 +120,7 @@ class Analysis:
                 ex = m.extractor.extract(decoded.route, decoded.request, decoded.response)
         except PayloadError as exc:
             self.payload_errors[(decoded.model, exc.reason)] += 1
-            return
+            return 1
         outputs = m.mapper.outputs(ex)
         errors = ex.errors
         if m.drift is not None:
@@ -127,6 +130,7 @@ class Analysis:
         for reason, count in errors.items():
             self.payload_errors[(decoded.model, reason)] += count
         self._hold_predictions(decoded, m, ex, outputs)
+        return ex.rows
 
     def _hold_predictions(self, decoded: Decoded, m: ModelAnalysis, ex: Extracted,
                           outputs: dict[str, Any]) -> None:

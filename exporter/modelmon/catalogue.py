@@ -263,7 +263,8 @@ RECORDS_DROPPED = _m(
     ("reason",),
 )
 RECORDS_ANALYSED = _m(
-    "analysis_records", C, "Records analysed, by model and source (proxy, push).", ("model", "source"),
+    "analysis_records", C, "Records (rows) analysed, as the protocol adapters read them, by model and "
+    "source (proxy, push); a payload they cannot read counts as one.", ("model", "source"),
 )
 INGEST_REQUESTS = _m(
     "ingest_requests", C,

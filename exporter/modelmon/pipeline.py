@@ -82,7 +82,6 @@ class Decoded:
 
     model: str
     source: str  # "proxy" or "push"
-    rows: int
     request: Any = None
     response: Any = None
     records: list[dict[str, Any]] | None = None
@@ -92,8 +91,9 @@ class Decoded:
 
 
 class Analyser(Protocol):
-    def analyse(self, decoded: Decoded) -> None:
-        """Analyse one decoded item. Raising is allowed: it is counted, never fatal."""
+    def analyse(self, decoded: Decoded) -> int:
+        """Analyse one decoded item; return the rows analysed (the protocol adapters count
+        them). Raising is allowed: it is counted, never fatal."""
 
 
 class PipelineStats:
@@ -214,13 +214,15 @@ class AnalysisQueue:
         except Exception as exc:  # RecursionError (nested too deep), MemoryError, ...: not usable JSON
             self.drop("invalid_json", 1, f"model={item.model}: cannot decode: {describe(exc)}")
             return
-        self.stats.analysed[(item.model, decoded.source)] += decoded.rows
+        rows = 0
         for analyser in analysers:
             try:
-                analyser.analyse(decoded)
+                rows = max(rows, analyser.analyse(decoded))
             except Exception as exc:  # an analyser bug must not stop the drain or the others
-                self.drop("analysis_error", decoded.rows,
+                self.drop("analysis_error", 1,
                           f"model={item.model}: {type(analyser).__name__}: {describe(exc)}")
+        if rows:
+            self.stats.analysed[(item.model, decoded.source)] += rows
 
 
 def one_line(exc: BaseException, limit: int = 200) -> str:
@@ -239,15 +241,12 @@ def describe(exc: BaseException) -> str:
 
 def decode(item: Item, limit: int) -> Decoded:
     if isinstance(item, PushedRecords):
-        return Decoded(item.model, "push", len(item.records), records=item.records,
+        return Decoded(item.model, "push", records=item.records,
                        received_at=item.received_at)
     request = decode_body(item.request_body, item.request_encoding, limit, item.request_header_length)
     response = decode_body(item.response_body, item.response_encoding, limit,
                            item.response_header_length) if item.response_body else None
-    # A row takes at least a byte of the (inflated, so at most ``limit`` bytes) body, whatever
-    # the encoding: a larger claimed batch (a shape of 10**18) is no row count.
-    rows = count_rows(request, max_rows=max(1, limit))
-    return Decoded(item.model, "proxy", rows, request, response, route=item.route,
+    return Decoded(item.model, "proxy", request, response, route=item.route,
                    request_id=item.request_id, received_at=item.received_at)
 
 
@@ -299,32 +298,6 @@ def binary_body(body: bytes, header_length: str) -> BinaryBody:
     except AnalysisError:
         return BinaryBody(None, memoryview(b""), "binary_json_invalid")
     return BinaryBody(header, memoryview(body)[length:])
-
-
-def count_rows(payload: Any, max_rows: int = 1 << 31) -> int:
-    """Rows in an inference request, for the common wire formats; 1 when not recognisable,
-    or when a tensor's shape claims a number of rows that is negative or over ``max_rows``.
-
-    Full per-protocol feature extraction lives in the protocol adapters; this only sizes
-    the batch so the records counter means "rows seen".
-    """
-    if isinstance(payload, BinaryBody):
-        payload = payload.header
-    if isinstance(payload, dict):
-        for key in ("instances", "dataframe_records"):
-            rows = payload.get(key)
-            if isinstance(rows, list):
-                return len(rows)
-        inputs = payload.get("inputs")
-        if isinstance(inputs, list) and inputs and isinstance(inputs[0], dict):
-            shape = inputs[0].get("shape")
-            if (isinstance(shape, list) and shape and type(shape[0]) is int
-                    and 0 <= shape[0] <= max_rows):
-                return shape[0]
-        split = payload.get("dataframe_split")
-        if isinstance(split, dict) and isinstance(split.get("data"), list):
-            return len(split["data"])
-    return 1
 
 
 class PipelineCollector(cat.CatalogueCollector):

@@ -97,19 +97,19 @@ def make_sidecar(tmp: Path) -> Sidecar:
 def feed(sidecar: Sidecar, batch: list[dict[str, Any]], per_item: int = 50) -> None:
     for k in range(0, len(batch), per_item):
         chunk = batch[k:k + per_item]
-        sidecar.analysis.analyse(Decoded("bench", "push", len(chunk), records=chunk))
+        sidecar.analysis.analyse(Decoded("bench", "push", records=chunk))
 
 
 def queue_rows(sidecar: Sidecar, batch: list[dict[str, Any]]) -> None:
     """Queue rows for binning one by one (as single-row requests do), without a flush."""
     for record in batch:
-        sidecar.analysis.analyse(Decoded("bench", "push", 1, records=[record]))
+        sidecar.analysis.analyse(Decoded("bench", "push", records=[record]))
 
 
 async def queue_rows_gently(sidecar: Sidecar, batch: list[dict[str, Any]]) -> None:
     """queue_rows, giving the loop back after each row (~0.1 ms each with 100 features)."""
     for record in batch:
-        sidecar.analysis.analyse(Decoded("bench", "push", 1, records=[record]))
+        sidecar.analysis.analyse(Decoded("bench", "push", records=[record]))
         await asyncio.sleep(0)
 
 
