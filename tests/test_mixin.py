@@ -4,7 +4,6 @@ Alertmanager answers which alerts it inhibits)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import shutil
@@ -32,7 +31,7 @@ from modelmon.mixin import (
     example_yaml,
     load_mixin_config,
 )
-from modelmon.mixin.config import Alertmanager, parse_matchers
+from modelmon.mixin.config import Alertmanager, field_doc, parse_matchers
 from modelmon.mixin.promql import series_name
 
 ROOT = Path(__file__).parent.parent
@@ -451,8 +450,7 @@ def test_the_dedup_key_and_what_orphans_incidents_are_documented() -> None:
     assert '`{}/{alertname=~"Modelmon.+"}/{severity=~"critical"}`' in runbook
     custom = Mixin(load_mixin_config(data=CUSTOM)).files()[RUNBOOK_FILE]
     assert '`{}/{alertname=~"Modelmon.+"}/{severity=~"critical|warning"}`' in custom
-    page_severities = next(f for f in dataclasses.fields(Alertmanager) if f.name == "page_severities")
-    assert "dedup key" in page_severities.metadata["doc"]  # and so in mixin.example.yaml
+    assert "dedup key" in field_doc(Alertmanager, "page_severities")  # and so in mixin.example.yaml
 
 
 # --- inhibitions, by a real Alertmanager ---------------------------------------------------------

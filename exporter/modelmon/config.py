@@ -426,16 +426,20 @@ def _unwrap(tp: Any) -> tuple[Any, msgspec.Meta | None]:
     return tp, meta
 
 
-def _type_at(path: str) -> tuple[Any, msgspec.Meta | None]:
+def _field_types(struct: type) -> dict[str, Any]:
+    """A struct's fields by the key they are written as (``rename``d ones included), with their
+    declared types (Annotated constraints kept)."""
+    hints = typing.get_type_hints(struct, include_extras=True)
+    return {f.encode_name: hints[f.name] for f in msgspec.structs.fields(struct)}
+
+
+def _type_at(path: str, root: type = Config) -> tuple[Any, msgspec.Meta | None]:
     """The declared type (and constraints) of the key at ``path``."""
-    tp: Any = Config
+    tp: Any = root
     meta = None
     for step in _steps(path):
         tp, meta = _unwrap(tp)
-        if isinstance(step, int):
-            tp = typing.get_args(tp)[0]
-        else:
-            tp = typing.get_type_hints(tp, include_extras=True)[step]
+        tp = typing.get_args(tp)[0] if isinstance(step, int) else _field_types(tp)[step]
     return _unwrap(tp) if path else (tp, meta)
 
 
@@ -448,18 +452,18 @@ def _value_at(data: Any, path: str) -> Any:
     return data
 
 
-def _error(exc: msgspec.ValidationError, data: Any) -> ConfigError:
+def _error(exc: msgspec.ValidationError, data: Any, root: type = Config) -> ConfigError:
     """msgspec's message, rewritten to name the key the way the rest of modelmon does."""
     keys = re.fullmatch(r"Expected `str` - at `key` in `\$(?P<path>[^`]*)`", str(exc))
     if keys:
         return ConfigError(f"{keys['path'].lstrip('.') or '<root>'}: keys must be strings")
     found = _AT.match(str(exc))
     message, path = (found["message"], found["path"].lstrip(".")) if found else (str(exc), "")
-    tp, meta = _type_at(path)
+    tp, meta = _type_at(path, root)
     value = _value_at(data, path)
     about = f" ({meta.description})" if meta is not None and meta.description else ""
     if m := re.fullmatch(r"Object contains unknown field `(.+)`", message):
-        known = ", ".join(sorted(f.name for f in msgspec.structs.fields(tp)))
+        known = ", ".join(sorted(f.encode_name for f in msgspec.structs.fields(tp)))
         return ConfigError(f"{_join(path, m[1])}: unknown key (known: {known})")
     if m := re.fullmatch(r"Object missing required field `(.+)`", message):
         return ConfigError(f"{_join(path, m[1])}: required key is missing")
@@ -512,18 +516,22 @@ def _normalise(tp: Any, value: Any, path: str = "") -> Any:
         if value is None and type(None) not in typing.get_args(tp):
             return {}
         if isinstance(value, Mapping):
-            hints = typing.get_type_hints(base, include_extras=True)
+            hints = _field_types(base)
             return {k: _normalise(hints[k], v, _join(path, k)) if isinstance(k, str) and k in hints
                     else v for k, v in value.items()}
     return value
 
 
-def build(data: Mapping[str, Any]) -> Config:
-    """The configuration from a mapping (the merged file, environment and flags)."""
+S = typing.TypeVar("S", bound=msgspec.Struct)
+
+
+def build(data: Mapping[str, Any], root: type[S] = Config) -> S:  # type: ignore[assignment]
+    """A configuration (the sidecar's by default, or another struct such as the mixin's) from a
+    mapping (the merged file, environment and flags); ConfigError naming the bad key."""
     try:
-        return msgspec.convert(_normalise(Config, data), Config)
+        return msgspec.convert(_normalise(root, data), root)
     except msgspec.ValidationError as exc:
-        raise _error(exc, data) from None
+        raise _error(exc, data, root) from None
     except RecursionError:
         raise ConfigError("<root>: nested too deeply") from None
 

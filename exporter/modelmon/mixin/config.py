@@ -1,27 +1,25 @@
 """The mixin's configuration: every threshold, ``for``, window, selector, severity, link and SLO
 in one typed block -- what a jsonnet monitoring mixin keeps in ``_config``.
 
-Loaded from YAML with the sidecar's own loader (unknown keys and wrong types are errors naming
-the key); ``example_yaml()`` writes every key with its default and its meaning
+Frozen msgspec structs, read by the sidecar's own loader (:func:`modelmon.config.build`: unknown
+keys and wrong types are errors naming the key); each field's meaning is given with its default
+(:func:`doc`), and ``example_yaml()`` writes every key with its default and its meaning
 (``alertmanager/mixin.example.yaml``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
-import types
 import typing
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar, Union
+from typing import Any, TypeVar
 
+import msgspec
 import yaml
 
 from .. import catalogue as cat
-from ..config import ConfigError, load_yaml
+from ..config import ConfigError, build, load_yaml
 
 SEVERITIES = ("critical", "warning", "info")
 # What Prometheus and Alertmanager parse (prometheus/common model.ParseDuration): "0", or units
@@ -33,20 +31,47 @@ _DURATION_PART = re.compile(r"([0-9]+)(y|w|d|h|ms|m|s)")
 # the first evaluation) and a route's group_wait (the first notification at once; the generator's
 # own heartbeat route has 0s). Alertmanager refuses a zero group_interval or repeat_interval, and
 # a range vector (every window) must be longer than zero.
-_MAY_BE_ZERO = ("for_", "for_critical", "for_warning", "group_wait")
+_MAY_BE_ZERO = ("for", "for_critical", "for_warning", "group_wait")
 _UNIT_SECONDS = {"y": 365 * 86400, "w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1, "ms": 0.001}
 _LABEL_NAME = r"[a-zA-Z_][a-zA-Z0-9_]*"
 _MATCHER_RE = re.compile(rf'\s*({_LABEL_NAME})\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*')
 _LABEL_NAME_RE = re.compile(rf"^{_LABEL_NAME}$")
 
 
+_PENDING_DOCS: list[str] = []
+
+
 def doc(default: Any, text: str) -> Any:
-    """A field with a default and its documentation (written into the example YAML)."""
+    """A field's default, its meaning noted for :func:`documented` (the class decorator that
+    follows the class body, in field order): the example YAML is written from them."""
     if isinstance(default, list | dict):
-        raise TypeError("use a tuple or a dataclass default")
-    if dataclasses.is_dataclass(default):
-        return field(default_factory=lambda: default, metadata={"doc": text})
-    return field(default=default, metadata={"doc": text})
+        raise TypeError("use a tuple or a struct default")
+    _PENDING_DOCS.append(text)
+    if isinstance(default, msgspec.Struct):
+        return msgspec.field(default_factory=lambda: default)
+    return default
+
+
+C = TypeVar("C", bound=type)
+
+
+def documented(cls: C) -> C:
+    """Attach the texts given with each field's default (:func:`doc`) to the struct."""
+    names = [f.name for f in msgspec.structs.fields(cls)]
+    if len(_PENDING_DOCS) != len(names):
+        raise TypeError(f"{cls.__name__}: every field needs doc(default, text)")
+    cls.__field_docs__ = dict(zip(names, _PENDING_DOCS, strict=True))  # type: ignore[attr-defined]
+    _PENDING_DOCS.clear()
+    return cls
+
+
+def field_doc(struct: type, name: str) -> str:
+    """The meaning of one field of a mixin configuration struct."""
+    return str(getattr(struct, "__field_docs__", {}).get(name, ""))
+
+
+class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A section of the mixin configuration: immutable, and a key it does not know is an error."""
 
 
 def seconds(duration: str) -> float:
@@ -76,82 +101,9 @@ def _fail(path: str, message: str) -> typing.NoReturn:
     raise ConfigError(f"{path}: {message}")
 
 
-# The mixin's dataclasses (their defaults carry the documentation written into the example YAML)
-# are read by this small typed loader: unknown keys and wrong types are errors naming the key.
-# The sidecar's own configuration is on msgspec (modelmon.config).
-T = TypeVar("T")
-
-
-def _convert(tp: Any, value: Any, path: str) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None:
-            if type(None) in args:
-                return None
-            _fail(path, "must not be null")
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(arg, value, path)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0])
-    if origin is tuple:
-        (item_type, _ellipsis) = typing.get_args(tp)
-        if not isinstance(value, list | tuple):
-            _fail(path, f"must be a list, got {type(value).__name__}")
-        return tuple(_convert(item_type, v, f"{path}[{i}]") for i, v in enumerate(value))
-    if dataclasses.is_dataclass(tp):
-        return _build(typing.cast(type, tp), value, path)
-    if tp is bool:
-        if not isinstance(value, bool):
-            _fail(path, f"must be true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            _fail(path, f"must be an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            _fail(path, f"must be a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            _fail(path, f"must be a string, got {value!r}")
-        return str(value)
-    raise TypeError(f"unsupported config type {tp!r} at {path}")  # pragma: no cover
-
-
-def _build(cls: type[T], data: Any, path: str) -> T:
-    if data is None:
-        data = {}
-    if not isinstance(data, Mapping):
-        _fail(path or "<root>", f"must be a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(typing.cast(Any, cls))}
-    for key in data:
-        if key not in fields:
-            known = ", ".join(sorted(fields))
-            _fail(_join(path, str(key)), f"unknown key (known: {known})")
-    kwargs: dict[str, Any] = {}
-    for name, f in fields.items():
-        key_path = _join(path, name)
-        if name in data:
-            kwargs[name] = _convert(hints[name], data[name], key_path)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            _fail(key_path, "required key is missing")
-    return cls(**kwargs)
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-@dataclass(frozen=True)
-class AlertSettings:
+@documented
+class AlertSettings(_Section, frozen=True, forbid_unknown_fields=True,
+                    rename={"for_": "for"}):
     """When one alert fires: its severity and how long its condition must hold."""
 
     severity: str = doc("warning", "critical (pages), warning (chat/webhook) or info (low urgency)")
@@ -162,8 +114,8 @@ def _alert(severity: str, for_: str) -> Any:
     return doc(AlertSettings(severity, for_), "severity and for")
 
 
-@dataclass(frozen=True)
-class Availability:
+@documented
+class Availability(_Section, frozen=True, forbid_unknown_fields=True):
     target_down: AlertSettings = _alert("warning", "5m")
     target_absent: AlertSettings = _alert("critical", "10m")
     metrics_absent: AlertSettings = _alert("warning", "10m")
@@ -176,8 +128,8 @@ class Availability:
               "ModelmonModelDown watches (one gone for longer is forgotten)")
 
 
-@dataclass(frozen=True)
-class Traffic:
+@documented
+class Traffic(_Section, frozen=True, forbid_unknown_fields=True):
     rate_window: str = doc("5m", "window of the request-rate, error-ratio and latency-quantile rules")
     route_matcher: str = doc('route!="other"', "which requests the request rate and error ratio count "
                                                "(empty: all; default: the inference routes, as the "
@@ -191,8 +143,8 @@ class Traffic:
     high_error_ratio_critical: AlertSettings = _alert("critical", "5m")
 
 
-@dataclass(frozen=True)
-class BurnWindow:
+@documented
+class BurnWindow(_Section, frozen=True, forbid_unknown_fields=True):
     """One multi-window burn-rate condition (Google SRE workbook, chapter 5)."""
 
     long: str = doc("1h", "long window")
@@ -201,8 +153,8 @@ class BurnWindow:
     severity: str = doc("critical", "severity of the alert this window pair fires")
 
 
-@dataclass(frozen=True)
-class LatencySLO:
+@documented
+class LatencySLO(_Section, frozen=True, forbid_unknown_fields=True):
     objective: float = doc(0.99, "share of requests that must be served within threshold_seconds")
     threshold_seconds: float = doc(1.0, "the latency bound; must be a bucket boundary of "
                                         "modelmon_request_duration_seconds")
@@ -220,8 +172,8 @@ class LatencySLO:
     for_warning: str = doc("15m", "for of the warning (slow-burn) alert")
 
 
-@dataclass(frozen=True)
-class Drift:
+@documented
+class Drift(_Section, frozen=True, forbid_unknown_fields=True):
     window: str = doc("1h", "window of the fleet drift rules (counts summed over every replica)")
     feature_drift: AlertSettings = _alert("warning", "15m")
     prediction_drift: AlertSettings = _alert("warning", "15m")
@@ -236,8 +188,8 @@ class Drift:
     fleet_drift: AlertSettings = _alert("warning", "30m")
 
 
-@dataclass(frozen=True)
-class Quality:
+@documented
+class Quality(_Section, frozen=True, forbid_unknown_fields=True):
     missing_margin: float = doc(0.05, "missing ratio above the reference's by this much fires "
                                       "ModelmonFeatureMissingHigh")
     out_of_range_margin: float = doc(0.05, "out-of-range ratio above this (the reference's is 0 by "
@@ -250,8 +202,8 @@ class Quality:
     unseen_categories: AlertSettings = _alert("warning", "15m")
 
 
-@dataclass(frozen=True)
-class Performance:
+@documented
+class Performance(_Section, frozen=True, forbid_unknown_fields=True):
     window: str = doc("1h", "window of the fleet performance and fairness rules")
     min_labels: int = doc(100, "labels joined in the window before performance alerts can fire")
     accuracy_min: float = doc(0.8, "fleet accuracy below this fires ModelmonAccuracyLow")
@@ -272,8 +224,8 @@ class Performance:
     labels_not_arriving: AlertSettings = _alert("warning", "1h")
 
 
-@dataclass(frozen=True)
-class Fairness:
+@documented
+class Fairness(_Section, frozen=True, forbid_unknown_fields=True):
     disparate_impact_min: float = doc(0.8, "lowest / highest positive-prediction rate between the groups "
                                            "of a segment below this fires (the four-fifths rule)")
     accuracy_gap_max: float = doc(0.1, "largest accuracy difference between groups above this fires")
@@ -283,16 +235,16 @@ class Fairness:
     accuracy_gap: AlertSettings = _alert("warning", "1h")
 
 
-@dataclass(frozen=True)
-class Freshness:
+@documented
+class Freshness(_Section, frozen=True, forbid_unknown_fields=True):
     model_max_age: str = doc("30d", "a model trained longer ago fires ModelmonModelStale")
     no_predictions_after: str = doc("15m", "no prediction for this long fires ModelmonNoPredictions")
     model_stale: AlertSettings = _alert("info", "1h")
     no_predictions: AlertSettings = _alert("warning", "5m")
 
 
-@dataclass(frozen=True)
-class Resources:
+@documented
+class Resources(_Section, frozen=True, forbid_unknown_fields=True):
     memory_warning: float = doc(0.9, "cgroup memory usage / limit above which ModelmonMemoryNearLimit warns")
     memory_critical: float = doc(0.97, "usage / limit above which it pages")
     memory_near_limit_warning: AlertSettings = _alert("warning", "15m")
@@ -303,8 +255,8 @@ class Resources:
     memory_filling_up: AlertSettings = _alert("warning", "30m")
 
 
-@dataclass(frozen=True)
-class Sidecar:
+@documented
+class Sidecar(_Section, frozen=True, forbid_unknown_fields=True):
     window: str = doc("10m", "rate window of the dropped-record and payload-error ratios")
     dropped_ratio: float = doc(0.01, "records dropped per record analysed above which "
                                      "ModelmonDroppedRecords fires")
@@ -316,8 +268,8 @@ class Sidecar:
     drift_scoring_stalled: AlertSettings = _alert("warning", "5m")
 
 
-@dataclass(frozen=True)
-class Alertmanager:
+@documented
+class Alertmanager(_Section, frozen=True, forbid_unknown_fields=True):
     pagerduty_url: str = doc("https://events.pagerduty.com/v2/enqueue",
                              "PagerDuty Events API v2 endpoint (point it at a local receiver to test)")
     routing_key_file: str = doc("/etc/alertmanager/secrets/pagerduty-routing-key",
@@ -341,8 +293,8 @@ class Alertmanager:
     heartbeat_interval: str = doc("1m", "how often the Watchdog's heartbeat is sent")
 
 
-@dataclass(frozen=True)
-class MixinConfig:
+@documented
+class MixinConfig(_Section, frozen=True, forbid_unknown_fields=True):
     selector: str = doc('job="modelmon"',
                         "label matchers added to every selector, so the rules coexist with other "
                         "exporters in one Prometheus")
@@ -455,16 +407,16 @@ def _route_matcher(key: str, text: str, spec: cat.MetricSpec) -> None:
 
 def _validate(node: Any, path: str) -> None:
     """Durations, severities, ratios and counts of every section, by field name and type."""
-    for f in dataclasses.fields(node):
+    for f in msgspec.structs.fields(node):
         value = getattr(node, f.name)
-        key = f"{path}.{f.name}" if path else f.name
+        key = f"{path}.{f.encode_name}" if path else f.encode_name
         if isinstance(value, AlertSettings):
             if value.severity not in SEVERITIES:
                 _fail(f"{key}.severity", f"must be one of {', '.join(SEVERITIES)}, got {value.severity!r}")
             _duration(f"{key}.for", value.for_, zero=True)
-        elif dataclasses.is_dataclass(value):
+        elif isinstance(value, msgspec.Struct):
             _validate(value, key)
-        elif isinstance(value, tuple) and value and dataclasses.is_dataclass(value[0]):
+        elif isinstance(value, tuple) and value and isinstance(value[0], msgspec.Struct):
             for i, item in enumerate(value):
                 _validate(item, f"{key}[{i}]")
         elif f.name in ("window", "long", "short") or f.name.endswith(
@@ -489,19 +441,6 @@ def _duration(key: str, value: str, zero: bool = False) -> None:
         _fail(key, f"must be longer than 0, got {value!r}")
 
 
-def _yaml_name(name: str) -> str:
-    return "for" if name == "for_" else name
-
-
-def _rename(data: Any) -> Any:
-    """YAML keys -> field names (``for`` is a Python keyword)."""
-    if isinstance(data, dict):
-        return {("for_" if k == "for" else k): _rename(v) for k, v in data.items()}
-    if isinstance(data, list):
-        return [_rename(v) for v in data]
-    return data
-
-
 def load_mixin_config(path: str | Path | None = None, data: dict[str, Any] | None = None) -> MixinConfig:
     """The configuration from a YAML file (or a mapping); defaults for every key not given."""
     if path is not None:
@@ -520,11 +459,8 @@ def load_mixin_config(path: str | Path | None = None, data: dict[str, Any] | Non
             "drift.output_features: removed: ModelmonFeatureDrift and ModelmonPredictionDrift now tell "
             "inputs from outputs by the profile's roles (modelmon_feature_info{role}, exported by "
             "the sidecar); delete the key")
-    try:
-        # over the defaults, so that a partial section (an alert's `for` alone) keeps the rest
-        config = _build(MixinConfig, _rename(_merge(as_dict(MixinConfig()), data or {})), "")
-    except ConfigError as exc:
-        raise ConfigError(str(exc).replace("for_", "for")) from None
+    # over the defaults, so that a partial section (an alert's `for` alone) keeps the rest
+    config = build(_merge(as_dict(MixinConfig()), data or {}), MixinConfig)
     config.validate()
     return config
 
@@ -537,11 +473,7 @@ def _merge(base: Any, over: Any) -> Any:
 
 def as_dict(node: Any) -> Any:
     """The configuration as plain YAML data, ``for`` spelled as in the file."""
-    if dataclasses.is_dataclass(node) and not isinstance(node, type):
-        return {_yaml_name(f.name): as_dict(getattr(node, f.name)) for f in dataclasses.fields(node)}
-    if isinstance(node, tuple):
-        return [as_dict(v) for v in node]
-    return node
+    return msgspec.to_builtins(node)
 
 
 def example_yaml(config: MixinConfig | None = None) -> str:
@@ -566,22 +498,22 @@ def _scalar(value: Any) -> str:
 
 def _emit(node: Any, indent: int, lines: list[str]) -> None:
     pad = " " * indent
-    for f in dataclasses.fields(node):
+    for f in msgspec.structs.fields(node):
         value = getattr(node, f.name)
-        name = _yaml_name(f.name)
-        text = f.metadata.get("doc", "")
+        name = f.encode_name
+        text = field_doc(type(node), f.name)
         if isinstance(value, AlertSettings):
             lines.append(f"{pad}{name}: {{severity: {value.severity}, for: {value.for_}}}")
-        elif dataclasses.is_dataclass(value):
+        elif isinstance(value, msgspec.Struct):
             lines.append(f"{pad}# {text}")
             lines.append(f"{pad}{name}:")
             _emit(value, indent + 2, lines)
-        elif isinstance(value, tuple) and value and dataclasses.is_dataclass(value[0]):
+        elif isinstance(value, tuple) and value and isinstance(value[0], msgspec.Struct):
             lines.extend(f"{pad}# {part}" for part in _wrap(text, 96 - indent))
             lines.append(f"{pad}{name}:")
             for item in value:
-                fields = ", ".join(f"{_yaml_name(k.name)}: {_scalar(getattr(item, k.name))}"
-                                   for k in dataclasses.fields(item))
+                fields = ", ".join(f"{k.encode_name}: {_scalar(getattr(item, k.name))}"
+                                   for k in msgspec.structs.fields(item))
                 lines.append(f"{pad}  - {{{fields}}}")
         else:
             entry = f"{pad}{name}: {_scalar(list(value) if isinstance(value, tuple) else value)}"
