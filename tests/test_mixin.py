@@ -566,3 +566,17 @@ def test_cli_writes_the_files(tmp_path: Path) -> None:
                              "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "invalid mixin config: latency_slo.threshold_seconds" in result.stderr
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"a: " + b"[" * 3000 + b"]" * 3000, "nested too deeply"),
+    (b"traffic: {rate_window: \xff\xfe}\n", "not UTF-8"),
+    (b"? [a, b]\n: 1\n", "a key must be a scalar"),
+    (b"- a list\n", "top level must be a mapping"),
+])
+def test_a_bad_mixin_file_gets_one_line(tmp_path: Path, content: bytes, message: str) -> None:
+    """The mixin's file is read as the sidecar's is: a reason, never a traceback."""
+    bad = tmp_path / "mixin.yaml"
+    bad.write_bytes(content)
+    with pytest.raises(ConfigError, match=message):
+        load_mixin_config(bad)

@@ -221,3 +221,15 @@ def test_profile_command(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "column 'nope' not in the data" in bad.stderr
 
+
+
+def test_a_profile_feature_with_an_unknown_role_is_refused_by_name() -> None:
+    """A role outside input/output/target was loaded silently and the feature was then neither an
+    input nor an output: never monitored as either."""
+    from modelmon.profile import FORMAT, FORMAT_VERSION, ProfileError, profile_from_dict
+
+    feature = {"kind": "categorical", "name": "a", "role": "bogus", "categories": ["x"], "counts": [1],
+               "missing": 0}
+    with pytest.raises(ProfileError, match=r"features\[0\]\.role must be one of input, output, target"):
+        profile_from_dict({"format": FORMAT, "format_version": FORMAT_VERSION, "model": "m", "rows": 1,
+                           "features": [feature]})

@@ -1,7 +1,7 @@
 """Bearer-token authentication on the admin port (RFC 6750 §2.1, RFC 9110 §11).
 
 The token is read from a file, normally a mounted Kubernetes Secret. Kubernetes updates such a
-file by swapping a symlink, so the path is ``stat``-ed on every check (about a microsecond) and
+file by swapping a symlink, so the path is ``stat``-ed on every check (cheap: no read) and
 the file re-read when its inode, size or times change: a rotated token is in force on the next
 request, without a restart. A missing, unreadable or empty file at start-up is an error; later
 it fails closed — every protected request is refused (``503``) until a token can be read again.

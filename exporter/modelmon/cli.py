@@ -120,7 +120,8 @@ def _progress_bar() -> Callable[[int, float | None], None]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="modelmon", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="modelmon", description="modelmon: a Prometheus monitoring sidecar for machine-learning models")
     parser.add_argument("--version", action="version", version=f"modelmon {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -309,8 +309,8 @@ class LabelsConfig(_Section, frozen=True, forbid_unknown_fields=True):
                                         description="an HTTP header name")] = "X-Request-ID"
     generate_ids: bool = True
     ttl_seconds: Positive = 86400.0  # how long a prediction waits for its label (and vice versa)
-    # Predictions held (~150 bytes each) and, separately, early labels held (~250 bytes each);
-    # whatever clients send, at most 450 bytes an entry (long values are held as digests).
+    # Predictions held and, separately, early labels held; whatever clients send, at most 450
+    # bytes an entry (long values are held as digests): README, "Ground truth and performance", has the sizes.
     max_entries: PositiveInt = 20_000
     window_seconds: Positive = 3600.0  # sliding window of the performance gauges
     sub_windows: SubWindows = 12
@@ -596,29 +596,39 @@ def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: safe
 
 
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A configuration file's mapping (the sidecar's and the mixin's): ConfigError with a
+    one-line reason for whatever it holds instead (unreadable, not UTF-8, not YAML, nested too
+    deeply, a key given twice, not a mapping)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+    try:
+        loaded = load_yaml(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    return loaded or {}
+
+
+def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``over`` laid over ``base``, mapping by mapping (a list or value in ``over`` replaces)."""
+    return _merge(dict(base), over)
+
+
 def load_config(
     path: str | Path | None = None,
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> Config:
     """Load, merge and validate the configuration; raises ConfigError naming the bad key."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"{path}: not UTF-8 text: {exc.reason} at byte {exc.start}") from None
-        try:
-            loaded = load_yaml(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-        except RecursionError:
-            raise ConfigError(f"{path}: nested too deeply") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: top level must be a mapping")
-        data = loaded or {}
+    data: dict[str, Any] = read_config_file(path) if path is not None else {}
     if env is not None:
         data = _merge(data, _env_overrides(env))
     if overrides:

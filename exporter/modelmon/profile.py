@@ -15,6 +15,7 @@ import json
 import math
 import re
 import struct
+import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -37,6 +38,7 @@ OTHER = "__other__"
 MISSING_TEXT = frozenset({"", "na", "nan", "null", "none", "n/a", "NA", "NaN", "NULL", "None"})
 
 Role = Literal["input", "output", "target"]
+ROLES: tuple[str, ...] = typing.get_args(Role)
 
 
 class ProfileError(ValueError):
@@ -169,9 +171,12 @@ def profile_from_dict(doc: Mapping[str, Any], where: str = "profile") -> Profile
         raise ProfileError(f"{where}: unsupported profile format_version {doc.get('format_version')!r}")
     features: list[Feature] = []
     try:
-        for raw in doc["features"]:
+        for i, raw in enumerate(doc["features"]):
             raw = dict(raw)
             kind = raw.pop("kind")
+            if raw.get("role") not in ROLES:
+                raise ProfileError(f"{where}: features[{i}].role must be one of {', '.join(ROLES)}, "
+                                   f"got {raw.get('role')!r}")
             if kind == "numeric":
                 f: Feature = NumericFeature(
                     raw["name"], raw["role"], tuple(float(e) for e in raw["edges"]),
@@ -189,7 +194,8 @@ def profile_from_dict(doc: Mapping[str, Any], where: str = "profile") -> Profile
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, ProfileError):
             raise
-        raise ProfileError(f"{where}: malformed profile: {exc!r}") from None
+        what = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise ProfileError(f"{where}: malformed profile: {what}") from None
     names = [f.name for f in features]
     if len(names) != len(set(names)):
         raise ProfileError(f"{where}: duplicate feature names")
@@ -260,7 +266,7 @@ def decimal_floats(values: NDArray[Any]) -> NDArray[np.float64]:
     Integers are exact in float32 up to 2^24 and stay integers beyond (NumPy writes float32
     41851352 as 41851350.0: another integer; 3.0 being 3 everywhere, an integer is its
     value). Otherwise equal to ``float(str(v))`` of the float32 (checked on every float32 bit
-    pattern); vectorised: about 0.15 us a value, where ``astype(str)`` takes 0.6."""
+    pattern); vectorised, several times faster than ``astype(str)``."""
     global _HALF_DECIMALS
     if values.ndim != 1:
         return decimal_floats(values.ravel()).reshape(values.shape)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 log = logging.getLogger("modelmon")
 
-# How often the C heap's free pages are handed back to the OS (a millisecond or two each time).
+# How often the C heap's free pages are handed back to the OS (a short pause each time).
 HEAP_TRIM_SECONDS = 30.0
 
 

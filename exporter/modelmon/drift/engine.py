@@ -4,8 +4,9 @@
 ``FLUSH_ROWS`` rows are waiting (or before scoring or a scrape reads the counts) ``observe``
 takes them all at once: it classifies values, bins them into the reference bins (one
 ``searchsorted`` per feature and one ``bincount`` for the batch) and adds the counts to a
-sliding window and to cumulative totals. NumPy's cost is per call, not per value, so this turns
-~200 us per single-row request (16 features) into a few us. ``compute`` runs on a
+sliding window and to cumulative totals. NumPy's cost is per call, not per value, so batching
+turns a single-row request's binning from the dominant cost into a small one (README,
+Performance). ``compute`` runs on a
 schedule, off the request path, and scores every feature against the reference.
 
 Both also come as steps (``flush_steps``, ``compute_steps``: FEATURES_PER_STEP features a

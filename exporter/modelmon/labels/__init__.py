@@ -1,7 +1,5 @@
 """Ground truth: delayed labels joined to predictions, and the performance they feed.
 
-Delayed ground truth: the join buffer, and the performance it feeds.
-
 Every analysed prediction is held under its request id (bounded, with a TTL) until its label
 arrives through ``POST /v1/labels`` — minutes or days later. Labels that arrive first wait in a
 bounded buffer of their own for their prediction. A join updates, per model:

@@ -23,8 +23,8 @@ class JoinBuffer:
     under any of its keys is a duplicate, as long as the join is among the last ``max_entries``.
     A key held by two predictions finds the newer.
 
-    At 1,000 requests/s the buffer is always full, so a held prediction is kept compact: about
-    150 bytes, not 450 to 550 as a tuple in OrderedDicts under its key strings. Its fields sit
+    At 1,000 requests/s the buffer is always full, so a held prediction is kept compact (a third
+    of a tuple in OrderedDicts under its key strings: tests/bench/bench_join_buffer.py). Its fields sit
     in arrays at a slot number, with no Python object of its own (the tuple is built again on
     the way out), and its keys are indexed by their 64-bit ``hash()`` alone, not kept. Two keys
     with the same hash would pass for one: with 10^5 keys indexed, one lookup in ~10^14.
@@ -35,8 +35,7 @@ class JoinBuffer:
     key's hash alone, and model names and segment values are strings shared by all entries
     (bounded label values). A held prediction takes at most 450 bytes with its two keys and,
     once joined, its keys remembered (plus 40 + 8 per segment feature for its segment tuple),
-    a waiting label at most 450: ~150 and ~250 with float values (tests/test_labels.py
-    measures the worst case).
+    a waiting label at most 450 (tests/test_labels.py checks the worst case).
     """
 
     def __init__(self, max_entries: int, ttl: float, clock: Callable[[], float] = time.time) -> None:

@@ -19,7 +19,7 @@ import msgspec
 import yaml
 
 from .. import catalogue as cat
-from ..config import ConfigError, build, load_yaml
+from ..config import ConfigError, build, merge, read_config_file
 
 SEVERITIES = ("critical", "warning", "info")
 # What Prometheus and Alertmanager parse (prometheus/common model.ParseDuration): "0", or units
@@ -444,15 +444,7 @@ def _duration(key: str, value: str, zero: bool = False) -> None:
 def load_mixin_config(path: str | Path | None = None, data: dict[str, Any] | None = None) -> MixinConfig:
     """The configuration from a YAML file (or a mapping); defaults for every key not given."""
     if path is not None:
-        try:
-            loaded = load_yaml(Path(path).read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: top level must be a mapping")
-        data = loaded or {}
+        data = read_config_file(path)
     drift = (data or {}).get("drift")
     if isinstance(drift, dict) and "output_features" in drift:
         raise ConfigError(
@@ -460,15 +452,9 @@ def load_mixin_config(path: str | Path | None = None, data: dict[str, Any] | Non
             "inputs from outputs by the profile's roles (modelmon_feature_info{role}, exported by "
             "the sidecar); delete the key")
     # over the defaults, so that a partial section (an alert's `for` alone) keeps the rest
-    config = build(_merge(as_dict(MixinConfig()), data or {}), MixinConfig)
+    config = build(merge(as_dict(MixinConfig()), data or {}), MixinConfig)
     config.validate()
     return config
-
-
-def _merge(base: Any, over: Any) -> Any:
-    if isinstance(base, dict) and isinstance(over, dict):
-        return {**base, **{k: _merge(base.get(k), v) for k, v in over.items()}}
-    return over
 
 
 def as_dict(node: Any) -> Any:

@@ -40,8 +40,9 @@ BINARY_HEADER = "Inference-Header-Content-Length"
 
 
 class RequestIds:
-    """Generated request ids: 32 random hex digits like ``uuid4().hex``, ten times cheaper: the
-    random bytes come from the OS 4 KiB at a time rather than in one system call per id."""
+    """Generated request ids: 32 random hex digits like ``uuid4().hex``, at a fraction of its cost:
+    the random bytes come from the OS 4 KiB at a time rather than in one system call per id
+    (docs/architecture.md, Decisions)."""
 
     __slots__ = ("_pool", "_pos")
 
