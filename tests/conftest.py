@@ -13,12 +13,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from modelmon.config import Config, load_config
+from modelmon.config import PROXY_ENGINES, Config, load_config
 from modelmon.listeners import Listeners
 from modelmon.sidecar import Sidecar
 from prometheus_client import CollectorRegistry
 
-ENGINES = ("fast", "aiohttp")
+ENGINES = PROXY_ENGINES  # every engine the configuration offers
 
 
 def pytest_configure(config: pytest.Config) -> None:

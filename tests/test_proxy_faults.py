@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import pytest
-from conftest import read_response, sidecar_config
+from conftest import ENGINES, read_response, sidecar_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from modelmon.listeners import Listeners
@@ -219,7 +219,7 @@ async def _scenario(engine: str, plan: list[list[tuple[str, str, int, bool]]]) -
         await upstream.close()
 
 
-@pytest.mark.parametrize("engine", ["fast", "aiohttp"])
+@pytest.mark.parametrize("engine", ENGINES)
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(plan=st.lists(requests_st, min_size=1, max_size=4))
 def test_every_client_gets_its_own_response_or_a_clear_error(
@@ -228,7 +228,7 @@ def test_every_client_gets_its_own_response_or_a_clear_error(
     asyncio.run(_scenario(engine, plan))
 
 
-@pytest.mark.parametrize("engine", ["fast", "aiohttp"])
+@pytest.mark.parametrize("engine", ENGINES)
 def test_a_second_response_is_never_delivered_to_the_next_client(engine: str) -> None:
     """The reproduction: a bodyless request answered twice while the next client waits for the
     one upstream connection; that client must get its own answer, not the duplicate."""

@@ -13,7 +13,7 @@ import math
 import re
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import msgspec
 import yaml
@@ -21,7 +21,8 @@ import yaml
 from .. import catalogue as cat
 from ..config import ConfigError, build, merge, read_config_file
 
-SEVERITIES = ("critical", "warning", "info")
+Severity = Literal["critical", "warning", "info"]
+SEVERITIES: tuple[str, ...] = typing.get_args(Severity)
 # What Prometheus and Alertmanager parse (prometheus/common model.ParseDuration): "0", or units
 # from the largest to the smallest, each at most once ("1h30m"; not "30m1h" or "1h1h").
 _DURATION_RE = re.compile(r"^(?:0|(?=[0-9])(?:[0-9]+y)?(?:[0-9]+w)?(?:[0-9]+d)?(?:[0-9]+h)?(?:[0-9]+m)?"
@@ -106,11 +107,11 @@ class AlertSettings(_Section, frozen=True, forbid_unknown_fields=True,
                     rename={"for_": "for"}):
     """When one alert fires: its severity and how long its condition must hold."""
 
-    severity: str = doc("warning", "critical (pages), warning (chat/webhook) or info (low urgency)")
+    severity: Severity = doc("warning", "critical (pages), warning (chat/webhook) or info (low urgency)")
     for_: str = doc("15m", "how long the condition must hold before the alert fires")
 
 
-def _alert(severity: str, for_: str) -> Any:
+def _alert(severity: Severity, for_: str) -> Any:
     return doc(AlertSettings(severity, for_), "severity and for")
 
 
@@ -150,7 +151,7 @@ class BurnWindow(_Section, frozen=True, forbid_unknown_fields=True):
     long: str = doc("1h", "long window")
     short: str = doc("5m", "short window (1/12 of the long one)")
     factor: float = doc(14.4, "burn-rate factor: the error budget spent this many times too fast")
-    severity: str = doc("critical", "severity of the alert this window pair fires")
+    severity: Literal["critical", "warning"] = doc("critical", "severity of the alert this window pair fires")
 
 
 @documented
@@ -274,7 +275,7 @@ class Alertmanager(_Section, frozen=True, forbid_unknown_fields=True):
                              "PagerDuty Events API v2 endpoint (point it at a local receiver to test)")
     routing_key_file: str = doc("/etc/alertmanager/secrets/pagerduty-routing-key",
                                 "file holding the PagerDuty integration (routing) key")
-    page_severities: tuple[str, ...] = doc(
+    page_severities: tuple[Severity, ...] = doc(
         ("critical",), "severities that page through PagerDuty. Changing it changes the route's matchers, "
                        "so the dedup key of every open PagerDuty incident: resolve them first (README)")
     pagerduty_source: str = doc(
@@ -305,7 +306,8 @@ class MixinConfig(_Section, frozen=True, forbid_unknown_fields=True):
                            "where docs/runbook.md is published; each alert links to its section")
     dashboard_url: str = doc("https://grafana.example/d/modelmon-model/modelmon-model",
                              "the per-model dashboard; alerts link to it with var-model set")
-    watchdog_severity: str = doc("none", "severity label of the Watchdog (routed by name, not severity)")
+    watchdog_severity: Literal["none", "info"] = doc(
+        "none", "severity label of the Watchdog (routed by name, not severity)")
     availability: Availability = doc(Availability(), "targets, metrics, model server, dependencies")
     traffic: Traffic = doc(Traffic(), "request rate, errors, latency quantiles")
     latency_slo: LatencySLO = doc(LatencySLO(), "the latency SLO and its burn-rate alerts")
