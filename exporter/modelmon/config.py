@@ -13,6 +13,7 @@ agree on everything a schema can say.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import typing
@@ -361,39 +362,29 @@ def config_schema() -> dict[str, Any]:
     twice, one of url or tcp, ...) are only in :func:`load_config`."""
     schema: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(msgspec.json.schema(Config)))
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    _plain_strings_take_numbers(schema)
+    _as_the_loader_reads(schema)
     for definition in schema["$defs"].values():
         for name, prop in definition.get("properties", {}).items():
             if set(prop) == {"$ref"}:  # a section: null (left empty) is its defaults
                 definition["properties"][name] = {"anyOf": [prop, {"type": "null"}]}
-    _enums_take_capitals(schema)
     return schema
 
 
-def _enums_take_capitals(node: Any) -> None:
-    """An enumeration of strings also takes its values in capitals, as the loader does."""
+def _as_the_loader_reads(node: Any) -> None:
+    """What :func:`_normalise` takes beyond the types, said in the schema as well: a plain string
+    (no pattern, length or enumeration) also takes a number, and an enumeration of strings also
+    takes its values in capitals."""
     if isinstance(node, dict):
+        if node.get("type") == "string" and not {"pattern", "minLength", "maxLength", "enum"} & node.keys():
+            node["type"] = ["string", "number"]
         enum = node.get("enum")
         if isinstance(enum, list) and all(isinstance(v, str) for v in enum):
             node["enum"] = enum + [v.upper() for v in enum if v.upper() != v]
         for value in node.values():
-            _enums_take_capitals(value)
+            _as_the_loader_reads(value)
     elif isinstance(node, list):
         for value in node:
-            _enums_take_capitals(value)
-
-
-def _plain_strings_take_numbers(node: Any) -> None:
-    """In the schema, a plain string (no pattern, length or enumeration) also takes a number, as
-    the loader does (:func:`_normalise`)."""
-    if isinstance(node, dict):
-        if node.get("type") == "string" and not {"pattern", "minLength", "maxLength", "enum"} & node.keys():
-            node["type"] = ["string", "number"]
-        for value in node.values():
-            _plain_strings_take_numbers(value)
-    elif isinstance(node, list):
-        for value in node:
-            _plain_strings_take_numbers(value)
+            _as_the_loader_reads(value)
 
 
 # --- loading ----------------------------------------------------------------------------------
@@ -426,6 +417,7 @@ def _unwrap(tp: Any) -> tuple[Any, msgspec.Meta | None]:
     return tp, meta
 
 
+@functools.cache
 def _field_types(struct: type) -> dict[str, Any]:
     """A struct's fields by the key they are written as (``rename``d ones included), with their
     declared types (Annotated constraints kept)."""
@@ -556,11 +548,12 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     return tree
 
 
-def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``over`` laid over ``base``, mapping by mapping (a list or value in ``over`` replaces)."""
     out = dict(base)
     for key, value in over.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _merge(dict(out[key]), value)
+            out[key] = merge(out[key], value)
         else:
             out[key] = value
     return out
@@ -617,11 +610,6 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return loaded or {}
 
 
-def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    """``over`` laid over ``base``, mapping by mapping (a list or value in ``over`` replaces)."""
-    return _merge(dict(base), over)
-
-
 def load_config(
     path: str | Path | None = None,
     env: Mapping[str, str] | None = None,
@@ -630,7 +618,7 @@ def load_config(
     """Load, merge and validate the configuration; raises ConfigError naming the bad key."""
     data: dict[str, Any] = read_config_file(path) if path is not None else {}
     if env is not None:
-        data = _merge(data, _env_overrides(env))
+        data = merge(data, _env_overrides(env))
     if overrides:
-        data = _merge(data, overrides)
+        data = merge(data, overrides)
     return build(data)

@@ -77,3 +77,11 @@ def matcher(label: str, op: str, value: str) -> str:
     """One label matcher, ``label op "value"`` (the value's quotes and backslashes escaped)."""
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
     return f'{label}{op}"{escaped}"'
+
+
+def ratio_or_zero(num: str, den: str, counted_if: str | None = None) -> str:
+    """``num / den`` that reads 0, not nothing, where the numerator has no series yet (a counter
+    appears with its first increment); with ``counted_if``, only while that series exists at all
+    (a model that never counts positives has no positive rate, rather than a rate of 0)."""
+    zero = f"0 * {den}" if counted_if is None else f"(0 * {den} unless on () absent({counted_if}))"
+    return f"(\n  {num}\n  or\n  {zero}\n)\n/\n{den}"

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from .. import catalogue as cat
 from .config import MixinConfig, seconds
-from .promql import PromQL, Rule, indent
+from .promql import PromQL, Rule, indent, ratio_or_zero
 
 LN2 = math.log(2)
 OTHER = "__other__"
@@ -60,8 +60,7 @@ class RecordingRules:
             f"model:modelmon_requests:error_ratio_rate{rw}",
             # A model without any 5xx has no such series: recorded as 0, not left absent, so
             # dashboards show 0% and a query `== 0` finds it.
-            f"(\n  sum {g} (rate({errors}[{rw}]))\n  or\n  0 * sum {g} (rate({requests}[{rw}]))\n)\n"
-            f"/\nsum {g} (rate({requests}[{rw}]))",
+            ratio_or_zero(f"sum {g} (rate({errors}[{rw}]))", f"sum {g} (rate({requests}[{rw}]))"),
             help=f"share of requests ({routes or 'all routes'}) answered 5xx (model errors and the "
                  "sidecar's 502/504)")
         bucket = q.sel(cat.REQUEST_DURATION, "bucket")

@@ -75,20 +75,17 @@ def error_response(err: UpstreamError) -> web.Response:
 class Proxy:
     def __init__(self, settings: ProxySettings, context: ProxyContext,
                  session: aiohttp.ClientSession) -> None:
-        upstream, preserve_host, id_header = settings.upstream, settings.preserve_host, settings.id_header
-        routes, models, stats, queue = context.routes, context.models, context.stats, context.queue
-        max_analysis_bytes = settings.max_analysis_bytes
-        self._base = upstream.rstrip("/")
+        self._base = settings.upstream.rstrip("/")
         self._session = session
-        self._routes = routes
-        self._models = models
-        self._stats = stats
-        self._queue = queue
-        self._cap = max_analysis_bytes
-        self._drop_headers = () if preserve_host else ("host",)
+        self._routes = context.routes
+        self._models = context.models
+        self._stats = context.stats
+        self._queue = context.queue
+        self._cap = settings.max_analysis_bytes
+        self._drop_headers = () if settings.preserve_host else ("host",)
         # Inference calls without this header get a generated id, sent upstream and returned
         # to the client, so delayed labels can be joined to the prediction (None: off).
-        self._id_header = id_header
+        self._id_header = settings.id_header
         self._ids = RequestIds()
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:

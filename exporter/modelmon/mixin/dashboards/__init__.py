@@ -21,7 +21,7 @@ __all__ = ["BOARDS", "GENERATED_NOTE", "dashboards"]
 
 # uid by file name
 BOARDS = {fleet.FILE: fleet.UID, model.FILE: model.UID, sidecar.FILE: sidecar.UID}
-SIDECAR_FILE, SIDECAR_UID = sidecar.FILE, sidecar.UID
+SIDECAR_FILE = sidecar.FILE
 
 
 def dashboards(config: MixinConfig) -> dict[str, str]:

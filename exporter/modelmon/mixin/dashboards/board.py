@@ -78,14 +78,6 @@ class Target:
     format: PromQueryFormat = PromQueryFormat.TIME_SERIES
 
 
-def series(expr: str, legend: str = "") -> Target:
-    return Target(expr, legend)
-
-
-def instant_table(expr: str) -> Target:
-    return Target(expr, "", True, PromQueryFormat.TABLE)
-
-
 # A table column: header, expression, unit, and optionally its decimals.
 Column = tuple[str, str, str] | tuple[str, str, str, int]
 
@@ -191,7 +183,7 @@ class Board:
                  .tooltip(gc.VizTooltipOptions().mode(common.TooltipDisplayMode.MULTI)
                           .sort(common.SortOrder.DESCENDING)).fill_opacity(10))
         for i, (expr, legend) in enumerate(targets):
-            panel = panel.with_target(self._query(series(expr, legend), i))
+            panel = panel.with_target(self._query(Target(expr, legend), i))
         if decimals is not None:
             panel = panel.decimals(decimals)
         if min_ is not None:
@@ -232,7 +224,7 @@ class Board:
                  .sort_by([gc.TableSortByFieldState().display_name(sort_by).desc(descending)]))
         renames: dict[str, str] = {}
         for i, (header, expr, unit, *places) in enumerate(columns):
-            panel = panel.with_target(self._query(instant_table(expr), i))
+            panel = panel.with_target(self._query(Target(expr, "", True, PromQueryFormat.TABLE), i))
             field = f"Value #{chr(ord('A') + i)}" if len(columns) > 1 else "Value"
             if not header:  # a query whose labels are the row (ALERTS): its value is not shown
                 continue

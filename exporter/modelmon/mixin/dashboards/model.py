@@ -12,6 +12,7 @@ from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 from ... import catalogue as cat
 from ..config import MixinConfig
+from ..promql import ratio_or_zero
 from .board import RATE_INTERVAL, Board, Target, query_variable
 
 UID = "modelmon-model"
@@ -53,8 +54,8 @@ def model_detail(config: MixinConfig) -> md.Dashboard:
            f"sum(rate({counted}[{r}]))", "req/s", "reqps", decimals=1, w=3)
     b.stat("5xx ratio", "Share of requests answered 5xx (model errors and the sidecar's 502/504), "
            f"all replicas {scope}; 0 when there are none.",
-           f"(\n  sum(rate({errors}[{r}]))\n  or\n  0 * sum(rate({counted}[{r}]))\n)\n/\n"
-           f"sum(rate({counted}[{r}]))", "5xx", "percentunit", decimals=2, w=3,
+           ratio_or_zero(f"sum(rate({errors}[{r}]))", f"sum(rate({counted}[{r}]))"), "5xx",
+           "percentunit", decimals=2, w=3,
            thresholds=(config.traffic.error_ratio_warning, config.traffic.error_ratio_critical))
     b.stat(f"p{top_q * 100:g} latency", f"The {top_q:g} quantile of request latency, all replicas.",
            f"histogram_quantile({top_q:g}, sum by (le) (rate({latency}[{r}])))", "latency", "s",
@@ -185,8 +186,7 @@ def model_detail(config: MixinConfig) -> md.Dashboard:
     b.timeseries("Unseen categories", "Share of a categorical feature's values that the reference "
                  "never saw, all replicas. Line: ModelmonUnseenCategories' margin (over the "
                  "reference's __other__ share).",
-                 [(f"(\n  sum by (feature) (rate({unseen}[{r}]))\n  or\n  0 * {values}\n)\n/\n{values}",
-                   "{{feature}}")],
+                 [(ratio_or_zero(f"sum by (feature) (rate({unseen}[{r}]))", values), "{{feature}}")],
                  "percentunit", thresholds=(q.unseen_margin,))
     b.timeseries("Data-quality events by kind", cat.QUALITY_EVENTS.help,
                  [(f"sum by (feature, kind) (rate({b.sel(cat.QUALITY_EVENTS, '', model)}[{r}]))",
@@ -254,8 +254,7 @@ def model_detail(config: MixinConfig) -> md.Dashboard:
         # but only for a model that counts them at all (a positive class, classification).
         below = f"sum by (segment, value) (rate({b.sel(den, den_suffix, model)}[{r}]))"
         above = b.sel(num, num_suffix, model)
-        return (f"(\n  sum by (segment, value) (rate({above}[{r}]))\n"
-                f"  or\n  (0 * {below} unless on () absent({above}))\n)\n/\n{below}")
+        return ratio_or_zero(f"sum by (segment, value) (rate({above}[{r}]))", below, above)
 
     b.timeseries("Positive-prediction rate by group", "Share of a group's predictions that are "
                  "the positive class (models[].positive_class): unequal rates between groups are "

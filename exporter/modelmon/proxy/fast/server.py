@@ -22,53 +22,41 @@ class FastProxy:
     """The traffic listener of the fast engine."""
 
     def __init__(self, settings: ProxySettings, context: ProxyContext) -> None:
-        upstream = settings.upstream
-        routes, models, stats, queue = context.routes, context.models, context.stats, context.queue
-        max_analysis_bytes, preserve_host, id_header = (
-            settings.max_analysis_bytes, settings.preserve_host, settings.id_header)
-        read_timeout, head_timeout, body_timeout = (
-            settings.read_timeout, settings.head_timeout, settings.body_timeout)
-        request_buffering, max_clients = settings.request_buffering, settings.max_clients
-        max_connections, connect_timeout = settings.max_connections, settings.connect_timeout
-        url = urlsplit(upstream)
+        url = urlsplit(settings.upstream)
         if url.scheme not in ("http", "https") or not url.hostname:
-            raise ValueError(f"not an http(s) URL: {upstream!r}")
-        self.routes = routes
-        self.models = models
-        self.stats = stats
-        self.queue = queue
-        self.cap = max_analysis_bytes
-        self.preserve_host = preserve_host
-        self.id_header = id_header.encode() if id_header else None
-        self.id_lower = self.id_header.lower() if self.id_header else None
-        self.ids = RequestIds()
-        self.base = url.path.rstrip("/").encode()
+            raise ValueError(f"not an http(s) URL: {settings.upstream!r}")
+        self.routes = context.routes
+        self.stats = context.stats
+        id_header = settings.id_header.encode() if settings.id_header else None
+        id_lower = id_header.lower() if id_header else None
         default_port = 443 if url.scheme == "https" else 80
         port = url.port or default_port
         hostport = url.hostname if port == default_port else f"{url.hostname}:{port}"
         if ":" in url.hostname:  # IPv6 literal
             hostport = f"[{url.hostname}]" if port == default_port else f"[{url.hostname}]:{port}"
-        self.host_field = b"Host: " + hostport.encode("idna") + CRLF
-        self.read_timeout = read_timeout
-        self.head_timeout = head_timeout
-        self.body_timeout = body_timeout
-        self.request_buffering = request_buffering
-        self.max_clients_configured = max_clients
-        self.max_clients = max_clients  # fitted to the file descriptor limit in start()
-        self.pool = UpstreamPool(self.id_lower, url.hostname, port,
-                          ssl.create_default_context() if url.scheme == "https" else None,
-                          max_connections, connect_timeout)
+        self.read_timeout = settings.read_timeout
+        self.head_timeout = settings.head_timeout
+        self.body_timeout = settings.body_timeout
+        self.max_clients_configured = settings.max_clients
+        self.max_clients = settings.max_clients  # fitted to the file descriptor limit in start()
+        self.pool = UpstreamPool(id_lower, url.hostname, port,
+                                 ssl.create_default_context() if url.scheme == "https" else None,
+                                 settings.max_connections, settings.connect_timeout)
         self.clients: set[ClientConnection] = set()
         self.evicting = 0  # clients closed to make room whose connection_lost is still due
-        # what each connection and call is given when it is made
-        self.shared = Shared(preserve_host, self.id_header, self.id_lower, self.base, self.host_field,
-                             request_buffering, max_analysis_bytes, self.ids, models, stats, queue,
-                             self.pool, self.clients, self.match, self.admit, self.client_gone)
+        # what each connection and call is given when it is made (the listener keeps only what
+        # it uses itself: routes, counters, timeouts, the pool and the clients)
+        self.shared = Shared(
+            settings.preserve_host, id_header, id_lower, url.path.rstrip("/").encode(),
+            b"Host: " + hostport.encode("idna") + CRLF, settings.request_buffering,
+            settings.max_analysis_bytes, RequestIds(), context.models, context.stats, context.queue,
+            self.pool, self.clients, self.match, self.admit, self.client_gone)
         self.address: tuple[str, int] = ("", 0)
         self._route_cache: dict[bytes, RouteMatch] = {}
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.TimerHandle | None = None
-        self._sweep_every = min(1.0, read_timeout / 4, head_timeout / 4, body_timeout / 4)
+        self._sweep_every = min(1.0, self.read_timeout / 4, self.head_timeout / 4,
+                                self.body_timeout / 4)
         self._all_closed: asyncio.Event | None = None
 
     # --- listening ---------------------------------------------------------------------------
