@@ -44,7 +44,7 @@ drift-rates: $(BIN)/.installed
 	$(BIN)/python tests/bench/drift_rates.py $(ARGS)
 
 generate: $(BIN)/.installed
-	$(BIN)/python -m modelmon.docs > docs/metrics.md
+	$(BIN)/python -m modelmon.metrics.docs > docs/metrics.md
 	$(BIN)/modelmon mixin --out alertmanager --runbook docs/runbook.md \
 		--example-config alertmanager/mixin.example.yaml --dashboards grafana
 

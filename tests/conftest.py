@@ -14,8 +14,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from modelmon.config import PROXY_ENGINES, Config, load_config
-from modelmon.listeners import Listeners
-from modelmon.sidecar import Sidecar
+from modelmon.sidecar.listeners import Listeners
+from modelmon.sidecar.state import Sidecar
 from prometheus_client import CollectorRegistry
 
 ENGINES = PROXY_ENGINES  # every engine the configuration offers

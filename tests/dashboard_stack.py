@@ -27,9 +27,9 @@ from modelmon.demo.model import FEATURES
 from modelmon.demo.model_server import MODEL_NAME, prepare_model, training_profile
 from modelmon.demo.runner import demo_config
 from modelmon.demo.traffic import generate
-from modelmon.listeners import serve
 from modelmon.mixin import ALERTS_FILE, RULES_FILE, Mixin, MixinConfig
-from modelmon.profile import Profile, categorical_feature, numeric_feature
+from modelmon.reference.profile import Profile, categorical_feature, numeric_feature
+from modelmon.sidecar.listeners import serve
 
 PROMETHEUS = shutil.which("prometheus")
 JOB = "modelmon"

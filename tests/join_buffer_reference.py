@@ -9,8 +9,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from modelmon.instruments import counter_vec
 from modelmon.labels import PendingLabel, Prediction
+from modelmon.metrics.instruments import counter_vec
 
 
 class OrderedDictJoinBuffer:

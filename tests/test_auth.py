@@ -11,9 +11,9 @@ import aiohttp
 import orjson
 import pytest
 from conftest import Running, StartSidecar, sidecar_config
-from modelmon import auth
 from modelmon.config import ConfigError
-from modelmon.sidecar import Sidecar
+from modelmon.sidecar import auth
+from modelmon.sidecar.state import Sidecar
 from prometheus_client import CollectorRegistry
 
 TOKEN = "s3cr3t-Token_0123456789abcdef"

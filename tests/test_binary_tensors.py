@@ -34,9 +34,9 @@ import tritonclient.http.aio as triton_aio
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from conftest import Running, StartSidecar
-from modelmon.pipeline import Exchange, decode_body
-from modelmon.profile import Profile, categorical_feature, numeric_feature
+from modelmon.analysis.queue import Exchange, decode_body
 from modelmon.protocols import Extractor
+from modelmon.reference.profile import Profile, categorical_feature, numeric_feature
 from tritonclient.http._utils import _get_inference_request
 from tritonclient.utils import deserialize_bytes_tensor, serialize_byte_tensor, triton_to_np_dtype
 

@@ -12,9 +12,9 @@ from aiohttp.test_utils import TestServer
 from conftest import Running, StartSidecar
 from hypothesis import given
 from hypothesis import strategies as st
-from modelmon import catalogue as cat
-from modelmon.docs import metrics_markdown
-from modelmon.profile import Profile, categorical_feature, numeric_feature
+from modelmon.metrics import catalogue as cat
+from modelmon.metrics.docs import metrics_markdown
+from modelmon.reference.profile import Profile, categorical_feature, numeric_feature
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).parent.parent
@@ -61,9 +61,9 @@ async def test_every_exported_metric_is_in_the_catalogue(proxied: Running) -> No
 def _collector_classes() -> list[type[cat.CatalogueCollector]]:
     # the collectors are found as subclasses: every module that defines one must be imported
     import modelmon.drift.service
-    import modelmon.listeners
+    import modelmon.sidecar.listeners
 
-    assert modelmon.drift.service and modelmon.listeners
+    assert modelmon.drift.service and modelmon.sidecar.listeners
 
     found: list[type[cat.CatalogueCollector]] = []
     todo = [cat.CatalogueCollector]
@@ -175,8 +175,8 @@ def test_the_default_sidecar_loads_neither_the_other_engine_nor_scipy() -> None:
 
     code = ("import asyncio, sys\n"
             "from modelmon.config import load_config\n"
-            "from modelmon.listeners import Listeners\n"
-            "from modelmon.sidecar import Sidecar\n"
+            "from modelmon.sidecar.listeners import Listeners\n"
+            "from modelmon.sidecar.state import Sidecar\n"
             "async def main():\n"
             "    config = load_config(overrides={'server': {'host': '127.0.0.1', 'traffic_port': 0,"
             " 'admin_port': 0}, 'upstream': {'url': 'http://127.0.0.1:1'}})\n"

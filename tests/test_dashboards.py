@@ -16,7 +16,7 @@ import pytest
 import yaml
 from dashboard_previews import VIEWS, fill, render_all
 from dashboard_stack import live_stack
-from modelmon import catalogue as cat
+from modelmon.metrics import catalogue as cat
 from modelmon.mixin import Mixin, MixinConfig
 from modelmon.mixin.dashboards import BOARDS, SIDECAR_FILE, dashboards
 from test_mixin import catalogue_series, selectors

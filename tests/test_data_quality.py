@@ -26,12 +26,12 @@ from conftest import Running, StartSidecar
 from hypothesis import given
 from hypothesis import strategies as st
 from modelmon import cli, jsondecode
+from modelmon.analysis.queue import decode_body
 from modelmon.drift.columns import QUALITY_KINDS, Batch
 from modelmon.drift.engine import DriftSettings, FeatureDrift, ModelDrift
-from modelmon.ingest import parse_batch
 from modelmon.jsondecode import loads
-from modelmon.pipeline import decode_body
-from modelmon.profile import (
+from modelmon.reference.builder import build_profile
+from modelmon.reference.profile import (
     CategoricalFeature,
     NumericFeature,
     Profile,
@@ -40,7 +40,7 @@ from modelmon.profile import (
     load_profile,
     numeric_feature,
 )
-from modelmon.profile_builder import build_profile
+from modelmon.sidecar.push import parse_batch
 from prometheus_client.parser import text_string_to_metric_families
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -195,13 +195,13 @@ def test_every_entry_point_reads_the_same_dialect(body: bytes, tmp_path: Path) -
 
 @pytest.mark.parametrize("body", REFUSED, ids=range(len(REFUSED)))
 def test_what_is_not_in_the_dialect_is_refused_everywhere(body: bytes) -> None:
-    from modelmon.pipeline import AnalysisError
+    from modelmon.analysis.queue import AnalysisError
 
     with pytest.raises(AnalysisError):
         decode_body(body, "", 1 << 20)
     _, _, errors = parse_batch(body, ndjson=True)
     assert errors
-    from modelmon.ingest import BadRequest
+    from modelmon.sidecar.push import BadRequest
     with pytest.raises(BadRequest):
         parse_batch(body, ndjson=False)
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from modelmon.drift.columns import Batch
 from modelmon.drift.engine import DriftSettings, ModelDrift
-from modelmon.profile import Profile, categorical_feature, numeric_feature
+from modelmon.reference.profile import Profile, categorical_feature, numeric_feature
 
 TRIALS = 1000
 REF = 10_000

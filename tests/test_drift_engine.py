@@ -11,7 +11,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from modelmon.drift.columns import QUALITY_KINDS, Batch
 from modelmon.drift.engine import FLUSH_ROWS, DriftSettings, ModelDrift
-from modelmon.profile import Profile, categorical_feature, numeric_feature
+from modelmon.reference.profile import Profile, categorical_feature, numeric_feature
 from modelmon.window import SlidingCounts
 
 

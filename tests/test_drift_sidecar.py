@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from aiohttp.test_utils import TestServer
 from conftest import Running, StartSidecar
-from modelmon.profile import NumericFeature, Profile, categorical_feature, numeric_feature
+from modelmon.reference.profile import NumericFeature, Profile, categorical_feature, numeric_feature
 from prometheus_client.parser import text_string_to_metric_families
 
 

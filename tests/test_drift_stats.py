@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from modelmon.drift import stats
-from modelmon.profile import bin_counts, quantile_edges
+from modelmon.reference.profile import bin_counts, quantile_edges
 from scipy import stats as ss
 from scipy.spatial.distance import euclidean, jensenshannon
 

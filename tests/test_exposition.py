@@ -17,13 +17,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 from conftest import Running, StartSidecar
-from modelmon import exposition
+from modelmon.analysis.queue import Decoded
 from modelmon.config import load_config
 from modelmon.drift.engine import FEATURES_PER_STEP, ModelDrift
 from modelmon.drift.service import DriftCollector
-from modelmon.exposition import CHUNK_SAMPLES, FrozenFamily, MetricsEndpoint, format_steps
-from modelmon.pipeline import Decoded
-from modelmon.profile import Feature, Profile, categorical_feature, load_profile, numeric_feature
+from modelmon.metrics import exposition
+from modelmon.metrics.exposition import CHUNK_SAMPLES, FrozenFamily, MetricsEndpoint, format_steps
+from modelmon.reference.profile import Feature, Profile, categorical_feature, load_profile, numeric_feature
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder

@@ -13,10 +13,9 @@ import psutil
 import pytest
 from aiohttp.test_utils import TestServer
 from conftest import StartSidecar
-from modelmon.config import ModelConfig
-from modelmon.health import probe_tcp
-from modelmon.models import ModelRegistry, artifact_mtime
-from modelmon.resources import (
+from modelmon.collectors.health import probe_tcp
+from modelmon.collectors.models import ModelRegistry, artifact_mtime
+from modelmon.collectors.resources import (
     CgroupMemory,
     ModelProcessFinder,
     ResourceReader,
@@ -24,6 +23,7 @@ from modelmon.resources import (
     process_tree_usage,
     read_cgroup_memory,
 )
+from modelmon.config import ModelConfig
 
 
 async def test_dependencies_http_and_tcp(upstream: TestServer, start_sidecar: StartSidecar) -> None:

@@ -22,13 +22,13 @@ from conftest import Running, StartSidecar
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from join_buffer_reference import OrderedDictJoinBuffer
-from modelmon.analysis import Analysis
+from modelmon.analysis.analyser import Analysis
+from modelmon.analysis.queue import Decoded
 from modelmon.config import Config
-from modelmon.ingest import MAX_LABEL_CHARS
 from modelmon.labels import JoinBuffer, LabelStats, ModelPerformance, PerformanceCollector, Prediction
 from modelmon.labels.index import HashIndex
 from modelmon.labels.keys import Digest, comparison_key, held
-from modelmon.pipeline import Decoded
+from modelmon.sidecar.push import MAX_LABEL_CHARS
 
 
 class Clock:

@@ -19,8 +19,8 @@ import promql_parser
 import pytest
 import yaml
 from helpers import free_port, stop, wait_http
-from modelmon import catalogue as cat
 from modelmon.config import ConfigError
+from modelmon.metrics import catalogue as cat
 from modelmon.mixin import (
     ALERTMANAGER_FILE,
     ALERTS_FILE,

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from modelmon import catalogue as cat
+from modelmon.metrics import catalogue as cat
 from modelmon.mixin import ALERTS_FILE, RULES_FILE, Mixin
 from prometheus_client.utils import floatToGoString
 from scipy.spatial.distance import jensenshannon

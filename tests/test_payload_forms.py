@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from aiohttp.test_utils import TestServer
 from conftest import Running, StartSidecar
-from modelmon import catalogue as cat
 from modelmon.drift.columns import Q
-from modelmon.profile import Profile, categorical_feature, numeric_feature
+from modelmon.metrics import catalogue as cat
+from modelmon.reference.profile import Profile, categorical_feature, numeric_feature
 
 
 @pytest.fixture

@@ -13,9 +13,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestServer
 from conftest import StartSidecar
-from modelmon import pipeline
-from modelmon.logs import RateLimitedLog
-from modelmon.pipeline import (
+from modelmon.analysis import queue as handoff
+from modelmon.analysis.queue import (
     DRAIN_DELAY,
     MAX_BATCH,
     Analyser,
@@ -25,6 +24,7 @@ from modelmon.pipeline import (
     Item,
     PipelineStats,
 )
+from modelmon.logs import RateLimitedLog
 
 BODY = json.dumps({"instances": [[1.0, 2.0]]}).encode()
 
@@ -154,7 +154,7 @@ DEEP = b"[" * 10_000 + b"]" * 10_000  # beyond orjson's depth limit, and the std
 @pytest.fixture(autouse=True)
 def fresh_log(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test sees its own first log line per reason (the module's log is rate-limited)."""
-    monkeypatch.setattr(pipeline, "log", RateLimitedLog(logging.getLogger("modelmon.pipeline")))
+    monkeypatch.setattr(handoff, "log", RateLimitedLog(logging.getLogger("modelmon.pipeline")))
 
 
 def deep_value(depth: int = 5_000) -> list[Any]:
@@ -281,7 +281,7 @@ async def test_a_deeply_nested_proxied_body_is_dropped_and_the_queue_behind_it_a
     upstream: TestServer, start_sidecar: StartSidecar, monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(pipeline, "DRAIN_DELAY", 0.5)  # all three requests land in one batch
+    monkeypatch.setattr(handoff, "DRAIN_DELAY", 0.5)  # all three requests land in one batch
     running_sidecar = await start_sidecar(str(upstream.make_url("")), proxy={"routes": [
         {"path": "/echo", "name": "echo", "model": "m", "inference": True}]})
     post = running_sidecar.session.post
@@ -307,12 +307,12 @@ def test_a_claimed_batch_size_is_a_row_count_only_when_it_can_be(shape: list[Any
     """An OIP tensor's shape is the client's claim: rows are what the adapter read, and a shape
     it cannot read (negative, beyond any body, not integers) is one unreadable payload (before:
     the rows counter went down by a million, or up by 10**18)."""
-    from modelmon.analysis import Analysis
+    from modelmon.analysis.analyser import Analysis
     from modelmon.config import Config
 
     n = max(0, shape[0]) * shape[1] if all(type(d) is int for d in shape) and shape[0] < 10**6 else 1
     body = {"inputs": [{"name": "x", "shape": shape, "datatype": "FP32", "data": [1.0] * n}]}
-    decoded = pipeline.Decoded("m", "proxy", body, {}, route="/v2/models/{model}/infer")
+    decoded = handoff.Decoded("m", "proxy", body, {}, route="/v2/models/{model}/infer")
     assert Analysis(Config()).analyse(decoded) == rows
 
 
@@ -324,6 +324,6 @@ def test_a_claimed_batch_size_is_a_row_count_only_when_it_can_be(shape: list[Any
 def test_a_body_that_does_not_inflate_is_an_encoding_error_not_json(body: bytes, encoding: str,
                                                                     header: str | None) -> None:
     """Named for what it is (before: counted as invalid_json, also for binary tensor bodies)."""
-    with pytest.raises(pipeline.AnalysisError) as caught:
-        pipeline.decode_body(body, encoding, 1 << 20, header)
+    with pytest.raises(handoff.AnalysisError) as caught:
+        handoff.decode_body(body, encoding, 1 << 20, header)
     assert caught.value.reason == "invalid_encoding"

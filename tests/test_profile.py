@@ -16,7 +16,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from modelmon.profile import (
+from modelmon.reference.builder import build_profile
+from modelmon.reference.profile import (
     CategoricalFeature,
     NumericFeature,
     Profile,
@@ -28,7 +29,6 @@ from modelmon.profile import (
     profile_from_dict,
     quantile_edges,
 )
-from modelmon.profile_builder import build_profile
 
 finite_floats = st.floats(-1e9, 1e9, allow_nan=False, allow_infinity=False)
 
@@ -226,7 +226,7 @@ def test_profile_command(tmp_path: Path) -> None:
 def test_a_profile_feature_with_an_unknown_role_is_refused_by_name() -> None:
     """A role outside input/output/target was loaded silently and the feature was then neither an
     input nor an output: never monitored as either."""
-    from modelmon.profile import FORMAT, FORMAT_VERSION, ProfileError, profile_from_dict
+    from modelmon.reference.profile import FORMAT, FORMAT_VERSION, ProfileError, profile_from_dict
 
     feature = {"kind": "categorical", "name": "a", "role": "bogus", "categories": ["x"], "counts": [1],
                "missing": 0}

@@ -25,12 +25,13 @@ import pytest
 from conftest import StartSidecar
 from hypothesis import assume, given
 from hypothesis import strategies as st
-from modelmon import datasource
-from modelmon.datasource import DataSourceError
 from modelmon.drift.columns import QUALITY_KINDS, Batch, numeric_values
 from modelmon.drift.engine import DriftSettings, ModelDrift
 from modelmon.jsondecode import loads
-from modelmon.profile import (
+from modelmon.reference import datasource
+from modelmon.reference.builder import build_profile
+from modelmon.reference.datasource import DataSourceError
+from modelmon.reference.profile import (
     CategoricalFeature,
     NumericFeature,
     Profile,
@@ -40,7 +41,6 @@ from modelmon.profile import (
     load_profile,
     numeric_feature,
 )
-from modelmon.profile_builder import build_profile
 
 BIG = [2**53 + 1, 2**63 - 1, -(2**63), 7]  # int64 values a float64 cannot hold (but 7)
 UBIG = [2**64 - 1, 2**53 + 1, 0]
@@ -426,7 +426,7 @@ def test_a_profile_built_from_float32_before_decimals_is_read_as_live_numbers_ar
     1.1's bin and 3.3 above the maximum)."""
     from dataclasses import replace
 
-    from modelmon.profile import Profile, numeric_feature
+    from modelmon.reference.profile import Profile, numeric_feature
 
     atoms = np.float32([0.1, 0.7, 1.1, 2.3, 3.3])
     rng = np.random.default_rng(5)

@@ -132,7 +132,7 @@ async def test_fleet_drift_in_promql_matches_the_engine(
     and the categorical total-variation distance (up to increase()'s extrapolation, which
     scales each replica's counts by a slightly different factor)."""
     import numpy as np
-    from modelmon.profile import Profile, categorical_feature, numeric_feature
+    from modelmon.reference.profile import Profile, categorical_feature, numeric_feature
 
     rng = np.random.default_rng(0)
     profile = Profile("churn", "1", 10_000, (

@@ -18,8 +18,8 @@ import pytest
 from conftest import ENGINES, read_response, sidecar_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from modelmon.listeners import Listeners
-from modelmon.sidecar import Sidecar
+from modelmon.sidecar.listeners import Listeners
+from modelmon.sidecar.state import Sidecar
 from prometheus_client import CollectorRegistry
 
 FAULTS = (

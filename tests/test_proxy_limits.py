@@ -17,8 +17,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 from conftest import Running, StartSidecar, read_response
 from helpers import free_port, stop, wait_http
-from modelmon.fds import ADMIN_CONNECTIONS
 from modelmon.proxy.fast.wire import MAX_HEAD_BYTES, MAX_PIPELINED
+from modelmon.sidecar.fds import ADMIN_CONNECTIONS
 
 pytestmark = pytest.mark.engines
 

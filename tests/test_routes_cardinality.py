@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from modelmon.cardinality import OVERFLOW, BoundedLabelValues
 from modelmon.config import RouteConfig
-from modelmon.routes import RouteMatch, RouteTable
+from modelmon.metrics.cardinality import OVERFLOW, BoundedLabelValues
+from modelmon.proxy.routes import RouteMatch, RouteTable
 
 
 @pytest.mark.parametrize(("path", "expected"), [

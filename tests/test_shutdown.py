@@ -81,8 +81,8 @@ async def test_listeners_that_fail_to_start_stop_what_they_started(engine: str |
     import socket
 
     from conftest import sidecar_config
-    from modelmon.listeners import Listeners
-    from modelmon.sidecar import Sidecar
+    from modelmon.sidecar.listeners import Listeners
+    from modelmon.sidecar.state import Sidecar
     from prometheus_client import CollectorRegistry
 
     taken = socket.socket()

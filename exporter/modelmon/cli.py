@@ -48,9 +48,9 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def _profile(args: argparse.Namespace) -> int:
-    from .datasource import DataSourceError
-    from .profile import reference_note
-    from .profile_builder import build_profile
+    from .reference.builder import build_profile
+    from .reference.datasource import DataSourceError
+    from .reference.profile import reference_note
 
     progress = _progress_bar() if sys.stderr.isatty() else None
     try:
@@ -206,12 +206,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"invalid config: {exc}", file=sys.stderr)
             return 2
         setup_logging(config.server.log_level)
-        from .listeners import serve
+        from .sidecar.listeners import serve
 
         # Everything imported so far lives as long as the process: keep the collector from
         # rescanning it, which shortens the pauses it causes on the request path.
         gc.freeze()
-        from .profile import ProfileError
+        from .reference.profile import ProfileError
 
         try:
             _run(serve(config))

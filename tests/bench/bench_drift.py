@@ -68,7 +68,7 @@ from drift_rates import (
 )
 from modelmon.drift.columns import Batch, Column
 from modelmon.drift.engine import DriftSettings, ModelDrift
-from modelmon.profile import Profile, categorical_from_counts, numeric_feature
+from modelmon.reference.profile import Profile, categorical_from_counts, numeric_feature
 from numpy.typing import NDArray
 
 FEATURES = 100

@@ -915,7 +915,7 @@ def bench_profile(n_features: int = FEATURES) -> Any:
     """The bench model's reference profile: its ``n_features`` inputs (numeric; beyond 16, the
     last CATEGORICAL are categorical, 12 integer codes) and its output."""
     import numpy as np
-    from modelmon.profile import Feature, Profile, categorical_feature, numeric_feature
+    from modelmon.reference.profile import Feature, Profile, categorical_feature, numeric_feature
 
     rng = np.random.default_rng(0)
     n_cat = CATEGORICAL if n_features > FEATURES else 0

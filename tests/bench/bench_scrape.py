@@ -50,10 +50,10 @@ import numpy as np
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from bench_proxy import CATEGORICAL, PROMETHEUS_ACCEPT, bench_profile
+from modelmon.analysis.queue import Decoded
 from modelmon.config import load_config
-from modelmon.listeners import Listeners, freeze_start_up_objects
-from modelmon.pipeline import Decoded
-from modelmon.sidecar import Sidecar
+from modelmon.sidecar.listeners import Listeners, freeze_start_up_objects
+from modelmon.sidecar.state import Sidecar
 from prometheus_client import CollectorRegistry
 
 FEATURES = 100

@@ -46,7 +46,7 @@ from typing import Any, Literal
 import numpy as np
 from modelmon.drift.columns import Batch, Column
 from modelmon.drift.engine import DriftSettings, FeatureDrift, ModelDrift
-from modelmon.profile import Feature, Profile, categorical_from_counts, numeric_feature
+from modelmon.reference.profile import Feature, Profile, categorical_from_counts, numeric_feature
 from numpy.typing import NDArray
 from scipy import stats as sps
 

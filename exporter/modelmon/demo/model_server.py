@@ -15,7 +15,7 @@ import numpy as np
 import orjson
 from aiohttp import web
 
-from ..profile import Feature, Profile, categorical_feature, numeric_feature
+from ..reference.profile import Feature, Profile, categorical_feature, numeric_feature
 from .model import FEATURES, LogisticModel, train
 
 MODEL_NAME = "demo"

@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 
 from ..config import Config, load_config
-from ..listeners import serve
+from ..sidecar.listeners import serve
 from .model_server import MODEL_NAME, MODEL_VERSION, prepare_model, training_profile
 from .traffic import generate
 

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..profile import MISSING_TEXT, category_key, decimal_floats
 from ..protocols.base import Batch  # what the adapters hand the engine
+from ..reference.profile import MISSING_TEXT, category_key, decimal_floats
 
 # Data-quality event kinds, in the order of the quality matrix columns.
 QUALITY_KINDS = ("nan", "inf", "null", "absent", "wrong_type", "below_min", "above_max",

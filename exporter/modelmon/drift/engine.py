@@ -1,8 +1,8 @@
 """The streaming drift and data-quality engine for one model.
 
-``add`` runs in the analysis hand-off (pipeline.py) for every request and only queues its rows; once
-``FLUSH_ROWS`` rows are waiting (or before scoring or a scrape reads the counts) ``observe``
-takes them all at once: it classifies values, bins them into the reference bins (one
+``add`` runs in the analysis hand-off (``analysis/queue.py``) for every request and only queues
+its rows; once ``FLUSH_ROWS`` rows are waiting (or before scoring or a scrape reads the counts)
+``observe`` takes them all at once: it classifies values, bins them into the reference bins (one
 ``searchsorted`` per feature and one ``bincount`` for the batch) and adds the counts to a
 sliding window and to cumulative totals. NumPy's cost is per call, not per value, so batching
 turns a single-row request's binning from the dominant cost into a small one (README,
@@ -11,7 +11,7 @@ schedule, off the request path, and scores every feature against the reference.
 
 Both also come as steps (``flush_steps``, ``compute_steps``: FEATURES_PER_STEP features a
 step), so that a scrape or the drift schedule can run them on the proxy's event loop in slices
-(``modelmon.exposition.run_in_slices``) instead of holding it for milliseconds (the
+(``modelmon.metrics.exposition.run_in_slices``) instead of holding it for milliseconds (the
 benchmark's figures are in the README, "Scrapes and drift scoring").
 
 Default verdict ("auto"): for numeric features, a binned chi-square test of homogeneity
@@ -37,7 +37,7 @@ from numpy.typing import NDArray
 
 from ..config import DISTANCE_METHODS, TEST_METHODS, DriftConfig
 from ..logs import RateLimitedLog
-from ..profile import (
+from ..reference.profile import (
     CategoricalFeature,
     Feature,
     NumericFeature,

@@ -16,9 +16,9 @@ from prometheus_client.core import (
     Metric,
 )
 
-from .. import catalogue as cat
-from ..exposition import FrozenFamily
-from ..profile import OTHER, CategoricalFeature, NumericFeature, Profile
+from ..metrics import catalogue as cat
+from ..metrics.exposition import FrozenFamily
+from ..reference.profile import OTHER, CategoricalFeature, NumericFeature, Profile
 from .columns import QUALITY_KINDS
 from .engine import FEATURES_PER_STEP, ModelDrift
 
@@ -45,7 +45,7 @@ class DriftCollector(cat.CatalogueCollector):
     model -> whether to export the reference's).
 
     ``collect_steps()`` builds the families a few features at a time, with a ``None`` between
-    steps where a scrape gives the event loop back (see ``modelmon.exposition``); ``collect()``
+    steps where a scrape gives the event loop back (see ``modelmon.metrics.exposition``); ``collect()``
     is the same, in one go. The reference profile's families never change: they are built once
     and frozen, so a scrape formats them once per exposition format. Among them
     ``modelmon_feature_info{role}``, one per monitored feature, exported with or without the

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 
 from prometheus_client.core import Metric
 
-from .. import catalogue as cat
+from ..metrics import catalogue as cat
 from .join import JoinBuffer
 from .performance import LabelStats, ModelPerformance
 

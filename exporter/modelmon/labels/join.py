@@ -8,7 +8,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..instruments import counter_vec
+from ..metrics.instruments import counter_vec
 from .index import NO_KEY, HashIndex
 from .keys import PendingLabel, Prediction, held
 

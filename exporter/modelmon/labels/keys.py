@@ -6,7 +6,7 @@ from __future__ import annotations
 from hashlib import blake2b
 from typing import Any
 
-from ..profile import category_key
+from ..reference.profile import category_key
 
 # A held prediction: (model, predicted value, prediction time, segment values).
 Prediction = tuple[str, Any, float, tuple[str, ...]]

@@ -9,10 +9,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .. import catalogue as cat
-from ..cardinality import OVERFLOW, BoundedLabelValues
-from ..instruments import Histogram, counter_vec
-from ..profile import category_key
+from ..metrics import catalogue as cat
+from ..metrics.cardinality import OVERFLOW, BoundedLabelValues
+from ..metrics.instruments import Histogram, counter_vec
+from ..reference.profile import category_key
 from ..window import SlidingCounter
 from .keys import Digest, Prediction, comparison_key, text_of
 

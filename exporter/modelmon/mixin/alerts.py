@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .. import catalogue as cat
+from ..metrics import catalogue as cat
 from .config import AlertSettings, MixinConfig, seconds
 from .promql import PromQL, indent, matcher
 from .rules import OTHER, PROFILE_HASH, RecordingRules

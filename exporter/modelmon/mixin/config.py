@@ -18,8 +18,8 @@ from typing import Any, Literal, TypeVar
 import msgspec
 import yaml
 
-from .. import catalogue as cat
 from ..config import ConfigError, build, merge, read_config_file
+from ..metrics import catalogue as cat
 
 Severity = Literal["critical", "warning", "info"]
 SEVERITIES: tuple[str, ...] = typing.get_args(Severity)

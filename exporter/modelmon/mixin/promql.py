@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .. import catalogue as cat
+from ..metrics import catalogue as cat
 from .config import MixinConfig, parse_matchers
 
 _SUFFIXES = {

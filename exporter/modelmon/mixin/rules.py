@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .. import catalogue as cat
+from ..metrics import catalogue as cat
 from .config import MixinConfig, seconds
 from .promql import PromQL, Rule, indent, ratio_or_zero
 

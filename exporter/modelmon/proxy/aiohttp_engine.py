@@ -17,7 +17,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from ..pipeline import Exchange
+from ..analysis.queue import Exchange
 from .common import (
     BINARY_HEADER,
     CLIENT_CLOSED,

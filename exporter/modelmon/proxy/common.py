@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING
 from ..logs import RateLimitedLog
 
 if TYPE_CHECKING:
+    from ..analysis.queue import AnalysisQueue
+    from ..collectors.models import ModelRegistry
+    from ..collectors.traffic import TrafficStats
     from ..config import Config
-    from ..models import ModelRegistry
-    from ..pipeline import AnalysisQueue
-    from ..routes import RouteTable
-    from ..traffic import TrafficStats
+    from .routes import RouteTable
 
 log = RateLimitedLog(logging.getLogger("modelmon.proxy"))
 

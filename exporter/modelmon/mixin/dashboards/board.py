@@ -30,7 +30,7 @@ from grafana_foundation_sdk.models import heatmap as mhm
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 from grafana_foundation_sdk.models.text import TextMode
 
-from ... import catalogue as cat
+from ...metrics import catalogue as cat
 from ..config import MixinConfig, parse_matchers
 from ..promql import Rule, matcher, series_name
 

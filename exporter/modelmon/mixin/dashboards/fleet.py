@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from grafana_foundation_sdk.models import dashboard as md
 
-from ... import catalogue as cat
+from ...metrics import catalogue as cat
 from ..config import MixinConfig, seconds
 from ..rules import RecordingRules
 from . import model as model_board

@@ -10,7 +10,7 @@ from typing import Any
 from grafana_foundation_sdk.models import dashboard as md
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
-from ... import catalogue as cat
+from ...metrics import catalogue as cat
 from ..config import MixinConfig
 from ..promql import ratio_or_zero
 from .board import RATE_INTERVAL, Board, Target, query_variable

@@ -26,9 +26,9 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from ...pipeline import Exchange
-from ...routes import OTHER_ROUTE
+from ...analysis.queue import Exchange
 from ..common import CLIENT_CLOSED, BoundedCopy, UpstreamError, log
+from ..routes import OTHER_ROUTE
 from .wire import (
     BODY_BUFFER,
     CHUNKS,

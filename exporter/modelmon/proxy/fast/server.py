@@ -9,9 +9,9 @@ import ssl
 from typing import cast
 from urllib.parse import unquote, urlsplit
 
-from ...fds import client_connection_limit
-from ...routes import RouteMatch
+from ...sidecar.fds import client_connection_limit
 from ..common import ProxyContext, ProxySettings, RequestIds, log
+from ..routes import RouteMatch
 from .client import ClientConnection
 from .shared import Shared
 from .upstream import UpstreamPool

@@ -9,11 +9,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ...models import ModelRegistry
-from ...pipeline import AnalysisQueue
-from ...routes import RouteMatch
-from ...traffic import TrafficStats
+from ...analysis.queue import AnalysisQueue
+from ...collectors.models import ModelRegistry
+from ...collectors.traffic import TrafficStats
 from ..common import RequestIds
+from ..routes import RouteMatch
 
 if TYPE_CHECKING:
     from .client import ClientConnection

@@ -14,22 +14,22 @@ import aiohttp
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import Metric
 
-from . import __version__
-from . import catalogue as cat
+from .. import __version__
+from ..analysis.analyser import Analysis, AnalysisCollector
+from ..analysis.queue import Analyser, AnalysisQueue, PipelineCollector, PipelineStats
+from ..collectors.health import HealthCollector, HealthState, probe_http, probe_tcp
+from ..collectors.models import ModelCollector, ModelRegistry
+from ..collectors.resources import ModelProcessFinder, ResourceCollector, ResourceReader
+from ..collectors.traffic import TrafficCollector, TrafficStats
+from ..config import Config
+from ..labels import PerformanceCollector
+from ..metrics import catalogue as cat
+from ..metrics.exposition import MetricsEndpoint, SliceStats, run_in_slices
+from ..proxy.routes import RouteTable
 from .admin import AdminEndpoints
-from .analysis import Analysis, AnalysisCollector
 from .auth import AuthCollector, BearerAuth
-from .config import Config
-from .exposition import MetricsEndpoint, SliceStats, run_in_slices
-from .health import HealthCollector, HealthState, probe_http, probe_tcp
-from .ingest import IngestCollector, IngestEndpoints
-from .labels import PerformanceCollector
-from .models import ModelCollector, ModelRegistry
-from .pipeline import Analyser, AnalysisQueue, PipelineCollector, PipelineStats
-from .resources import ModelProcessFinder, ResourceCollector, ResourceReader
-from .routes import RouteTable
+from .push import IngestCollector, IngestEndpoints
 from .scheduler import HEAP_TRIM_SECONDS, Job, start_jobs, trim_heap
-from .traffic import TrafficCollector, TrafficStats
 
 log = logging.getLogger("modelmon")
 
@@ -82,7 +82,7 @@ class Sidecar:
         if self.auth is not None:
             self.registry.register(AuthCollector(self.auth))
         if self.analysis.drift_models:
-            from .drift.service import DriftCollector
+            from ..drift.service import DriftCollector
 
             self.registry.register(DriftCollector(self.analysis.drift_models,
                                                   self.analysis.export_histograms,

@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client.core import Metric
 
-from . import catalogue as cat
-from .cardinality import BoundedLabelValues
-from .config import ModelConfig
+from ..config import ModelConfig
+from ..metrics import catalogue as cat
+from ..metrics.cardinality import BoundedLabelValues
 
 log = logging.getLogger("modelmon.models")
 

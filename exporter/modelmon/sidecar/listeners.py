@@ -13,17 +13,17 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from .config import Config
+from ..config import Config
+from ..logs import withhold_request_details
+from ..proxy.common import ProxyContext, ProxySettings
+from ..proxy.common import log as proxy_log
+from ..proxy.fast import FastProxy
 from .fds import ADMIN_CONNECTIONS, ADMIN_KEEPALIVE_SECONDS, CappedTCPSite, raise_fd_limit
-from .logs import withhold_request_details
-from .proxy.common import ProxyContext, ProxySettings
-from .proxy.common import log as proxy_log
-from .proxy.fast import FastProxy
 from .scheduler import release_free_heap
-from .sidecar import Sidecar
+from .state import Sidecar
 
 if TYPE_CHECKING:
-    from .proxy.aiohttp_engine import Proxy
+    from ..proxy.aiohttp_engine import Proxy
 
 log = logging.getLogger("modelmon")
 
@@ -33,7 +33,7 @@ def _context(sidecar: Sidecar) -> ProxyContext:
 
 
 def _aiohttp_proxy(sidecar: Sidecar) -> Proxy:
-    from .proxy.aiohttp_engine import Proxy  # only with proxy.engine: aiohttp
+    from ..proxy.aiohttp_engine import Proxy  # only with proxy.engine: aiohttp
 
     assert sidecar.session is not None, "start() the sidecar first"
     return Proxy(ProxySettings.of(sidecar.config), _context(sidecar), sidecar.session)

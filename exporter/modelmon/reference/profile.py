@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from .jsondecode import loads
+from ..jsondecode import loads
 
 FORMAT = "modelmon.profile"
 FORMAT_VERSION = 1

@@ -11,13 +11,11 @@ from typing import Any
 
 from prometheus_client.core import Metric
 
-from . import catalogue as cat
-from .config import Config, ModelConfig
-from .instruments import counter_vec
-from .labels import JoinBuffer, LabelStats, ModelPerformance, Prediction
-from .pipeline import Decoded
-from .profile import CategoricalFeature, Profile, category_key, load_profile
-from .protocols import (
+from ..config import Config, ModelConfig
+from ..labels import JoinBuffer, LabelStats, ModelPerformance, Prediction
+from ..metrics import catalogue as cat
+from ..metrics.instruments import counter_vec
+from ..protocols import (
     ABSENT,
     Extracted,
     Extractor,
@@ -27,6 +25,8 @@ from .protocols import (
     PayloadError,
     records_extracted,
 )
+from ..reference.profile import CategoricalFeature, Profile, category_key, load_profile
+from .queue import Decoded
 
 log = logging.getLogger("modelmon.analysis")
 
@@ -70,8 +70,8 @@ class Analysis:
         outputs: list[str] = []
         drift = None
         if profile is not None:
-            from .drift.engine import ModelDrift
-            from .drift.service import cap_categories
+            from ..drift.engine import ModelDrift
+            from ..drift.service import cap_categories
 
             limits = self.config.limits
             drift = ModelDrift(model.name, cap_categories(profile, limits.max_categories),

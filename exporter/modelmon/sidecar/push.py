@@ -19,14 +19,14 @@ from typing import Any, Protocol
 from aiohttp import web
 from prometheus_client.core import Metric
 
-from . import catalogue as cat
+from ..analysis.queue import AnalysisQueue, PushedRecords
+from ..collectors.models import ModelRegistry
+from ..config import IngestConfig
+from ..jsondecode import JSONDecodeError, loads
+from ..logs import RateLimitedLog
+from ..metrics import catalogue as cat
+from ..metrics.instruments import counter_vec
 from .auth import BearerAuth
-from .config import IngestConfig
-from .instruments import counter_vec
-from .jsondecode import JSONDecodeError, loads
-from .logs import RateLimitedLog
-from .models import ModelRegistry
-from .pipeline import AnalysisQueue, PushedRecords
 
 log = RateLimitedLog(logging.getLogger("modelmon.ingest"))
 

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 from prometheus_client.core import Metric
 
-from . import catalogue as cat
-from .instruments import HistogramVec, counter_vec
+from ..metrics import catalogue as cat
+from ..metrics.instruments import HistogramVec, counter_vec
 
 
 class TrafficStats:

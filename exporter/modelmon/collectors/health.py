@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import aiohttp
 from prometheus_client.core import Metric
 
-from . import catalogue as cat
-from .config import DependencyConfig
-from .instruments import counter_vec
+from ..config import DependencyConfig
+from ..metrics import catalogue as cat
+from ..metrics.instruments import counter_vec
 
 log = logging.getLogger("modelmon.health")
 

@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .config import RouteConfig
+from ..config import RouteConfig
 
 OTHER_ROUTE = "other"
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import psutil
 from prometheus_client.core import Metric
 
-from . import catalogue as cat
+from ..metrics import catalogue as cat
 
 log = logging.getLogger("modelmon.resources")
 

@@ -21,10 +21,10 @@ from collections.abc import Awaitable, Callable, Iterator
 from aiohttp import web
 from prometheus_client.core import Metric
 
-from . import catalogue as cat
-from .config import AuthConfig, ConfigError
-from .instruments import counter_vec
-from .logs import RateLimitedLog
+from ..config import AuthConfig, ConfigError
+from ..logs import RateLimitedLog
+from ..metrics import catalogue as cat
+from ..metrics.instruments import counter_vec
 
 logger = logging.getLogger("modelmon.auth")
 

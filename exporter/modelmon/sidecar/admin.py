@@ -8,13 +8,13 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from . import __version__
+from .. import __version__
+from ..analysis.queue import AnalysisQueue
+from ..collectors.health import HealthState
+from ..config import Config
+from ..metrics.exposition import MetricsEndpoint
 from .auth import BearerAuth, Handler
-from .config import Config
-from .exposition import MetricsEndpoint
-from .health import HealthState
-from .ingest import IngestEndpoints
-from .pipeline import AnalysisQueue
+from .push import IngestEndpoints
 
 LANDING_PAGE = """<!doctype html>
 <html><head><title>modelmon</title></head>

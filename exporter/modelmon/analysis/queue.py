@@ -21,11 +21,11 @@ from typing import Any, Protocol
 
 from prometheus_client.core import Metric
 
-from . import catalogue as cat
-from .instruments import counter_vec
-from .jsondecode import JSONDecodeError, loads
-from .logs import RateLimitedLog
-from .protocols.base import BinaryBody
+from ..jsondecode import JSONDecodeError, loads
+from ..logs import RateLimitedLog
+from ..metrics import catalogue as cat
+from ..metrics.instruments import counter_vec
+from ..protocols.base import BinaryBody
 
 log = RateLimitedLog(logging.getLogger("modelmon.pipeline"))
 

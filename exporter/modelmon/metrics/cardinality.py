@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .config import MODEL_NAME_RE
+from ..config import MODEL_NAME_RE
 
 OVERFLOW = "__other__"
 
