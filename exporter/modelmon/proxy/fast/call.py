@@ -43,6 +43,7 @@ from .wire import (
     LENGTH,
     NONE,
     P_BUFFER,
+    P_CLIENT,
     P_UPSTREAM,
     PARSED,
     RECEIVING,
@@ -291,7 +292,7 @@ class Call:
         client = self.client
         client.resume(P_BUFFER)
         if client.write_paused:
-            up.pause_reading()
+            up.read.pause(P_CLIENT)
         if not client.in_feed:
             up.flush()
 

@@ -22,10 +22,12 @@ from .wire import (
     MAX_HEADERS,
     MAX_PIPELINED,
     MAX_REQUEST_TARGET,
+    P_CLIENT,
     P_DONE,
     P_PIPELINE,
     REJECT_REASONS,
     SEP,
+    ReadGate,
     Reject,
     codings,
     logger,
@@ -42,7 +44,7 @@ class ClientConnection(asyncio.Protocol):
 
     __slots__ = ("active", "body_seen", "closing", "evicted", "head_bytes", "head_since",
                  "head_size", "idle_since", "in_feed", "in_head", "last_read", "lost", "nheaders",
-                 "out", "overhead", "parser", "parsing", "paused", "pending_reject", "shared",
+                 "out", "overhead", "parser", "parsing", "pending_reject", "read", "shared",
                  "transport", "waiting", "write_paused")
 
     def __init__(self, shared: Shared) -> None:
@@ -56,7 +58,7 @@ class ClientConnection(asyncio.Protocol):
         self.in_feed = False
         self.closing = False  # close once the active response is complete
         self.lost = False
-        self.paused = 0
+        self.read = ReadGate()  # reading from the client: paused for the reasons P_*
         self.write_paused = False
         self.idle_since = perf()
         self.pending_reject: bytes | None = None
@@ -94,9 +96,10 @@ class ClientConnection(asyncio.Protocol):
             return
         shared.clients.add(self)
         shared.stats.client_connections = len(shared.clients)
+        self.read.transport = self.transport
 
     def data_received(self, data: bytes) -> None:
-        if self.paused & P_DONE:
+        if self.read.reasons & P_DONE:
             return
         self.last_read = perf()
         self.in_feed = True
@@ -147,7 +150,7 @@ class ClientConnection(asyncio.Protocol):
                 piece, data = data, b""
             self.head_bytes += len(piece)
             self.parser.feed_data(piece)
-            if self.paused & P_DONE:
+            if self.read.reasons & P_DONE:
                 return
             if self.in_head:
                 if self.head_bytes > MAX_HEAD_BYTES:
@@ -162,6 +165,7 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        self.read.transport = None
         self.closing = True
         call = self.active
         if call is not None:
@@ -173,28 +177,22 @@ class ClientConnection(asyncio.Protocol):
         self.write_paused = True
         call = self.active
         if call is not None and call.up is not None:
-            call.up.pause_reading()
+            call.up.read.pause(P_CLIENT)
 
     def resume_writing(self) -> None:
         self.write_paused = False
         call = self.active
         if call is not None and call.up is not None:
-            call.up.resume_reading()
+            call.up.resume(P_CLIENT)
 
     # --- helpers ------------------------------------------------------------------------------
 
     def pause(self, reason: int) -> None:
-        if not self.paused and self.transport is not None and not self.lost:
-            self.transport.pause_reading()
-        self.paused |= reason
+        self.read.pause(reason)
 
     def resume(self, reason: int) -> None:
-        if not self.paused & reason:
-            return
-        self.paused &= ~reason
-        if not self.paused and self.transport is not None and not self.lost:
+        if self.read.resume(reason):
             self.last_read = perf()  # time spent paused is not the client's silence
-            self.transport.resume_reading()
 
     def flush(self) -> None:
         out = self.out

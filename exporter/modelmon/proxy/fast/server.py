@@ -158,7 +158,7 @@ class FastProxy:
                 if client.head_since and client.head_since < head_limit and client.in_head:
                     client.head_timed_out()
                 elif (client.parsing is not None and not client.in_head
-                      and client.last_read < body_limit and not client.paused):
+                      and client.last_read < body_limit and not client.read.reasons):
                     # a body that stopped coming (not one we stopped reading)
                     client.reject(408, "request body not received in time", "body_timeout")
                 elif client.idle() and client.idle_since < limit and not client.head_since:

@@ -16,12 +16,14 @@ from .wire import (
     CRLF,
     HOP,
     MAX_HEAD_BYTES,
+    P_CLIENT,
     P_UPSTREAM,
     RESPONDING,
     SEP,
     UPSTREAM_IDLE_SECONDS,
     WAITING,
     HeadDone,
+    ReadGate,
     Stray,
     codings,
     logger,
@@ -38,7 +40,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     __slots__ = ("call", "chunked", "conn_tokens", "done", "encoding", "has_id", "head_bytes",
                  "header_length", "idle_since", "in_feed", "in_head", "informational", "last_io",
-                 "length", "out", "parser", "parts", "paused_since", "pool", "read_paused",
+                 "length", "out", "parser", "parts", "pool", "read",
                  "reason", "received", "sent", "served", "stray", "te_codings",
                  "transfer_encoded", "transport")
 
@@ -48,8 +50,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.call: Call | None = None
         self.out: list[bytes] = []
-        self.read_paused = False
-        self.paused_since = 0.0
+        self.read = ReadGate()  # reading from the upstream: paused while the client does not read
         self.last_io = 0.0
         self.idle_since = 0.0
         self.served = 0  # calls this connection carried
@@ -105,22 +106,14 @@ class UpstreamConnection(asyncio.Protocol):
                 self.sent += len(data)
                 self.transport.write(data)
 
-    def pause_reading(self) -> None:
-        if not self.read_paused and self.transport is not None:
-            self.read_paused = True
-            self.paused_since = perf()
-            self.transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        if self.read_paused and self.transport is not None:
-            self.read_paused = False
+    def resume(self, reason: int) -> None:
+        if self.read.resume(reason):
             self.last_io = perf()  # time spent paused is not the upstream's silence
-            self.transport.resume_reading()
 
     # --- transport events -----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
+        self.transport = self.read.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         call = self.call
@@ -201,6 +194,7 @@ class UpstreamConnection(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.read.transport = None
         self.pool.lost(self)
         call = self.call
         self.call = None
@@ -369,7 +363,7 @@ class UpstreamPool:
                 else:
                     transport.abort()
             return
-        up.resume_reading()
+        up.resume(P_CLIENT)
         while self.waiters:
             call = self.waiters.popleft()
             if call.phase == WAITING:
@@ -392,9 +386,9 @@ class UpstreamPool:
 
     def sweep(self, now: float, read_timeout: float) -> None:
         for up in list(self.busy):
-            if up.read_paused:  # the client does not read: its silence, not the upstream's
+            if up.read.reasons:  # the client does not read: its silence, not the upstream's
                 up.last_io = now
-                if now - up.paused_since > read_timeout and up.call is not None:
+                if now - up.read.since > read_timeout and up.call is not None:
                     up.call.timed_out()  # a client that stopped reading must not pin it
             elif now - up.last_io > read_timeout and up.call is not None:
                 up.call.timed_out()

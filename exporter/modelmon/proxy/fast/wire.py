@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from ..common import BINARY_HEADER, HOP_BY_HOP, UpstreamError, error_body
 
 if TYPE_CHECKING:
-    pass
+    import asyncio
 
 
 logger = logging.getLogger("modelmon.proxy")
@@ -58,11 +58,49 @@ CHUNKED = b"Transfer-Encoding: chunked\r\n"
 REJECT_REASONS = {400: "invalid_request", 408: "head_timeout", 414: "head_too_large",
                    429: "pipeline_limit", 431: "head_too_large", 500: "internal_error"}
 
-# reasons for not reading from a client (bits)
+# Reasons for not reading from a connection (bits of ReadGate.reasons). From a client:
 P_UPSTREAM = 1  # the upstream's write buffer is full
 P_BUFFER = 2  # request body buffered while waiting for an upstream connection
 P_PIPELINE = 4  # a pipelined request waits for the one before it
 P_DONE = 8  # nothing more will be read (upgrade request, rejected request)
+# From an upstream:
+P_CLIENT = 16  # the client's write buffer is full
+
+
+class ReadGate:
+    """Flow control, written once for both sides of a call: reading from one transport stops
+    while any reason holds (a bit in ``reasons``) and starts again when the last one clears.
+
+    ``transport`` is set once the connection is admitted and cleared when it is lost; while it
+    is ``None`` the reasons are still kept (so ``reasons & P_DONE`` still says "read nothing")
+    but no transport is touched. ``since`` is when reading last stopped (the upstream sweep
+    tells a client that does not read from an upstream that does not answer by it).
+    """
+
+    __slots__ = ("reasons", "since", "transport")
+
+    def __init__(self) -> None:
+        self.reasons = 0
+        self.since = 0.0
+        self.transport: asyncio.Transport | None = None
+
+    def pause(self, reason: int) -> None:
+        if not self.reasons:
+            self.since = perf()
+            if self.transport is not None:
+                self.transport.pause_reading()
+        self.reasons |= reason
+
+    def resume(self, reason: int) -> bool:
+        """Clear ``reason``; True when that started reading again (time spent paused is then
+        not the peer's silence: the caller restarts its clock)."""
+        if not self.reasons & reason:
+            return False
+        self.reasons &= ~reason
+        if self.reasons or self.transport is None:
+            return False
+        self.transport.resume_reading()
+        return True
 
 # Call phases: PARSED -> [RECEIVING] -> WAITING -> SENDING -> RESPONDING -> DONE.
 # RECEIVING: the body is still coming and is held (up to BODY_BUFFER) before an upstream
