@@ -167,9 +167,10 @@ def test_le_values_round_trip_in_go_syntax(value: float) -> None:
         assert abs(value) == 0 or 1e-4 <= abs(value) < 1e6, mantissa
 
 
-def test_the_default_sidecar_loads_neither_the_other_engine_nor_scipy() -> None:
-    """The fast engine never imports the aiohttp engine, and SciPy (12 MiB resident) is loaded
-    only with the first drift scoring: a sidecar without a profile never has it."""
+def test_the_default_sidecar_loads_neither_the_other_engine_nor_scipy_nor_psutil() -> None:
+    """The fast engine never imports the aiohttp engine, SciPy (12 MiB resident) is loaded
+    only with the first drift scoring (a sidecar without a profile never has it), and psutil
+    only when a model process is watched."""
     import subprocess
     import sys
 
@@ -182,7 +183,7 @@ def test_the_default_sidecar_loads_neither_the_other_engine_nor_scipy() -> None:
             " 'admin_port': 0}, 'upstream': {'url': 'http://127.0.0.1:1'}})\n"
             "    async with Sidecar(config) as sidecar, Listeners(sidecar):\n"
             "        await asyncio.sleep(0.2)\n"
-            "    print(sorted(m for m in sys.modules if m == 'scipy' or m.endswith('aiohttp_engine')))\n"
+            "    print(sorted(m for m in sys.modules if m in ('scipy', 'psutil') or m.endswith('aiohttp_engine')))\n"
             "asyncio.run(main())\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

@@ -1,4 +1,9 @@
-"""Memory and CPU of the model server's process, and cgroup memory usage and limit."""
+"""Memory and CPU of the model server's process, and cgroup memory usage and limit.
+
+psutil is imported only when a model process is configured (``resources.pid_file`` or
+``process_name``): the cgroup readings are plain file reads, and a sidecar that watches no
+process does not carry the module (README, "Performance": RSS).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,14 @@ import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import psutil
 from prometheus_client.core import Metric
 
 from ..metrics import catalogue as cat
+
+if TYPE_CHECKING:
+    import psutil
 
 log = logging.getLogger("modelmon.resources")
 
@@ -101,6 +109,8 @@ class ModelProcessFinder:
         return self._proc
 
     def _lookup(self) -> psutil.Process | None:
+        import psutil
+
         if self._pid_file:
             try:
                 with open(self._pid_file, encoding="ascii") as f:
@@ -121,6 +131,8 @@ class ModelProcessFinder:
 def process_tree_usage(proc: psutil.Process) -> tuple[float, float]:
     """(rss bytes, cpu seconds) of a process and its live children; reaped children's CPU
     is included through the parent's children_user/children_system times."""
+    import psutil
+
     rss = 0.0
     cpu = 0.0
     for p in [proc, *proc.children(recursive=True)]:
@@ -151,6 +163,8 @@ class ResourceReader:
         proc = self._finder.find() if self._finder.configured else None
         if proc is None:
             return ResourceSnapshot(cgroups=cgroups)
+        import psutil  # loaded by find()
+
         try:
             rss, cpu = process_tree_usage(proc)
         except psutil.Error as exc:
