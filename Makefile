@@ -21,7 +21,7 @@ demo: $(BIN)/.installed
 
 # pytest exits 5 when it collects no tests; that is not a failure of the suite.
 test: $(BIN)/.installed system-deps
-	$(BIN)/ruff check exporter tests
+	$(BIN)/ruff check exporter tests scripts
 	$(BIN)/mypy
 	$(BIN)/pytest $(ARGS) || [ $$? -eq 5 ]
 
@@ -43,10 +43,13 @@ bench-evidently: $(BIN)/.installed
 drift-rates: $(BIN)/.installed
 	$(BIN)/python tests/bench/drift_rates.py $(ARGS)
 
+# The chart's copies of the generated rules, dashboards and routing, its values schema and the
+# tables of helm/README.md come last: they are made from what the lines before write.
 generate: $(BIN)/.installed
 	$(BIN)/python -m modelmon.metrics.docs > docs/metrics.md
 	$(BIN)/modelmon mixin --out alertmanager --runbook docs/runbook.md \
 		--example-config alertmanager/mixin.example.yaml --dashboards grafana
+	$(BIN)/python scripts/generate_chart.py
 
 # The dashboards' PNG previews in grafana/previews/: the live stack (demo traffic that drifts,
 # labels, a pushed regression model, Prometheus with the generated rules) for a few minutes, then
