@@ -7,14 +7,20 @@ check-config`, and the pod the chart builds (sidecar placement, probes, drain, h
 
 from __future__ import annotations
 
+import argparse
 import base64
 import copy
 import functools
 import importlib.util
 import json
+import os
 import re
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -60,6 +66,27 @@ def load_all(text: str) -> list[Any]:
     return [d for d in yaml.load_all(text, Loader=_Loader) if d]  # a SafeLoader subclass: safe
 
 
+class _StrictLoader(_Loader):
+    """Refuses a mapping key given twice: Helm keeps the last one silently, but kustomize's Helm
+    support, Flux's post-renderers and other strict YAML readers refuse the manifest."""
+
+
+def _unique_keys(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    keys = [loader.construct_object(k) for k, _ in node.value]
+    twice = sorted({str(k) for k in keys if keys.count(k) > 1})
+    if twice:
+        raise yaml.constructor.ConstructorError(None, None, f"keys given twice: {twice}", node.start_mark)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_keys)
+
+
+def load_all_strict(text: str) -> list[Any]:
+    return [d for d in yaml.load_all(text, Loader=_StrictLoader) if d]  # a SafeLoader subclass: safe
+
+
 @functools.cache
 def _chart() -> helm_python.Chart:
     return helm_python.Chart.load(str(CHART))
@@ -94,7 +121,7 @@ def _rendered(name: str | None) -> dict[str, str]:
 
 
 def manifests(rendered: dict[str, str]) -> list[dict[str, Any]]:
-    return [doc for name, text in rendered.items() if name != "templates/NOTES.txt" for doc in load_all(text)]
+    return [doc for name, text in rendered.items() if name != "templates/NOTES.txt" for doc in load_all_strict(text)]
 
 
 def one(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
@@ -236,11 +263,54 @@ def validate(doc: dict[str, Any], versions: tuple[str, ...] = (KUBE_OLDEST, KUBE
     return problems
 
 
+_QUANTITY = re.compile(r"^([+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+))([eE][-+]?[0-9]+|[mkMGTPE]i?|)$")
+_FACTORS = {"": 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+            "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+
+
+def quantity(value: Any) -> float:
+    found = _QUANTITY.match(str(value))
+    assert found, value
+    number, suffix = found.groups()
+    return float(number) * (float(f"1{suffix}") if suffix[:1] in "eE" and suffix else _FACTORS[suffix])
+
+
+def _containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = doc.get("spec", {})
+    spec = spec.get("template", {}).get("spec", spec) if doc["kind"] != "Pod" else spec
+    return [*spec.get("initContainers", []), *spec.get("containers", [])]
+
+
+def api_server_problems(doc: dict[str, Any]) -> list[str]:
+    """What the API server's validation refuses that the OpenAPI schemas cannot say: a probe
+    with more or fewer than one handler, a liveness or startup probe with successThreshold other
+    than 1, a request above its limit, two ports of a Service with one number."""
+    what = f"{doc['kind']} {doc['metadata']['name']}"
+    problems = []
+    for c in _containers(doc) if doc["kind"] in ("Deployment", "Pod") else []:
+        for kind in ("readinessProbe", "livenessProbe", "startupProbe"):
+            if kind in c:
+                handlers = [h for h in ("exec", "httpGet", "tcpSocket", "grpc") if h in c[kind]]
+                if len(handlers) != 1:
+                    problems.append(f"{what}: {c['name']}.{kind}: {len(handlers)} handlers {handlers}")
+                if kind != "readinessProbe" and c[kind].get("successThreshold", 1) != 1:
+                    problems.append(f"{what}: {c['name']}.{kind}.successThreshold must be 1")
+        requests, limits = c.get("resources", {}).get("requests", {}), c.get("resources", {}).get("limits", {})
+        for name in set(requests) & set(limits):
+            if quantity(requests[name]) > quantity(limits[name]):
+                problems.append(f"{what}: {c['name']}: requests.{name} {requests[name]} > limits {limits[name]}")
+    if doc["kind"] == "Service":
+        ports = [(p["port"], p.get("protocol", "TCP")) for p in doc["spec"]["ports"]]
+        if len(set(ports)) != len(ports):
+            problems.append(f"{what}: a port given twice: {ports}")
+    return problems
+
+
 @pytest.mark.parametrize("name", [None, *SCENARIOS])
 def test_every_manifest_is_valid(name: str | None) -> None:
     docs = manifests(_rendered(name))
     assert docs
-    problems = [p for doc in docs for p in validate(doc)]
+    problems = [p for doc in docs for p in validate(doc) + api_server_problems(doc)]
     assert not problems, "\n".join(problems)
     for doc in docs:
         assert doc["metadata"].get("namespace", NAMESPACE) in (NAMESPACE, "monitoring")
@@ -255,6 +325,17 @@ def test_validation_can_fail() -> None:
     monitor = copy.deepcopy(one(docs, "ServiceMonitor"))
     monitor["spec"]["endpoints"][0]["portt"] = "x"
     assert validate(monitor)
+    # and what only the API server sees: two handlers, a request above its limit, a port twice
+    deployment = copy.deepcopy(one(docs, "Deployment"))
+    model = deployment["spec"]["template"]["spec"]["containers"][0]
+    model["readinessProbe"]["tcpSocket"] = {"port": "model"}
+    model["resources"]["requests"]["memory"] = "1.5Gi"
+    assert validate(deployment) == [] and len(api_server_problems(deployment)) == 2
+    service = copy.deepcopy(one(docs, "Service"))
+    service["spec"]["ports"][0]["port"] = service["spec"]["ports"][1]["port"]
+    assert api_server_problems(service)
+    with pytest.raises(yaml.constructor.ConstructorError, match="keys given twice"):
+        load_all_strict("metadata:\n  labels:\n    a: x\n    a: y\n")
 
 
 @pytest.mark.parametrize(("name", "kube", "versions"), [
@@ -421,6 +502,12 @@ def _schema_error(values: dict[str, Any]) -> str:
     ({"profiles": {"churn json": "{}"}}, "invalid propertyName 'churn json'"),
     # a key the chart needs, removed (Helm deletes a key set to null)
     ({"replicaCount": None}, "at '': missing property 'replicaCount'"),
+    # what the API server would refuse later: label syntax, int32 fields, a liveness probe's
+    # successThreshold
+    ({"podLabels": {"team": "ML Platform"}}, "at '/podLabels/team': 'ML Platform' does not match pattern"),
+    ({"commonLabels": {"team name": "ml"}}, "invalid propertyName 'team name'"),
+    ({"replicaCount": 3000000000}, "at '/replicaCount': maximum"),
+    ({"sidecar": {"livenessProbe": {"successThreshold": 2}}}, "at '/sidecar/livenessProbe/successThreshold'"),
 ])
 def test_the_schema_refuses_each_kind_of_mistake_with_a_clear_message(values: dict[str, Any], message: str) -> None:
     assert message in _schema_error(values)
@@ -494,7 +581,9 @@ def test_the_chart_and_check_config_accept_and_refuse_the_same_configurations(tm
     try:
         rendered = render({"config": document, "auth": {"enabled": not own_token}})
     except helm_python.HelmRenderError as exc:  # a setting the chart refuses itself, by name
-        assert "config.auth.protect: health" in str(exc), exc
+        # health behind the token (the kubelet cannot send it), or /metrics behind a token file of
+        # one's own (auth.enabled=false: no Secret for Prometheus to send it from)
+        assert re.search(r"config\.auth\.protect: (health|metrics with auth\.enabled=false)", str(exc)), exc
         return
     configmap = one(manifests(rendered), "ConfigMap", f"{FULLNAME}-config")
     path = tmp_path / "modelmon.yaml"
@@ -548,11 +637,112 @@ def sidecar_args(name: str | None) -> list[str]:
      "termination.preStopSeconds (5) + the sidecar's server.shutdown_grace_seconds (20) + 5 s for its analysis "
      "queue: give at least 30"),
     ({"alertmanagerConfig": {"enabled": True}}, "alertmanagerConfig.pagerduty.routingKeySecret.name: name the Secret"),
+    # what the sidecar itself refuses at start, across keys the pod is built around
+    ({"config": {"server": {"admin_port": 8000}}}, "config.server.traffic_port and config.server.admin_port are both 8000"),
+    ({"config": {"auth": {"protect": ["metrics"]}}}, "config.auth.protect: must include writes"),
+    ({"auth": {"enabled": False}, "config": {"auth": {"token_file": "/t", "protect": ["writes", "metrics"]}}},
+     "config.auth.protect: metrics with auth.enabled=false"),
+    ({"config": {"server": {"host": "127.0.0.1"}}}, "config.server.host: 127.0.0.1 is the loopback interface"),
+    ({"config": {"server": {"host": "::1"}}}, "config.server.host: ::1 is the loopback interface"),
+    ({"service": {"port": 9400}}, "service.port and service.adminPort are both 9400"),
+    # the rules and dashboards the chart ships select one job
+    ({"monitoring": {"job": "churn"}}, 'monitoring.job: "churn" is not the job the rules and dashboards'),
+    # Helm merges given maps into the defaults: a larger request keeps the default limit
+    ({"sidecar": {"resources": {"requests": {"cpu": "2"}}}},
+     "sidecar.resources: requests.cpu (2) is above limits.cpu (1), which Kubernetes refuses"),
+    ({"sidecar": {"resources": {"requests": {"memory": "0.5Gi"}}}},
+     "sidecar.resources: requests.memory (0.5Gi) is above limits.memory (256Mi)"),
+    ({"model": {"resources": {"requests": {"cpu": "1500m"}, "limits": {"cpu": 1}}}},
+     "model.resources: requests.cpu (1500m) is above limits.cpu (1)"),
+    # labels the selectors and Helm depend on
+    ({"podLabels": {"app.kubernetes.io/name": "churn"}}, "podLabels.app.kubernetes.io/name: the chart sets this label"),
+    ({"commonLabels": {"app.kubernetes.io/instance": "x"}}, "commonLabels.app.kubernetes.io/instance: the chart sets"),
+    ({"service": {"labels": {"app.kubernetes.io/managed-by": "argocd"}}}, "service.labels.app.kubernetes.io/managed-by"),
+    # environment variables over what the chart decides (the flags: the next test)
+    ({"sidecar": {"env": [{"name": "MODELMON_SERVER__SHUTDOWN_GRACE_SECONDS", "value": "60"}]}},
+     "sidecar.env: MODELMON_SERVER__SHUTDOWN_GRACE_SECONDS overrides server.shutdown_grace_seconds"),
+    ({"sidecar": {"env": [{"name": "MODELMON_server", "value": "{admin_port: 9500}"}]}},
+     "sidecar.env: MODELMON_server overrides server."),
+    ({"sidecar": {"env": [{"name": "MODELMON_AUTH__PROTECT", "value": "[writes, health]"}]}},
+     "sidecar.env: MODELMON_AUTH__PROTECT overrides auth.protect"),
+    ({"sidecar": {"env": [{"name": "MODELMON_UPSTREAM__URL", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}},
+     "sidecar.env: MODELMON_UPSTREAM__URL overrides upstream.url"),
+    ({"sidecar": {"env": [{"name": "MODELMON_CONFIG", "value": "/x.yaml"}]}}, "sidecar.env: MODELMON_CONFIG"),
+    ({"config": {"resources": {"process_name": "model_server"}}}, "config.resources.process_name or pid_file: the sidecar"),
+    ({"mode": "attach", "attach": {"name": "churn", "selector": {"app": "churn"}},
+      "config": {"resources": {"pid_file": "/run/model/pid"}}}, "set shareProcessNamespace=true"),
+    ({"profiles": {"churn.json": "{}"}, "existingProfilesConfigMap": "mine"},
+     "profiles and existingProfilesConfigMap: give the reference profiles one way"),
+    ({"config": {"server": {"shutdown_grace_seconds": 1e20}}}, "config.server.shutdown_grace_seconds: longer than"),
 ])
 def test_settings_across_keys_are_refused_with_what_to_do(values: dict[str, Any], message: str) -> None:
     with pytest.raises(helm_python.HelmRenderError) as info:
         render(values)
     assert message in str(info.value)
+
+
+def _serve_options() -> list[argparse.Action]:
+    from modelmon.cli import build_parser
+
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return [a for a in subparsers.choices["serve"]._actions if a.option_strings]
+
+
+@pytest.mark.parametrize("option", [o for a in _serve_options() for o in a.option_strings
+                                    if o not in ("-h", "--help", "--log-level")])
+def test_extra_args_cannot_override_what_the_chart_passes(option: str) -> None:
+    """Every flag of `modelmon serve` but --log-level sets something the chart builds the pod
+    around (the ports the probes and Service use, the upstream, the token, the configuration
+    file, the models): in sidecar.extraArgs it is refused, spelt out, as --flag=value, or
+    abbreviated as argparse takes it."""
+    action = next(a for a in _serve_options() if option in a.option_strings)
+    takes_value = action.nargs != 0
+    forms = [[option, "9500"] if takes_value else [option]]
+    if option.startswith("--"):
+        forms += [[f"{option}=9500"] if takes_value else [], [option[:6]] + (["9500"] if takes_value else [])]
+    else:
+        forms += [[f"{option}9500"]]
+    for args in [f for f in forms if f]:
+        with pytest.raises(helm_python.HelmRenderError, match=r"sidecar\.extraArgs: "):
+            render({"sidecar": {"extraArgs": args}})
+
+
+def test_labels_from_several_values_are_written_once() -> None:
+    """A label given by the chart and by values, or by two values (commonLabels under
+    monitoring.labels under serviceMonitor.labels), is one key: manifests() reads them
+    strictly, as kustomize and Flux do; the more specific value wins."""
+    docs = manifests(render({
+        "commonLabels": {"app.kubernetes.io/part-of": "ml-platform", "team": "ml"},
+        "serviceMonitor": {"labels": {"release": "prom-b"}},
+        "service": {"labels": {"app.kubernetes.io/version": "2.3.1"}},
+        "dashboards": {"labels": {"grafana_dashboard": "1", "team": "dash"}},
+        "podLabels": {"app.kubernetes.io/instance": "churn", "tier": "model"},
+        "monitoring": {"labels": {"release": "kube-prometheus-stack", "team": "obs"}, "scrapeAnnotations": True},
+        "podAnnotations": {"prometheus.io/path": "/metrics", "checksum/modelmon-config": "x", "team": "ml"},
+    }))
+    annotations = one(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["checksum/modelmon-config"] != "x" and annotations["team"] == "ml"
+    monitor = one(docs, "ServiceMonitor")["metadata"]["labels"]
+    assert (monitor["release"], monitor["team"], monitor["app.kubernetes.io/part-of"]) == ("prom-b", "obs", "ml-platform")
+    assert one(docs, "PrometheusRule")["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert one(docs, "Service")["metadata"]["labels"]["app.kubernetes.io/version"] == "2.3.1"
+    assert {d["metadata"]["labels"]["team"] for d in docs if d["kind"] == "ConfigMap"
+            and d["metadata"]["name"].endswith("-dashboard")} == {"dash"}
+    pod = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert pod == {"app.kubernetes.io/name": "modelmon", "app.kubernetes.io/instance": "churn", "tier": "model"}
+
+
+def test_what_the_chart_does_not_decide_passes_through() -> None:
+    spec = pod_spec(manifests(render({
+        "sidecar": {"extraArgs": ["--log-level", "debug"],
+                    "env": [{"name": "MODELMON_SERVER__LOG_LEVEL", "value": "debug"}, {"name": "TZ", "value": "UTC"}]},
+        "config": {"server": {"host": "::"}},
+        "monitoring": {"job": "churn"}, "prometheusRule": {"enabled": False}, "dashboards": {"enabled": False},
+        "commonLabels": {"app.kubernetes.io/part-of": "ml-platform", "app.kubernetes.io/name": "modelmon"},
+    })))
+    sidecar = sidecar_of(spec)
+    assert sidecar["args"][-2:] == ["--log-level", "debug"]
+    assert {"name": "TZ", "value": "UTC"} in sidecar["env"]
 
 
 # --- the pod ----------------------------------------------------------------------------------------
@@ -749,9 +939,147 @@ def test_the_default_model_is_the_demo_server_in_the_sidecars_image() -> None:
     text = source.read_text()
     for flag in values["model"]["args"][::2]:
         assert f'"{flag}"' in text, flag
-    assert f'"{values["model"]["readinessProbe"]["httpGet"]["path"]}"' in text
     spec = pod_spec(manifests(_rendered(None)))
+    assert f'"{spec["containers"][0]["readinessProbe"]["httpGet"]["path"]}"' in text
     assert spec["containers"][0]["image"] == sidecar_of(spec)["image"]
+
+
+def test_your_models_probe_and_resources_replace_the_demos() -> None:
+    """The demo's readiness probe and resources are not defaults Helm would merge a model's own
+    into (a tcpSocket probe beside the demo's httpGet, a 2Gi request under the demo's 256Mi
+    limit: both refused by the API server); `{}` means none, as documented."""
+    demo = pod_spec(manifests(_rendered(None)))["containers"][0]
+    assert demo["readinessProbe"] == {"httpGet": {"path": "/v2/health/ready", "port": "model"}, "periodSeconds": 5}
+    assert demo["resources"] == {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}}
+    image = {"repository": "registry.example.com/churn-model", "tag": "2.3.1"}
+    docs = manifests(render({"model": {"image": image, "readinessProbe": {"tcpSocket": {"port": "model"}},
+                                       "resources": {"requests": {"cpu": "1", "memory": "2Gi"}}}}))
+    model = pod_spec(docs)["containers"][0]
+    assert model["readinessProbe"] == {"tcpSocket": {"port": "model"}}
+    assert model["resources"] == {"requests": {"cpu": "1", "memory": "2Gi"}}
+    assert [p for doc in docs for p in validate(doc) + api_server_problems(doc)] == []
+    none = pod_spec(manifests(render({"model": {"image": image}})))["containers"][0]
+    assert "readinessProbe" not in none and "resources" not in none
+    # and the demo's, replaced rather than merged
+    own = pod_spec(manifests(render({"model": {"readinessProbe": {"exec": {"command": ["true"]}}}})))["containers"][0]
+    assert own["readinessProbe"] == {"exec": {"command": ["true"]}}
+
+
+# The shortest forms Go writes these in (1e-05, 5e-05, 1e+21) have no decimal point: YAML 1.1,
+# which the sidecar reads, takes them as strings.
+EXPONENT_FLOATS = {"drift": {"numeric_threshold": 1e-05, "categorical_threshold": 5e-05},
+                   "upstream": {"probe_timeout_seconds": 2.5e-06}, "labels": {"ttl_seconds": 1e21},
+                   "server": {"shutdown_grace_seconds": 5e-05}}
+
+
+def test_numbers_reach_the_sidecar_as_numbers(tmp_path: Path) -> None:
+    """Floats of the configuration, in the ConfigMap and in the drain's environment variable,
+    are read back by the sidecar (check-config's loader, and its reader of MODELMON_*
+    variables) as the same numbers; integers Helm holds as floats print as integers."""
+    config = copy.deepcopy(EXPONENT_FLOATS)
+    config["ingest"] = {"max_records": 10000000}  # a float to Helm, whole: an integer again
+    docs = manifests(render({"config": config, "replicaCount": 1000000,
+                             "podDisruptionBudget": {"maxUnavailable": 2000000}}))
+    path = tmp_path / "modelmon.yaml"
+    path.write_text(one(docs, "ConfigMap", f"{FULLNAME}-config")["data"]["modelmon.yaml"])
+    assert load(path.read_text())["ingest"]["max_records"] == 10000000
+    assert isinstance(load(path.read_text())["ingest"]["max_records"], int)
+    loaded = msgspec.to_builtins(load_config(path))
+    for section, keys in EXPONENT_FLOATS.items():
+        for key, value in keys.items():
+            assert loaded[section][key] == value, (section, key)
+    env = {e["name"]: e["value"] for e in sidecar_of(pod_spec(docs))["env"]}
+    from_env = load_config(None, env=env)
+    assert from_env.server.shutdown_grace_seconds == 5e-05
+    whole = sidecar_of(pod_spec(manifests(render({"config": {"server": {"shutdown_grace_seconds": 1000000}}}))))
+    assert {"name": "MODELMON_SERVER__SHUTDOWN_GRACE_SECONDS", "value": "1000000"} in whole["env"]
+    assert one(docs, "Deployment")["spec"]["replicas"] == 1000000
+    assert one(docs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 2000000
+    assert [p for doc in docs for p in validate(doc)] == []
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_the_sidecar_starts_from_what_the_chart_renders_and_answers_its_probes(tmp_path: Path) -> None:
+    """`modelmon serve` run as the pod runs it: the rendered ConfigMap and token Secret at the
+    mounted paths (under tmp_path), the container's args and env; the startup, liveness and
+    readiness probes answer 200 on the port and path they name (receive-only: no model needed),
+    and /metrics needs the token the PodMonitor sends."""
+    admin, traffic = _free_port(), _free_port()
+    config = copy.deepcopy(EXPONENT_FLOATS)
+    config["server"] |= {"admin_port": admin, "traffic_port": traffic}
+    config["upstream"] |= {"url": None}
+    config["auth"] = {"protect": ["writes", "metrics"]}
+    values = {"config": config, "serviceMonitor": {"enabled": False}, "podMonitor": {"enabled": True}}
+    docs = manifests(render(values))
+    sidecar = sidecar_of(pod_spec(docs))
+    root = str(tmp_path)
+    files = {"/etc/modelmon/config/modelmon.yaml": one(docs, "ConfigMap", f"{FULLNAME}-config")["data"]["modelmon.yaml"],
+             TOKEN_PATH: base64.b64decode(one(docs, "Secret")["data"]["token"]).decode()}
+    for path, text in files.items():
+        (tmp_path / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path.lstrip("/")).write_text(text.replace(TOKEN_PATH, root + TOKEN_PATH))
+    args = [a.replace("/etc/modelmon", root + "/etc/modelmon").replace(TOKEN_PATH, root + TOKEN_PATH)
+            for a in sidecar["args"]]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELMON_")}
+    env |= {e["name"]: e["value"] for e in sidecar["env"]}
+    process = subprocess.Popen([sys.executable, "-m", "modelmon", "serve", *args], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def status(port: int, path: str, token: str | None = None) -> int | None:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=2) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except OSError:
+            return None
+
+    try:
+        startup = sidecar["startupProbe"]
+        for _ in range(startup["failureThreshold"] * startup["periodSeconds"] * 10):
+            if status(startup["httpGet"]["port"], startup["httpGet"]["path"]) == 200:
+                break
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            time.sleep(0.1)
+        else:
+            pytest.fail("the startup probe never passed")
+        for probe in ("livenessProbe", "readinessProbe"):
+            assert status(sidecar[probe]["httpGet"]["port"], sidecar[probe]["httpGet"]["path"]) == 200, probe
+        assert status(admin, "/metrics") == 401
+        assert status(admin, "/metrics", files[TOKEN_PATH]) == 200
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_names_and_keys_stay_strings() -> None:
+    """Values YAML 1.1 would read as something else when written bare (yes, on, null, 1234,
+    0) reach the manifests as the strings they are."""
+    values = {"auth": {"secretKey": "yes"}, "profiles": {"on": "{}", "1.0": "{}"}, "model": {"name": "null"},
+              "fullnameOverride": "1234", "networkPolicy": {"monitoringNamespace": "123"},
+              "serviceMonitor": {"interval": "0"}, "priorityClassName": "true",
+              "serviceAccount": {"name": "0x10"}}
+    out = _chart().render(values, name="2024", namespace="1e3")
+    docs = manifests({k: v for k, v in out.items() if not k.endswith("NOTES.txt") and v.strip()})
+    assert [p for doc in docs for p in validate(doc) + api_server_problems(doc)] == []
+    assert list(one(docs, "Secret")["data"]) == ["yes"]
+    assert sorted(one(docs, "ConfigMap", "1234-profiles")["data"]) == ["1.0", "on"]
+    spec = pod_spec(docs)
+    assert spec["containers"][0]["name"] == "null" and spec["priorityClassName"] == "true"
+    assert spec["serviceAccountName"] == "0x10"
+    assert one(docs, "Deployment")["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"] == "2024"
+    admin = one(docs, "NetworkPolicy")["spec"]["ingress"][1]["from"][0]
+    assert admin["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] == "123"
+    monitor = one(docs, "ServiceMonitor")["spec"]
+    assert monitor["namespaceSelector"]["matchNames"] == ["1e3"] and monitor["endpoints"][0]["interval"] == "0"
 
 
 # --- mode attach: the patches for a Deployment and an InferenceService ------------------------------
@@ -858,6 +1186,25 @@ def test_the_notes_say_where_the_metrics_dashboards_and_alerts_are(name: str | N
         assert f"PrometheusRule {FULLNAME}: {counts[0]} recording rules and {counts[1]} alerts" in notes
     if values.get("alertmanagerConfig", {}).get("enabled"):
         assert "routes critical alerts to PagerDuty" in notes
+    # the command that reads /metrics sends the token when /metrics needs it
+    [curl] = [line for line in notes.splitlines() if "/metrics" in line and "curl" in line]
+    protected = "metrics" in values.get("config", {}).get("auth", {}).get("protect", [])
+    assert ('-H "Authorization: Bearer $(kubectl' in curl) == protected, curl
+
+
+def test_the_notes_name_the_objects_the_chart_creates() -> None:
+    """With a name long enough to be shortened, the NOTES name what exists."""
+    rendered = render({"fullnameOverride": "churn-model-monitoring-for-the-retention-team-eu-west"})
+    names = {d["metadata"]["name"] for d in manifests(rendered)}
+    notes = rendered["templates/NOTES.txt"]
+    dashboards = {n for n in names if n.endswith("-dashboard")}
+    assert len(dashboards) == 3 and all(n in notes for n in dashboards), (dashboards, notes)
+    assert all(n in names for n in re.findall(r"(?:ServiceMonitor|PrometheusRule|secret) ([a-z0-9.-]*[a-z0-9])", notes))
+
+
+def test_the_notes_read_a_token_whose_key_has_a_dot() -> None:
+    notes = render({"auth": {"secretKey": "push.token"}})["templates/NOTES.txt"]
+    assert f"get secret {FULLNAME}-token -o jsonpath='{{.data.push\\.token}}' | base64 -d" in notes
 
 
 def test_values_yaml_documents_every_key_and_the_readme_lists_them() -> None:

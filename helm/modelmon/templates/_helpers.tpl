@@ -28,19 +28,53 @@
 {{- end -}}
 
 {{- define "modelmon.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "modelmon.name" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/name: {{ include "modelmon.name" . | quote }}
+app.kubernetes.io/instance: {{ .Release.Name | quote }}
 {{- end -}}
 
-{{- define "modelmon.labels" -}}
-helm.sh/chart: {{ include "modelmon.chart" . }}
-{{ include "modelmon.selectorLabels" . }}
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
-app.kubernetes.io/part-of: modelmon
-{{- with .Values.commonLabels }}
-{{ toYaml . }}
+{{/*
+Labels from several sources as one mapping (a key written twice is a YAML error for kustomize,
+Flux's post-renderers and other strict readers, and Helm itself keeps the last one silently):
+the chart's own, then each of `extra` (a list of [value name, labels]) over them in order. The
+selector labels and managed-by are the chart's: a source giving them another value is refused,
+as the Deployment's selector, the ServiceMonitor and Helm's ownership depend on them.
+*/}}
+{{- define "modelmon.labelsFrom" -}}
+{{- $root := .root -}}
+{{- $fixed := include "modelmon.selectorLabels" $root | fromYaml -}}
+{{- $_ := set $fixed "app.kubernetes.io/managed-by" $root.Release.Service -}}
+{{- $out := dict -}}
+{{- if not .podOnly -}}
+{{- $out = dict "helm.sh/chart" (include "modelmon.chart" $root) "app.kubernetes.io/version" (toString $root.Chart.AppVersion) "app.kubernetes.io/part-of" "modelmon" -}}
 {{- end -}}
+{{- range $source := .extra -}}
+{{- $from := index $source 0 -}}
+{{- range $key, $value := (index $source 1 | default dict) -}}
+{{- if and (hasKey $fixed $key) (ne (toString $value) (get $fixed $key)) -}}
+{{- fail (printf "%s.%s: the chart sets this label to %q (the Deployment's selector, the ServiceMonitor and Helm depend on it); remove it" $from $key (get $fixed $key)) -}}
+{{- end -}}
+{{- $_ := set $out $key (toString $value) -}}
+{{- end -}}
+{{- end -}}
+{{- if .podOnly -}}
+{{- $_ := unset $fixed "app.kubernetes.io/managed-by" -}}
+{{- end -}}
+{{- toYaml (merge $fixed $out) -}}
+{{- end -}}
+
+{{/* The labels of every resource the chart creates: its own and commonLabels. */}}
+{{- define "modelmon.labels" -}}
+{{- include "modelmon.labelsFrom" (dict "root" . "extra" (list (list "commonLabels" .Values.commonLabels))) -}}
+{{- end -}}
+
+{{/* The same with more sources over them: (dict "root" . "extra" (list (list "NAME" MAP) ...)). */}}
+{{- define "modelmon.labelsWith" -}}
+{{- include "modelmon.labelsFrom" (dict "root" .root "extra" (prepend .extra (list "commonLabels" .root.Values.commonLabels))) -}}
+{{- end -}}
+
+{{/* The pod template's labels: the selector labels and podLabels. */}}
+{{- define "modelmon.podLabels" -}}
+{{- include "modelmon.labelsFrom" (dict "root" . "podOnly" true "extra" (list (list "podLabels" .Values.podLabels))) -}}
 {{- end -}}
 
 {{/* Attached to a KServe InferenceService? */}}
@@ -87,6 +121,28 @@ serving.kserve.io/inferenceservice: {{ .Values.attach.name | quote }}
 {{- printf "%s@%s" $image.repository $image.digest -}}
 {{- else -}}
 {{- printf "%s:%s" $image.repository ($image.tag | default "latest") -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The model container's resources and readiness probe: the values, or, for the demo model in the
+sidecar's image (model.image.repository empty) when they are empty, the demo's own. They are not
+defaults in values.yaml because Helm merges given maps into default ones: a default memory limit
+would stay under a larger request, a default httpGet beside a tcpSocket probe.
+*/}}
+{{- define "modelmon.modelResources" -}}
+{{- if or .Values.model.resources .Values.model.image.repository -}}
+{{- toJson (.Values.model.resources | default dict) -}}
+{{- else -}}
+{{- toJson (dict "requests" (dict "cpu" "100m" "memory" "128Mi") "limits" (dict "memory" "256Mi")) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "modelmon.modelReadinessProbe" -}}
+{{- if or .Values.model.readinessProbe .Values.model.image.repository -}}
+{{- toJson (.Values.model.readinessProbe | default dict) -}}
+{{- else -}}
+{{- toJson (dict "httpGet" (dict "path" "/v2/health/ready" "port" "model") "periodSeconds" 5) -}}
 {{- end -}}
 {{- end -}}
 
@@ -146,10 +202,57 @@ the token file.
 {{- toJson $cfg -}}
 {{- end -}}
 
+{{/*
+A number as the sidecar reads it (YAML 1.1, PyYAML): Go writes floats in the shortest form, which
+has no decimal point in exponent notation (1e-05, 1e+21); YAML 1.1 reads that as a string, and
+the sidecar refuses it. A point is added (1.0e-05), which every YAML reads as the same float.
+*/}}
+{{- define "modelmon.number" -}}
+{{- $text := printf "%v" . -}}
+{{- if include "modelmon.wholeNumber" . -}}
+{{- $text = printf "%d" (int64 .) -}}
+{{- else if and (kindIs "float64" .) (regexMatch "^[-+]?[0-9]+e[-+][0-9]+$" $text) -}}
+{{- $text = regexReplaceAll "^([-+]?[0-9]+)e" $text "${1}.0e" -}}
+{{- end -}}
+{{- $text -}}
+{{- end -}}
+
+{{/* "true" for a float with no fraction that an int64 holds: written as an integer (JSON and toYaml do). */}}
+{{- define "modelmon.wholeNumber" -}}
+{{- if and (kindIs "float64" .) (eq (floor .) .) (lt . 1e18) (gt . -1e18) }}true{{ end -}}
+{{- end -}}
+
+{{/*
+A value (dict "v" X) with every float that Go would write without a decimal point replaced by a
+marker string that modelmon.configText turns back into the number as modelmon.number writes it
+(as JSON: {"v": ...}).
+*/}}
+{{- define "modelmon.markFloats" -}}
+{{- $v := .v -}}
+{{- if kindIs "map" $v -}}
+{{- $out := dict -}}
+{{- range $key, $item := $v -}}
+{{- $_ := set $out $key (include "modelmon.markFloats" (dict "v" $item) | fromJson).v -}}
+{{- end -}}
+{{- toJson (dict "v" $out) -}}
+{{- else if kindIs "slice" $v -}}
+{{- $out := list -}}
+{{- range $item := $v -}}
+{{- $out = append $out (include "modelmon.markFloats" (dict "v" $item) | fromJson).v -}}
+{{- end -}}
+{{- toJson (dict "v" $out) -}}
+{{- else if and (kindIs "float64" $v) (regexMatch "^[-+]?[0-9]+e" (printf "%v" $v)) (not (include "modelmon.wholeNumber" $v)) -}}
+{{- toJson (dict "v" (printf "__modelmon_float__%s__" (include "modelmon.number" $v))) -}}
+{{- else -}}
+{{- toJson (dict "v" $v) -}}
+{{- end -}}
+{{- end -}}
+
 {{/* The configuration file's text, as the ConfigMap holds it. */}}
 {{- define "modelmon.configText" -}}
+{{- $marked := (include "modelmon.markFloats" (dict "v" (include "modelmon.config" . | fromJson)) | fromJson).v -}}
 # rendered by the modelmon Helm chart from .Values.config (check it: modelmon check-config FILE)
-{{ include "modelmon.config" . | fromJson | toYaml }}
+{{ regexReplaceAll "__modelmon_float__([-+.0-9e]+)__" (toYaml $marked) "${1}" }}
 {{- end -}}
 
 {{/* The pod's terminationGracePeriodSeconds: preStop + the sidecar's drain + 10 s. */}}
@@ -184,7 +287,7 @@ preStop:
 {{- $cfg := include "modelmon.config" . | fromJson -}}
 {{- $traffic := int $cfg.server.traffic_port -}}
 {{- $admin := int $cfg.server.admin_port -}}
-- name: {{ include "modelmon.containerName" . }}
+- name: {{ include "modelmon.containerName" . | quote }}
   image: {{ include "modelmon.image" . | quote }}
   imagePullPolicy: {{ .Values.image.pullPolicy }}
   args:
@@ -209,7 +312,7 @@ preStop:
     {{- end }}
   env:
     - name: MODELMON_SERVER__SHUTDOWN_GRACE_SECONDS
-      value: {{ $cfg.server.shutdown_grace_seconds | toString | quote }}
+      value: {{ include "modelmon.number" $cfg.server.shutdown_grace_seconds | quote }}
     {{- with .Values.sidecar.env }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
@@ -275,18 +378,18 @@ preStop:
 {{- define "modelmon.sidecarVolumes" -}}
 - name: modelmon-config
   configMap:
-    name: {{ include "modelmon.configMapName" . }}
+    name: {{ include "modelmon.configMapName" . | quote }}
 {{- with include "modelmon.profilesConfigMapName" . }}
 - name: modelmon-profiles
   configMap:
-    name: {{ . }}
+    name: {{ . | quote }}
 {{- end }}
 {{- if .Values.auth.enabled }}
 - name: modelmon-token
   secret:
-    secretName: {{ include "modelmon.tokenSecretName" . }}
+    secretName: {{ include "modelmon.tokenSecretName" . | quote }}
     items:
-      - key: {{ .Values.auth.secretKey }}
+      - key: {{ .Values.auth.secretKey | quote }}
         path: token
     defaultMode: 292 # 0444: only the containers that mount it see it
 {{- end }}
@@ -306,12 +409,44 @@ prometheus.io/path: /metrics
 {{- end }}
 {{- end -}}
 
+{{/* A Kubernetes quantity (2, 500m, 1.5Gi, 1e3) as a plain number, or "" when it is not one. */}}
+{{- define "modelmon.quantity" -}}
+{{- $text := toString . -}}
+{{- $number := regexFind "^[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)" $text -}}
+{{- $suffix := trimPrefix $number $text -}}
+{{- $factors := dict "" 1 "m" 0.001 "k" 1e3 "M" 1e6 "G" 1e9 "T" 1e12 "P" 1e15 "E" 1e18 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 "Pi" 1125899906842624 "Ei" 1152921504606846976 -}}
+{{- if and $number (hasKey $factors $suffix) -}}
+{{- mulf (float64 $number) (get $factors $suffix) -}}
+{{- else if and $number (regexMatch "^[eE][-+]?[0-9]+$" $suffix) -}}
+{{- mulf (float64 $number) (float64 (printf "1%s" $suffix)) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Refuses a container's request above its limit (Helm merges given requests into default limits). */}}
+{{- define "modelmon.checkResources" -}}
+{{- $requests := .resources.requests | default dict -}}
+{{- $limits := .resources.limits | default dict -}}
+{{- range $name, $request := $requests -}}
+{{- if hasKey $limits $name -}}
+{{- $want := include "modelmon.quantity" $request -}}
+{{- $most := include "modelmon.quantity" (get $limits $name) -}}
+{{- if and $want $most (gt (float64 $want) (float64 $most)) -}}
+{{- fail (printf "%s.resources: requests.%s (%v) is above limits.%s (%v), which Kubernetes refuses; raise the limit too (or set limits.%s: null to drop it)" $.what $name $request $name (get $limits $name) $name) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
 {{/*
 Settings no single key's schema can refuse, refused with a message saying what to do (the
 schema handles everything per key).
 */}}
 {{- define "modelmon.validate" -}}
 {{- $cfg := include "modelmon.config" . | fromJson -}}
+{{- include "modelmon.checkResources" (dict "what" "sidecar" "resources" .Values.sidecar.resources) -}}
+{{- if eq .Values.mode "deployment" -}}
+{{- include "modelmon.checkResources" (dict "what" "model" "resources" (include "modelmon.modelResources" . | fromJson)) -}}
+{{- end -}}
 {{- if and .Values.serviceMonitor.enabled .Values.podMonitor.enabled -}}
 {{- fail "serviceMonitor.enabled and podMonitor.enabled: enable one of them (both would scrape every sidecar twice)" -}}
 {{- end -}}
@@ -332,6 +467,70 @@ schema handles everything per key).
 {{- end -}}
 {{- if and .Values.sidecar.native (not (include "modelmon.isvc" .)) (semverCompare "<1.29-0" .Capabilities.KubeVersion.Version) -}}
 {{- fail (printf "sidecar.native: native sidecars need Kubernetes >= 1.29 (this cluster: %s); set sidecar.native=false" .Capabilities.KubeVersion.Version) -}}
+{{- end -}}
+{{- /* what the pod is built around is decided by the chart, from config: not by extra flags or variables */ -}}
+{{- $managed := dict "--config" "existingConfigMap" "--upstream" "config.upstream.url" "--no-upstream" "config.upstream.url: null" "--host" "config.server.host" "--traffic-port" "config.server.traffic_port" "--admin-port" "config.server.admin_port" "--auth-token-file" "auth.enabled or config.auth.token_file" "--model" "config.models" -}}
+{{- range $arg := .Values.sidecar.extraArgs -}}
+{{- $flag := regexReplaceAll "=.*$" $arg "" -}}
+{{- if regexMatch "^-c" $arg -}}
+{{- fail (printf "sidecar.extraArgs: %s sets the configuration file, which the chart passes (existingConfigMap for a file of your own)" $arg) -}}
+{{- end -}}
+{{- if and (hasPrefix "--" $flag) (gt (len $flag) 2) -}}
+{{- range $name, $instead := $managed -}}
+{{- if hasPrefix $flag $name -}}
+{{- fail (printf "sidecar.extraArgs: %s (modelmon serve's %s) sets what the chart builds the pod around (probes, ports, Service, token, drain); set %s instead" $arg $name $instead) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $chartKeys := list "server.traffic_port" "server.admin_port" "server.shutdown_grace_seconds" "server.host" "upstream.url" "auth.token_file" "auth.protect" -}}
+{{- range $env := .Values.sidecar.env -}}
+{{- if hasPrefix "MODELMON_" $env.name -}}
+{{- $path := trimPrefix "MODELMON_" $env.name | lower | replace "__" "." -}}
+{{- if eq $path "config" -}}
+{{- fail "sidecar.env: MODELMON_CONFIG names the configuration file, which the chart passes (existingConfigMap for a file of your own)" -}}
+{{- end -}}
+{{- range $key := $chartKeys -}}
+{{- if or (eq $path $key) (hasPrefix (printf "%s." $path) $key) -}}
+{{- fail (printf "sidecar.env: %s overrides %s, which the chart builds the pod around (probes, ports, token, drain, the grace period); set config.%s instead" $env.name $key $key) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if eq (int $cfg.server.traffic_port) (int $cfg.server.admin_port) -}}
+{{- fail (printf "config.server.traffic_port and config.server.admin_port are both %d: the sidecar refuses to start; give them different ports" (int $cfg.server.admin_port)) -}}
+{{- end -}}
+{{- with (dig "server" "host" "" $cfg) -}}
+{{- if regexMatch `^(127[.]|localhost$|\[?(0*:)+0*1\]?$)` (lower (toString .)) -}}
+{{- fail (printf "config.server.host: %s is the loopback interface, which the kubelet's probes, Prometheus and the Service cannot reach (they use the pod's IP); leave it unset (0.0.0.0) or use :: for IPv6" (toString .)) -}}
+{{- end -}}
+{{- end -}}
+{{- if and .Values.service.enabled (not (include "modelmon.isvc" .)) (eq (int .Values.service.port) (int .Values.service.adminPort)) -}}
+{{- fail (printf "service.port and service.adminPort are both %d: a Service's ports must differ" (int .Values.service.port)) -}}
+{{- end -}}
+{{- with (dig "auth" "protect" list $cfg) -}}
+{{- if not (has "writes" .) -}}
+{{- fail "config.auth.protect: must include writes (the push API is what the token is for); the sidecar refuses to start otherwise" -}}
+{{- end -}}
+{{- end -}}
+{{- if and (has "metrics" (dig "auth" "protect" list $cfg)) (not $.Values.auth.enabled) -}}
+{{- fail "config.auth.protect: metrics with auth.enabled=false: the ServiceMonitor or PodMonitor sends the token from the chart's Secret (or auth.existingSecret), mounted only with auth.enabled; enable auth, or leave /metrics open" -}}
+{{- end -}}
+{{- $process := dig "resources" "process_name" "" $cfg | default (dig "resources" "pid_file" "" $cfg) -}}
+{{- if and $process (not .Values.shareProcessNamespace) -}}
+{{- fail "config.resources.process_name or pid_file: the sidecar sees the model's process only in a shared process namespace; set shareProcessNamespace=true" -}}
+{{- end -}}
+{{- if and .Values.profiles .Values.existingProfilesConfigMap -}}
+{{- fail "profiles and existingProfilesConfigMap: give the reference profiles one way (profiles would be ignored)" -}}
+{{- end -}}
+{{- if gt (float64 $cfg.server.shutdown_grace_seconds) 1e9 -}}
+{{- fail "config.server.shutdown_grace_seconds: longer than a pod's grace period can be (at most 1e9 s here)" -}}
+{{- end -}}
+{{- if or .Values.prometheusRule.enabled .Values.dashboards.enabled -}}
+{{- $selects := printf "job=%q" .Values.monitoring.job -}}
+{{- if not (contains $selects (.Files.Get "files/rules/modelmon.rules.yml")) -}}
+{{- fail (printf "monitoring.job: %q is not the job the rules and dashboards the chart ships select, so they would never see these sidecars; keep the default, or load rules and dashboards generated for it (modelmon mixin --config) with prometheusRule.enabled=false and dashboards.enabled=false" .Values.monitoring.job) -}}
+{{- end -}}
 {{- end -}}
 {{- if eq (int $cfg.server.traffic_port) (int .Values.model.port) -}}
 {{- fail (printf "config.server.traffic_port and model.port are both %d: the sidecar and the model share the pod's network, give them different ports" (int .Values.model.port)) -}}
@@ -374,8 +573,8 @@ schema handles everything per key).
 {{- define "modelmon.scrapeEndpoint" -}}
 {{- $cfg := include "modelmon.config" . | fromJson -}}
 path: /metrics
-interval: {{ .monitor.interval }}
-scrapeTimeout: {{ .monitor.scrapeTimeout }}
+interval: {{ .monitor.interval | quote }}
+scrapeTimeout: {{ .monitor.scrapeTimeout | quote }}
 relabelings:
   # the generated rules and dashboards select job="{{ .Values.monitoring.job }}"
   - action: replace
@@ -385,8 +584,8 @@ relabelings:
 authorization:
   type: Bearer
   credentials:
-    name: {{ include "modelmon.tokenSecretName" . }}
-    key: {{ .Values.auth.secretKey }}
+    name: {{ include "modelmon.tokenSecretName" . | quote }}
+    key: {{ .Values.auth.secretKey | quote }}
 {{- end }}
 {{- end -}}
 
@@ -412,6 +611,11 @@ predictor that has none (a `model:` predictor).
 {{- $_ := set $pod (ternary "initContainers" "containers" (eq (include "modelmon.native" .) "true")) $containers -}}
 {{- toYaml (dict "spec" (dict "template" (dict "metadata" (dict "annotations" $annotations) "spec" $pod))) -}}
 {{- end -}}
+{{- end -}}
+
+{{/* An integer (printed as one: Helm reads numbers as floats, written 1e+06 from a million) or a string such as 25%. */}}
+{{- define "modelmon.intOrString" -}}
+{{- if kindIs "string" . }}{{ . | quote }}{{ else }}{{ . | int64 }}{{ end -}}
 {{- end -}}
 
 {{/* Labels as "a=1, b=2". */}}
