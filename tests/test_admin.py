@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import socket
 
 import aiohttp
 from conftest import Running, StartSidecar
@@ -113,3 +114,35 @@ async def test_receive_only_mode_is_ready_without_upstream(start_sidecar: StartS
     status, _, _ = await get(running.admin_url + "/readyz")
     assert status == 200
     assert running.sample("modelmon_upstream_up") is None
+
+
+async def test_a_model_that_starts_after_the_sidecar_is_ready_at_the_next_readyz(
+        start_sidecar: StartSidecar) -> None:
+    """With a native sidecar the model always starts later: /readyz must not keep its first
+    failed probe until the next periodic one (30 s here)."""
+    from aiohttp import web
+
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    running = await start_sidecar(f"http://127.0.0.1:{port}",
+                                  upstream={"probe_interval_seconds": 30})
+    status, _, _ = await get(running.admin_url + "/readyz")
+    assert status == 503
+    async def ready(request: web.Request) -> web.Response:
+        return web.json_response({"ready": True})
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", ready)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        status, _, _ = await get(running.admin_url + "/readyz")  # within a second: the cached answer
+        assert status == 503
+        await asyncio.sleep(1.1)
+        status, _, body = await get(running.admin_url + "/readyz")
+        assert status == 200, body
+    finally:
+        await runner.cleanup()

@@ -4,6 +4,7 @@ when ``auth.protect`` names its group."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -15,6 +16,9 @@ from ..config import Config
 from ..metrics.exposition import MetricsEndpoint
 from .auth import BearerAuth, Handler
 from .push import IngestEndpoints
+
+# /readyz asks a model that was not up again, at most this often (seconds).
+READY_REPROBE_SECONDS = 1.0
 
 LANDING_PAGE = """<!doctype html>
 <html><head><title>modelmon</title></head>
@@ -79,7 +83,12 @@ class AdminEndpoints:
         if not self._health.upstream_configured:
             return web.json_response({"status": "ok", "upstream": None})
         result = self._health.upstream
-        if result is None:
+        # Not up: ask again now rather than wait for the next periodic probe. A model that
+        # starts after the sidecar (a native sidecar always starts first) is ready at the
+        # kubelet's next readiness probe, not up to upstream.probe_interval_seconds later. At
+        # most one probe a second, whoever calls.
+        if result is None or (not result.up and time.monotonic() - self._health.upstream_at
+                              >= READY_REPROBE_SECONDS):
             await self._probe_upstream()
             result = self._health.upstream
         assert result is not None
