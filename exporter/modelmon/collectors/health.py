@@ -61,7 +61,6 @@ class HealthState:
     def __init__(self, upstream_configured: bool, dependencies: tuple[DependencyConfig, ...]) -> None:
         self.upstream_configured = upstream_configured
         self.upstream: ProbeResult | None = None
-        self.upstream_at = 0.0  # time.monotonic() of the latest upstream probe
         self.upstream_probes = counter_vec()  # (result,)
         self.dependencies: dict[str, ProbeResult] = {}
         self.dependency_configs = dependencies
@@ -73,7 +72,6 @@ class HealthState:
             else:
                 log.warning("upstream health probe failing: %s", result.detail)
         self.upstream = result
-        self.upstream_at = time.monotonic()
         self.upstream_probes[("success" if result.up else "failure",)] += 1
 
 

@@ -45,6 +45,7 @@ class AdminEndpoints:
         self._queue = queue
         self._health = health
         self._probe_upstream = probe_upstream
+        self._asked_at = -READY_REPROBE_SECONDS  # when /readyz last probed the upstream itself
         self._ingest = ingest
         self._auth = auth
 
@@ -87,8 +88,9 @@ class AdminEndpoints:
         # starts after the sidecar (a native sidecar always starts first) is ready at the
         # kubelet's next readiness probe, not up to upstream.probe_interval_seconds later. At
         # most one probe a second, whoever calls.
-        if result is None or (not result.up and time.monotonic() - self._health.upstream_at
-                              >= READY_REPROBE_SECONDS):
+        now = time.monotonic()
+        if result is None or (not result.up and now - self._asked_at >= READY_REPROBE_SECONDS):
+            self._asked_at = now  # before the await: concurrent calls do not all probe
             await self._probe_upstream()
             result = self._health.upstream
         assert result is not None
