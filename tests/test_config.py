@@ -298,3 +298,23 @@ def test_check_config_answers_every_file_with_a_message(tmp_path: Path, content:
 def test_a_merge_key_is_read(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, "server:\n  <<: {admin_port: 9500}\n  traffic_port: 8100\n"))
     assert (config.server.admin_port, config.server.traffic_port) == (9500, 8100)
+
+
+def test_serve_model_flag_names_the_default_model_and_keeps_the_configured_ones(tmp_path: Path) -> None:
+    """`modelmon serve --model NAME` names the model of routes that do not name one; it does not
+    replace the configured models (and with them their profiles and settings)."""
+    from modelmon.cli import _load, build_parser
+
+    path = tmp_path / "modelmon.yaml"
+    path.write_text("models:\n  - name: churn\n    version: '3'\n    task: classification\n"
+                    "  - name: price\n    task: regression\n")
+    for flag, names in (("price", ["price", "churn"]), ("churn", ["churn", "price"]),
+                        ("fraud", ["fraud", "churn", "price"])):
+        config = _load(build_parser().parse_args(["serve", "--config", str(path), "--model", flag]))
+        assert [m.name for m in config.models] == names
+        assert config.default_model == flag
+        by_name = {m.name: m for m in config.models}
+        assert (by_name["churn"].version, by_name["churn"].task) == ("3", "classification")
+        assert by_name["price"].task == "regression"
+    config = _load(build_parser().parse_args(["serve", "--model", "solo"]))
+    assert [m.name for m in config.models] == ["solo"]

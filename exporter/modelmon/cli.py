@@ -11,6 +11,8 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+import msgspec
+
 from . import __version__
 from .config import LOG_LEVELS, Config, ConfigError, DriftConfig, config_schema, load_config
 from .logs import setup_logging
@@ -35,8 +37,6 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         out["upstream"] = {"url": None}
     elif args.upstream:
         out["upstream"] = {"url": args.upstream}
-    if args.model:
-        out["models"] = [{"name": args.model}]
     if args.auth_token_file:
         out["auth"] = {"token_file": args.auth_token_file}
     return out
@@ -44,7 +44,20 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def _load(args: argparse.Namespace) -> Config:
     path = args.config or os.environ.get("MODELMON_CONFIG")
-    return load_config(path, env=os.environ, overrides=_overrides(args))
+    overrides = _overrides(args)
+    config = load_config(path, env=os.environ, overrides=overrides)
+    if args.model and config.default_model != args.model:
+        overrides["models"] = _with_default_model(config, args.model)
+        config = load_config(path, env=os.environ, overrides=overrides)
+    return config
+
+
+def _with_default_model(config: Config, name: str) -> list[dict[str, Any]]:
+    """``--model NAME``: the models of the configuration with NAME first (the model of routes
+    that do not name one), its settings kept; NAME is added, with none, if it is not there."""
+    models = [msgspec.to_builtins(m) for m in config.models]
+    named = [m for m in models if m["name"] == name] or [{"name": name}]
+    return named + [m for m in models if m["name"] != name]
 
 
 def _profile(args: argparse.Namespace) -> int:
