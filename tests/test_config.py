@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import subprocess
 import sys
@@ -318,3 +319,23 @@ def test_serve_model_flag_names_the_default_model_and_keeps_the_configured_ones(
         assert by_name["price"].task == "regression"
     config = _load(build_parser().parse_args(["serve", "--model", "solo"]))
     assert [m.name for m in config.models] == ["solo"]
+
+
+def test_numbers_as_go_and_yaml_1_2_write_them_are_numbers(tmp_path: Path) -> None:
+    """Helm and kubectl write small and large floats as `1e-05` and YAML 1.2 allows `1.5e3`;
+    PyYAML (YAML 1.1) reads both as strings, and the sidecar then refused its own chart's
+    configuration. Quoted, they stay strings (and are refused where a number belongs)."""
+    path = tmp_path / "modelmon.yaml"
+    path.write_text("upstream:\n  url: http://127.0.0.1:8080\n  probe_interval_seconds: 1.5e1\n"
+                    "  probe_timeout_seconds: 5e-1\nserver:\n  shutdown_grace_seconds: 2E+1\n")
+    config = load_config(path, env={"MODELMON_ANALYSIS__STALL_SECONDS": "1.2e2"})
+    assert (config.upstream.probe_interval_seconds, config.upstream.probe_timeout_seconds,
+            config.server.shutdown_grace_seconds, config.analysis.stall_seconds) == (15.0, 0.5, 20.0, 120.0)
+    path.write_text("upstream:\n  probe_interval_seconds: '1e1'\n")
+    with pytest.raises(ConfigError, match=r"upstream\.probe_interval_seconds: must be a number"):
+        load_config(path)
+    # what YAML 1.1 already read keeps its meaning: integers, dates, strings that only look alike
+    from modelmon.config import load_yaml
+
+    assert load_yaml("a: 10\nb: 0x10\nc: 2024-01-01\nd: 1e5e\ne: 1.5\nf: '2'") == {
+        "a": 10, "b": 16, "c": datetime.date(2024, 1, 1), "d": "1e5e", "e": 1.5, "f": "2"}

@@ -536,7 +536,7 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
             continue
         keys = [k.lower() for k in name[len(ENV_PREFIX):].split("__")]
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
+            value = load_yaml(raw) if raw != "" else ""
         except yaml.YAMLError as exc:
             raise ConfigError(f"{name}: not valid YAML: {exc}") from None
         node = tree
@@ -561,7 +561,10 @@ def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 
 class _StrictLoader(yaml.SafeLoader):
     """PyYAML's safe loader, refusing a key given twice in one mapping (YAML 1.2 section 3.2.1.1:
-    keys are unique; PyYAML keeps the last one silently, so a setting would be lost unseen)."""
+    keys are unique; PyYAML keeps the last one silently, so a setting would be lost unseen), and
+    reading YAML 1.2's floats with an exponent but no point or no exponent sign (``1e-05``,
+    ``1.5e3``) as numbers: PyYAML implements YAML 1.1, where they are strings, and Go's YAML
+    writers (Helm, kubectl, kustomize) write small and large floats that way."""
 
 
 def _mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
@@ -582,6 +585,11 @@ def _mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+# YAML 1.2's core schema float (section 10.3.2), tried after YAML 1.1's resolvers (integers,
+# 1.1 floats, timestamps match first), so it adds only what 1.1 reads as a string.
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$"), list("-+.0123456789"))
 
 
 def load_yaml(text: str) -> Any:
