@@ -10,9 +10,10 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from modelmon.drift.columns import QUALITY_KINDS, Batch
-from modelmon.drift.engine import FLUSH_ROWS, DriftSettings, ModelDrift
+from modelmon.drift.engine import AUTO_WEIGHTS, FLUSH_ROWS, DriftSettings, ModelDrift, auto_p_value
 from modelmon.reference.profile import Profile, categorical_feature, numeric_feature
 from modelmon.window import SlidingCounts
+from scipy import stats as ss
 
 
 class Clock:
@@ -117,9 +118,75 @@ def test_drift_detected_and_not(monkeypatch: pytest.MonkeyPatch) -> None:
     assert snap.model_detected is True
     x = snap.features[0]
     assert set(x.scores) == {"psi", "jensen_shannon", "hellinger", "ks", "wasserstein"}
-    assert set(x.p_values) == {"chi2", "ks"}
+    assert set(x.p_values) == {"chi2", "ks", "location", "scale"}
     assert x.scores["wasserstein"] == pytest.approx(0.5, abs=0.12)  # a 0.5-std shift
+    low, high = x.score_bounds["wasserstein"]
+    assert 0 < low <= x.scores["wasserstein"] <= high
     assert set(snap.features[1].scores) == {"psi", "jensen_shannon", "hellinger"}
+    assert snap.features[1].score_bounds == {} and set(snap.features[1].p_values) == {"chi2"}
+
+
+def quantile_sample(n: int, shift: float = 0.0, spread: float = 1.0) -> np.ndarray:
+    """n values at the normal quantiles (i + 0.5) / n, shifted and stretched: a window as typical
+    as a window can be, with no sampling noise to make a verdict a matter of luck."""
+    return shift + spread * ss.norm.ppf((np.arange(n) + 0.5) / n)
+
+
+def verdict_profile() -> Profile:
+    return Profile("m", "1", 10_000, (numeric_feature("x", quantile_sample(10_000)),))
+
+
+def old_verdict(p_values: dict[str, float]) -> bool:
+    """The default verdict before issue 14: the chi-square and KS tests, Bonferroni, 0.005."""
+    return 2 * min(p_values["chi2"], p_values["ks"]) < 0.005
+
+
+@pytest.mark.parametrize(("n", "shift", "spread"), [
+    (1000, 0.12, 1.0),   # a small shift in a large window: the location test's
+    (200, 0.28, 1.0),    # a shift in a small window
+    (200, 0.0, 1.25),    # a wider spread in a small window: the scale test's
+    (1000, 0.0, 1.12),
+])
+def test_the_verdict_sees_what_the_chi_square_and_ks_tests_missed(n: int, shift: float, spread: float) -> None:
+    m = ModelDrift("m", verdict_profile(), DriftSettings(), 10)
+    m.observe(Batch(n, columns={"x": quantile_sample(n, shift, spread)}))
+    x = m.compute().features[0]
+    assert not old_verdict(x.p_values)
+    assert x.detected is True
+    test = "location" if shift else "scale"
+    assert x.p_values[test] < AUTO_WEIGHTS[test] * DriftSettings().numeric_threshold
+
+
+@pytest.mark.parametrize("n", [100, 200, 1000, 10_000])
+def test_a_typical_window_is_not_drift(n: int) -> None:
+    m = ModelDrift("m", verdict_profile(), DriftSettings(), 10)
+    m.observe(Batch(n, columns={"x": quantile_sample(n)}))
+    x = m.compute().features[0]
+    assert x.detected is False
+    assert min(x.p_values.values()) > 0.5
+    assert x.score_bounds["wasserstein"][0] == 0.0
+
+
+def test_auto_p_value_is_the_weighted_bonferroni_combination() -> None:
+    assert sum(AUTO_WEIGHTS.values()) == pytest.approx(1.0)
+    p = {"chi2": 0.5, "ks": 1e-9, "location": 0.004, "scale": 0.2}  # ks takes no part
+    assert auto_p_value(p) == pytest.approx(0.004 / AUTO_WEIGHTS["location"])
+    assert auto_p_value({"chi2": 1e-4, "ks": 1.0, "location": 1.0, "scale": 1.0}) == pytest.approx(
+        1e-4 / AUTO_WEIGHTS["chi2"])
+    assert auto_p_value({"chi2": 1.0, "ks": 1.0, "location": 1.0, "scale": 1.0}) == 1.0
+
+
+def test_a_large_and_certain_effect_is_drift_even_when_alpha_would_wait() -> None:
+    """With a significance level too strict for any test, the effect rule still reports a shift
+    whose normalised Wasserstein distance is certainly above effect_threshold; not one below."""
+    settings = DriftSettings(numeric_threshold=1e-300, effect_threshold=0.25)
+    for shift, drifted in ((0.6, True), (0.2, False)):
+        m = ModelDrift("m", verdict_profile(), settings, 10)
+        m.observe(Batch(2000, columns={"x": quantile_sample(2000, shift)}))
+        x = m.compute().features[0]
+        low, _ = x.score_bounds["wasserstein"]
+        assert (low > 0.25) is drifted and x.detected is drifted
+        assert m.snapshot is not None and m.snapshot.model_detected is drifted
 
 
 @pytest.mark.parametrize(("method", "threshold"), [("psi", 0.1), ("ks", 0.005), ("chi2", 0.005),

@@ -218,7 +218,9 @@ def numeric_series(edges: int, negative: bool) -> int:
     not included: one per kind that occurred)."""
     live = edges + 1 + 1 + (0 if negative else 1)  # buckets with +Inf, _count, _sum
     reference = edges + 1 + 1 + (0 if negative else 1) + 1  # the same, and the reference mean
-    windowed = 5 + 2 + 5  # scores, p-values; detected, samples, missing, out of range, mean
+    # scores and the Wasserstein distance's two confidence bounds, p-values (chi2, ks, location,
+    # scale); detected, samples, missing, out of range, mean
+    windowed = 5 + 2 + 4 + 5
     return live + reference + windowed + 1 + 1  # and the reference missing ratio, the feature info
 
 
@@ -256,7 +258,7 @@ async def test_the_series_budget_is_what_the_readme_says(start_sidecar: StartSid
                            "cat": categorical_series(20)}
     # with the defaults (20 bins: 21 edges with the 1st and 99th percentiles; top 20 categories)
     assert edges["pos"] == 21
-    assert (numeric_series(21, False), numeric_series(21, True), categorical_series(20)) == (63, 61, 51)
+    assert (numeric_series(21, False), numeric_series(21, True), categorical_series(20)) == (67, 65, 51)
 
 
 async def test_a_negative_value_drops_the_sum_of_a_feature_whose_bins_are_positive(

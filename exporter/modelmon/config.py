@@ -283,17 +283,21 @@ class ResourcesConfig(_Section, frozen=True, forbid_unknown_fields=True):
 
 class DriftConfig(_Section, frozen=True, forbid_unknown_fields=True):
     """Windowed drift scoring. For test methods (auto, chi2, ks) the threshold is the
-    significance level alpha; for distances (psi, jensen_shannon, hellinger, wasserstein) it is
-    the score above which drift is reported."""
+    significance level alpha (for auto on numeric features, shared by its location, scale and
+    chi-square tests); for distances (psi, jensen_shannon, hellinger, wasserstein) it is the
+    score above which drift is reported. effect_threshold (off by default): the auto verdict
+    also reports drift when the lower bound of the 95% confidence interval of the normalised
+    Wasserstein distance (in reference standard deviations) is above it."""
 
     window_seconds: Positive = 3600.0
     sub_windows: SubWindows = 12
     interval_seconds: Positive = 15.0
     min_samples: PositiveInt = 100
     numeric_method: NumericDriftMethod = "auto"
-    numeric_threshold: Positive = 0.005
+    numeric_threshold: Positive = 0.008
     categorical_method: CategoricalDriftMethod = "auto"
     categorical_threshold: Positive = 0.005
+    effect_threshold: Positive | None = None
 
     def __post_init__(self) -> None:
         for kind in ("numeric", "categorical"):

@@ -62,6 +62,8 @@ class DriftCollector(cat.CatalogueCollector):
         cat.REFERENCE_CATEGORY,
         cat.REFERENCE_MISSING_RATIO,
         cat.DRIFT_SCORE,
+        cat.DRIFT_SCORE_LOWER,
+        cat.DRIFT_SCORE_UPPER,
         cat.DRIFT_P_VALUE,
         cat.DRIFT_DETECTED,
         cat.MODEL_DRIFT_DETECTED,
@@ -103,7 +105,8 @@ class DriftCollector(cat.CatalogueCollector):
         yield static.ref_values
         yield static.ref_means
         yield static.ref_categories
-        windowed = (cat.DRIFT_SCORE.gauge(), cat.DRIFT_P_VALUE.gauge(), cat.DRIFT_DETECTED.gauge(),
+        windowed = (cat.DRIFT_SCORE.gauge(), cat.DRIFT_SCORE_LOWER.gauge(), cat.DRIFT_SCORE_UPPER.gauge(),
+                    cat.DRIFT_P_VALUE.gauge(), cat.DRIFT_DETECTED.gauge(),
                     cat.MODEL_DRIFT_DETECTED.gauge(), cat.WINDOW_SAMPLES.gauge(),
                     cat.MISSING_RATIO.gauge(), cat.OUT_OF_RANGE_RATIO.gauge(),
                     cat.FEATURE_WINDOW_MEAN.gauge(),
@@ -192,8 +195,8 @@ class DriftCollector(cat.CatalogueCollector):
                         categories.add_metric([model, f.name, name], count)
 
     def _windowed(self, monitors: Sequence[tuple[str, ModelDrift]], scores: GaugeMetricFamily,
-                  p_values: GaugeMetricFamily, detected: GaugeMetricFamily,
-                  model_detected: GaugeMetricFamily, samples: GaugeMetricFamily,
+                  lower: GaugeMetricFamily, upper: GaugeMetricFamily, p_values: GaugeMetricFamily,
+                  detected: GaugeMetricFamily, model_detected: GaugeMetricFamily, samples: GaugeMetricFamily,
                   missing: GaugeMetricFamily, out_of_range: GaugeMetricFamily,
                   mean: GaugeMetricFamily, last: GaugeMetricFamily,
                   duration: GaugeMetricFamily) -> Iterator[None]:
@@ -211,6 +214,9 @@ class DriftCollector(cat.CatalogueCollector):
                 samples.add_metric([model, f.name], f.samples)
                 for method, value in f.scores.items():
                     scores.add_metric([model, f.name, method], value)
+                for method, (low, high) in f.score_bounds.items():
+                    lower.add_metric([model, f.name, method], low)
+                    upper.add_metric([model, f.name, method], high)
                 for test, value in f.p_values.items():
                     p_values.add_metric([model, f.name, test], value)
                 if f.detected is not None:

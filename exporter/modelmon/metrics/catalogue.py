@@ -337,10 +337,24 @@ DRIFT_SCORE = _m(
     "Computed on a schedule; absent below the minimum sample count.",
     ("model", "feature", "method"),
 )
+DRIFT_SCORE_LOWER = _m(
+    "drift_score_lower_bound", G,
+    "Lower bound of the 95% confidence interval of a drift score in the sliding window, by "
+    "method (wasserstein: the normalised Wasserstein distance, both samples' noise counted). "
+    "Absent below the minimum sample count.",
+    ("model", "feature", "method"),
+)
+DRIFT_SCORE_UPPER = _m(
+    "drift_score_upper_bound", G,
+    "Upper bound of the 95% confidence interval of a drift score in the sliding window, by "
+    "method (as modelmon_drift_score_lower_bound).",
+    ("model", "feature", "method"),
+)
 DRIFT_P_VALUE = _m(
     "drift_p_value", G,
     "p-value of a drift test in the sliding window, by method (chi2 on the merged bins, ks on "
-    "the binned CDFs).",
+    "the binned CDFs; numeric features also location and scale: rank tests on the bins with "
+    "normal and squared normal scores).",
     ("model", "feature", "method"),
 )
 DRIFT_DETECTED = _m(

@@ -330,8 +330,9 @@ def build_alerts(config: MixinConfig, r: RecordingRules) -> list[Alert]:
         + P_VALUE + ") and so does its model-level verdict.",
         P_VALUE,
         "The sidecar tests each feature's sliding window (drift.window_seconds, 1 h by default) "
-        "against the reference profile: a binned chi-square and a KS test, Bonferroni-corrected, "
-        "at alpha 0.005 (docs/drift.md). This alert fires for an input feature whose verdict "
+        "against the reference profile: location, scale and chi-square tests on a numeric "
+        "feature's bins (weighted Bonferroni, alpha 0.008), a chi-square test on a categorical "
+        "one at alpha 0.005 (docs/drift.md). This alert fires for an input feature whose verdict "
         "is drift on some replica while the model-level verdict (corrected across all the model's "
         "features, so that a model with many features does not alarm more often) agrees. Inputs "
         "are the profile's role=input features (`modelmon_feature_info{role=\"input\"}`), and any "
