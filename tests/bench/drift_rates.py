@@ -135,6 +135,18 @@ def _student3(rng: np.random.Generator, shape: tuple[int, int]) -> NDArray[np.fl
     return rng.standard_t(3.0, size=shape)
 
 
+def _indicator(share: float) -> Sampler:
+    """A binary feature: 1 in ``share`` of the values (a rare flag), else 0."""
+    return lambda rng, shape: (rng.random(size=shape) < share).astype(np.float64)
+
+
+def _zero_inflated(zeros: float) -> Sampler:
+    """0 in ``zeros`` of the values, lognormal in the rest."""
+    def sample(rng: np.random.Generator, shape: tuple[int, int]) -> NDArray[np.float64]:
+        return np.where(rng.random(size=shape) < zeros, 0.0, rng.lognormal(0.0, 1.0, size=shape))
+    return sample
+
+
 def _categories(probs: tuple[float, ...]) -> Sampler:
     return lambda rng, shape: rng.choice(len(probs), size=shape, p=np.asarray(probs))
 
@@ -214,6 +226,8 @@ SCENARIOS: tuple[Scenario, ...] = (
     _null("uniform_1000", "uniform", 1000, _uniform),
     _null("student3_200", "Student t(3)", 200, _student3),
     _null("student3_1000", "Student t(3)", 1000, _student3),
+    _null("indicator_200", "indicator 0.2%", 200, _indicator(0.002)),
+    _null("zeros_200", "99.5% zeros", 200, _zero_inflated(0.995)),
     _null("category_none_200", "3 categories", 200, _categories(CATEGORY_REFERENCE), "categorical"),
     _null("category_none_1000", "3 categories", 1000, _categories(CATEGORY_REFERENCE), "categorical"),
     _null("many_none_200", "20 categories", 200, _categories(MANY), "categorical"),

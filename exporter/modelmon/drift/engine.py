@@ -16,12 +16,13 @@ benchmark's figures are in the README, "Scrapes and drift scoring").
 
 Default verdict ("auto"): for numeric features three tests of the window against the
 reference, combined by a weighted Bonferroni correction (AUTO_WEIGHTS): a location test and a
-scale test (two-sample linear rank tests on the bins, normal and squared normal scores) and a
-binned chi-square test of homogeneity (p-value from the statistic's exact permutation mean
-and variance) for any other change of shape; drift when p_test < weight * alpha for one of
-them, or, if ``effect_threshold`` is set, when the normalised Wasserstein distance is certainly
-large (the lower bound of its 95% confidence interval above it). For categorical features the
-chi-square test alone, at its own alpha. At least 100 samples in the window and in the
+scale test (two-sample linear rank tests on the bins, normal and squared normal scores, their
+p-values allowing for the statistic's skewness) and a binned chi-square test of homogeneity
+(p-value from the statistic's exact permutation mean and variance) for any other change of
+shape; drift when p_test < weight * alpha for one of them, or, if ``effect_threshold`` is
+set, when the normalised Wasserstein distance is certainly large (the lower bound of its 95%
+confidence interval above it). For categorical features the chi-square test alone, at its own
+alpha. At least 100 samples in the window and in the
 reference. The model-level verdict applies a further Bonferroni correction across features.
 See docs/drift.md for the measured false-alarm and detection rates and their theoretical
 limits, and for what is said of degenerate references.
@@ -384,11 +385,10 @@ class ModelDrift:
                 scores = {"psi": stats.psi(ref, cur, mask),
                           "jensen_shannon": stats.jensen_shannon(ref, cur, mask),
                           "hellinger": stats.hellinger(ref, cur, mask)}
-                merged = stats.merge_sparse_bins(ref, cur, mask)
-                chi2_stat, _ = stats.chi2_contingency(*merged)
-                # Against the permutation distribution's exact mean and variance: calibrated in
-                # sparse tables too, so bins are merged only to an expected count of 1.
-                p_values = {"chi2": stats.chi2_sf_moments(chi2_stat, *stats.chi2_moments(*merged))}
+                # Against the permutation distribution's exact mean and variance (and, with two
+                # groups, the skewness of the count): calibrated in sparse tables too, so bins
+                # are merged only to an expected count of 1.
+                p_values = {"chi2": stats.chi2_p_value(*stats.merge_sparse_bins(ref, cur, mask))}
                 bounds: dict[str, tuple[NDArray[np.float64], NDArray[np.float64]]] = {}
                 if numeric:
                     d = stats.ks_statistic(ref, cur, mask)
@@ -399,10 +399,8 @@ class ModelDrift:
                     bounds["wasserstein"] = (lower / scale, upper / scale)
                     p_values["ks"] = stats.ks_pvalue(d, group.n_ref[part], n_cur)
                     location, spread = stats.normal_scores(ref, cur, mask)
-                    p_values["location"] = stats.normal_two_sided(
-                        stats.linear_rank_z(ref, cur, mask, location))
-                    p_values["scale"] = stats.normal_two_sided(
-                        stats.linear_rank_z(ref, cur, mask, spread))
+                    p_values["location"] = stats.linear_rank_p(ref, cur, mask, location)
+                    p_values["scale"] = stats.linear_rank_p(ref, cur, mask, spread)
                 for r, pos in enumerate(group.positions[part]):
                     feature = self.features[pos]
                     n = int(n_cur[r])

@@ -12,8 +12,9 @@ reference profile never loads SciPy (docs/architecture.md, "Decisions").
 The location and scale tests are two-sample linear rank tests on the bins: each bin's values
 share one score, the expected normal score (or squared normal score) of the ranks the bin
 holds in the pooled sample, and the window's sum of scores is standardised by its exact
-permutation mean and variance given the pooled bin counts (ties and all). They need no
-distributional assumption (normal, skewed, discrete and heavy-tailed references alike) and,
+permutation mean and variance given the pooled bin counts (ties and all), its p-value allowing
+for the sum's exact permutation skewness (a rare value makes it a Poisson-like count). They
+need no distributional assumption (normal, skewed, discrete and heavy-tailed references alike) and,
 for a normal reference cut in the profile's ~22 quantile bins, keep 99.2% (location) and 93.8%
 (scale) of the Fisher information of the raw values (docs/drift.md).
 
@@ -169,23 +170,68 @@ def _phi(x: Counts) -> Counts:
 
 
 def linear_rank_z(ref: Counts, cur: Counts, mask: Mask, scores: Counts) -> Vector:
-    """The standardised two-sample linear rank statistic: the window's sum of its values' scores
+    """The standardised two-sided linear rank statistic: the window's sum of its values' scores
     (every value of bin j scores ``scores[:, j]``), minus its mean and divided by its standard
     deviation over all the ways the pooled sample could have been split into a reference and
     a window of these sizes (the permutation distribution given the pooled bin counts, ties
     included: ``nN / (M (M - 1)) * sum_j c_j (s_j - s_mean)^2``). Under no drift it is
     approximately standard normal; 0 where it has no variance (one bin holds everything)."""
+    return _linear_rank(ref, cur, mask, scores)[0]
+
+
+def linear_rank_p(ref: Counts, cur: Counts, mask: Mask, scores: Counts) -> Vector:
+    """Two-sided p-value of the linear rank statistic of ``linear_rank_z``, allowing for its
+    skewness: ``skewed_two_sided(z, skewness)`` with the statistic's exact third permutation
+    moment. Where a few values carry most of the scores' spread (a rare value of a binary or
+    zero-inflated feature: its count in the window is the statistic, Poisson-like with a mean
+    of a few) the normal p-value is far too small on the skewed side (2.5% false alarms at
+    the location test's 0.74% for a 0.2% indicator in 200-value windows; docs/drift.md)."""
+    z, skewness = _linear_rank(ref, cur, mask, scores)
+    return skewed_two_sided(z, skewness)
+
+
+def _linear_rank(ref: Counts, cur: Counts, mask: Mask, scores: Counts) -> tuple[Vector, Vector]:
+    """(z, skewness) of the linear rank statistic under the permutation distribution. The sum
+    of n of the M pooled scores drawn without replacement has variance
+    ``n N / (M (M - 1)) * sum (s - s_mean)^2`` and third central moment
+    ``n N (N - n) / (M (M - 1) (M - 2)) * sum (s - s_mean)^3`` (N = M - n)."""
     pooled = np.where(mask, ref + cur, 0.0)
     n = np.where(mask, cur, 0.0).sum(axis=1)
     total = pooled.sum(axis=1)
     n_ref = total - n
     s = np.where(mask, scores, 0.0)
     mean = np.divide((pooled * s).sum(axis=1), total, out=np.zeros_like(total), where=total > 0)
-    spread = (pooled * (s - mean[:, None]) ** 2).sum(axis=1)
+    centred = np.where(pooled > 0, s - mean[:, None], 0.0)
+    spread = (pooled * centred ** 2).sum(axis=1)
     var = np.divide(n * n_ref * spread, total * (total - 1.0), out=np.zeros_like(total), where=total > 1)
+    third = np.divide(n * n_ref * (n_ref - n) * (pooled * centred ** 3).sum(axis=1),
+                      total * (total - 1.0) * (total - 2.0), out=np.zeros_like(total), where=total > 2)
     statistic = (np.where(mask, cur, 0.0) * s).sum(axis=1) - n * mean
-    return np.asarray(np.divide(statistic, np.sqrt(var), out=np.zeros_like(total),
-                                where=var > 1e-12 * np.maximum(spread, 1.0)))
+    tested = var > 1e-12 * np.maximum(spread, 1.0)
+    z = np.divide(statistic, np.sqrt(var), out=np.zeros_like(total), where=tested)
+    skewness = np.divide(third, var * np.sqrt(np.maximum(var, 0.0)), out=np.zeros_like(total), where=tested)
+    return np.asarray(z), np.asarray(skewness)
+
+
+def skewed_two_sided(z: Vector, skewness: Vector) -> Vector:
+    """Two-sided p-value of a standardised statistic with the given skewness: on its long side
+    (z of the skewness's sign) the larger of the normal tail and the Pearson type III one (a
+    gamma distribution with this mean, variance and skewness: ``scipy.stats.pearson3``), on
+    the short side the normal tail. Never smaller than ``normal_two_sided(z)``: the Pearson
+    curve only lengthens the tail the skewness says is long (its other tail is bounded, and a
+    bounded tail could call an ordinary value of a mixture impossible)."""
+    from scipy import special
+
+    z = np.asarray(z, dtype=np.float64)
+    g = np.abs(np.asarray(skewness, dtype=np.float64))
+    normal = normal_two_sided(z)
+    long_side = (z * skewness > 0) & (g > 1e-8) & np.isfinite(g)
+    shape = np.divide(4.0, g * g, out=np.ones_like(g), where=long_side)
+    # P(Z >= |z|) for Z = (Gamma(shape) - shape) / sqrt(shape), the standardised Pearson III
+    with np.errstate(invalid="ignore", over="ignore"):
+        tail = special.gammaincc(shape, shape + np.abs(z) * np.sqrt(shape))
+    pearson = np.where(long_side & np.isfinite(tail), np.minimum(2.0 * tail, 1.0), 0.0)
+    return np.asarray(np.maximum(normal, pearson))
 
 
 def normal_two_sided(z: Vector) -> Vector:
@@ -262,54 +308,38 @@ def chi2_moments(ref: Counts, cur: Counts, mask: Mask) -> tuple[Vector, Vector]:
     permutation distribution given the table's margins: the window's counts multivariate
     hypergeometric), bins empty on both sides left out (Haldane 1940).
 
-    With d_j = x_j - n c_j / M (x the window's counts, c the pooled ones, M their total, N the
-    reference's), X^2 = M^2 / (n N) * sum_j d_j^2 / c_j; its moments follow from the factorial
-    moments E[x_i^(a) x_j^(b)] = n^(a+b) c_i^(a) c_j^(b) / M^(a+b) (y^(a) the falling factorial),
-    ``d^2`` and ``d^4`` written in falling factorials of x. The mean is (k - 1) M / (M - 1); the
-    variance exceeds the chi-square's 2 (k - 1) where expected counts are small, which is what
-    makes the plain chi-square test liberal in sparse tables.
+    In closed form, with M the table's total, n and N = M - n its rows, k the bins used and
+    Delta = sum_j 1 / c_j - k^2 / M (c the pooled counts; Delta >= 0, 0 when they are equal):
 
-    X^2 is symmetric in the two rows; the smaller one is taken as the sample (x), which keeps
-    the sums' cancellation small. Where every expected count of the smaller row is at least
-    ``EXACT_MOMENTS_BELOW`` (1,000), the variance is the chi-square's 2 (k - 1): the exact one
-    differs by less than 0.1%, and the sums would cancel to more digits than a float holds."""
+        mean = (k - 1) M / (M - 1)
+        var  = M^3 [(M - 1) (M (M + 1) - 6 n N) Delta + 2 (n - 1) (N - 1) (k - 1) (M - k)]
+               / (n N (M - 1)^2 (M - 2) (M - 3))
+
+    (derived from the factorial moments E[x_i^(a) x_j^(b)] = n^(a+b) c_i^(a) c_j^(b) / M^(a+b),
+    y^(a) the falling factorial; tests/test_drift_stats.py checks it against every table of
+    ``scipy.stats.multivariate_hypergeom`` and against exact rational arithmetic). The variance
+    exceeds the chi-square's 2 (k - 1) where expected counts are small (Delta large), which is
+    what makes the plain chi-square test liberal in sparse tables; it tends to 2 (k - 1) as
+    they grow. Every term is a product of positive factors but for M (M + 1) - 6 n N, so no
+    sum cancels: the variance stays exact however large the counts (expanding the moments in
+    falling factorials instead cancels terms of order M^4 and lost every digit at 10^8)."""
     used = mask & ((ref + cur) > 0)
     c = np.where(used, ref + cur, 0.0)
-    smaller = np.minimum(np.where(used, cur, 0.0).sum(axis=1), np.where(used, ref, 0.0).sum(axis=1))
-    n = smaller[:, None]
-    m = c.sum(axis=1, keepdims=True)
-    n_ref = m - n
-    k = used.sum(axis=1)
+    n = np.where(used, cur, 0.0).sum(axis=1)
+    n_ref = np.where(used, ref, 0.0).sum(axis=1)
+    m = n + n_ref
+    k = used.sum(axis=1).astype(np.float64)
     ok = (n > 0) & (n_ref > 0) & (m > 3)
     safe_m = np.where(ok, m, 4.0)
-    steps = np.arange(5.0)[:, None, None]  # t = 0..4, stacked in front of (features, 1 or bins)
-    # rho[t] = n^(t) / M^(t); falling[t] = c^(t)
-    rho = np.cumprod(np.concatenate([np.ones((1, *m.shape)), np.maximum(n - steps[:4], 0.0)
-                                     / (safe_m - steps[:4])]), axis=0)
-    falling = np.cumprod(np.concatenate([np.ones((1, *c.shape)), np.maximum(c - steps[:4], 0.0)]), axis=0)
-    e = c * n / safe_m
-    inv_c = np.divide(1.0, c, out=np.zeros_like(c), where=used)
-    # d^2 = x^(2) + (1 - 2e) x^(1) + e^2, per bin and divided by c: u[a] = alpha_a c^(a) / c
-    u = np.stack([e * e, 1.0 - 2.0 * e, np.ones_like(e)]) * falling[:3] * inv_c
-    big_u = u.sum(axis=2)  # (3, features)
-    own_pairs = np.einsum("afk,bfk->abf", u, u)
-    index = np.add.outer(np.arange(3), np.arange(3))  # a + b
-    cross = (rho[index, :, 0] * (big_u[:, None] * big_u[None, :] - own_pairs)).sum(axis=(0, 1))[:, None]
-    # d^4 in falling factorials of x
-    e2 = e * e
-    beta = np.stack([e2 * e2, 1.0 - 4.0 * e + 6.0 * e2 - 4.0 * e2 * e, 7.0 - 12.0 * e + 6.0 * e2,
-                     6.0 - 4.0 * e, np.ones_like(e)])
-    fourth = (beta * rho * falling).sum(axis=0)
-    own = (fourth * inv_c * inv_c).sum(axis=1, keepdims=True)
-    scale = np.divide(m * m, n * n_ref, out=np.zeros_like(m), where=ok)
-    mean = np.where(ok, (k[:, None] - 1.0) * m / (safe_m - 1.0), 0.0)
-    var = np.clip(scale * scale * (own + cross) - mean * mean, 0.0, None)
-    large = np.where(used, e, np.inf).min(axis=1, keepdims=True) >= EXACT_MOMENTS_BELOW
-    var = np.where(large, 2.0 * (k[:, None] - 1.0), var)
-    return mean[:, 0], np.where(ok, var, 0.0)[:, 0]
-
-
-EXACT_MOMENTS_BELOW = 1000.0
+    inv = np.divide(1.0, c, out=np.zeros_like(c), where=used)
+    # sum_j (1 / c_j - k / M): Delta, summed term by term (each term exact to a rounding)
+    delta = np.clip(np.where(used, inv - (k / safe_m)[:, None], 0.0).sum(axis=1), 0.0, None)
+    numerator = safe_m ** 3 * ((safe_m - 1.0) * (safe_m * (safe_m + 1.0) - 6.0 * n * n_ref) * delta
+                               + 2.0 * (n - 1.0) * (n_ref - 1.0) * (k - 1.0) * (safe_m - k))
+    denominator = n * n_ref * (safe_m - 1.0) ** 2 * (safe_m - 2.0) * (safe_m - 3.0)
+    var = np.divide(numerator, denominator, out=np.zeros_like(m), where=ok)
+    mean = np.where(ok, (k - 1.0) * safe_m / (safe_m - 1.0), 0.0)
+    return np.asarray(mean), np.asarray(np.where(ok & (k > 1), np.clip(var, 0.0, None), 0.0))
 
 
 def chi2_sf_moments(x: Vector, mean: Vector, var: Vector) -> Vector:
@@ -319,6 +349,28 @@ def chi2_sf_moments(x: Vector, mean: Vector, var: Vector) -> Vector:
     a = np.divide(var, 2.0 * mean, out=np.ones_like(mean), where=~none)
     nu = np.divide(2.0 * mean * mean, var, out=np.ones_like(mean), where=~none)
     return np.asarray(np.where(none, 1.0, chi2_sf(np.divide(x, a, out=np.zeros_like(x), where=~none), nu)))
+
+
+def chi2_p_value(ref: Counts, cur: Counts, mask: Mask) -> Vector:
+    """The chi-square test's p-value for the (merged) 2 x k table: Pearson's statistic against
+    a chi-square scaled to its exact permutation mean and variance (``chi2_sf_moments``,
+    ``chi2_moments``); 1 where fewer than two bins are used.
+
+    A table of two used bins is one count, the window's in the first, hypergeometric given the
+    margins, and X^2 its squared standard score: there the p-value is the count's, allowing for
+    its skewness (``linear_rank_p`` with the bin's indicator as the score). A scaled chi-square
+    has no room for the skewness of a rare bin's count: with 20 rare values in 10,100 and a
+    100-value window it rejects at 0.5% with probability 1.6% (exactly, over the hypergeometric),
+    the skewed one 0.1%."""
+    statistic, _ = chi2_contingency(ref, cur, mask)
+    p = chi2_sf_moments(statistic, *chi2_moments(ref, cur, mask))
+    used = mask & ((ref + cur) > 0)
+    two = used.sum(axis=1) == 2
+    if two.any():
+        first = np.argmax(used, axis=1)
+        indicator = (np.arange(ref.shape[1])[None, :] == first[:, None]).astype(np.float64)
+        p = np.where(two, linear_rank_p(ref, cur, mask, indicator), p)
+    return np.asarray(p)
 
 
 # Bins are merged until every expected count of the table is at least this. Cochran's rule
@@ -331,39 +383,60 @@ MIN_EXPECTED = 1.0
 
 def merge_sparse_bins(ref: Counts, cur: Counts, mask: Mask,
                       min_expected: float = MIN_EXPECTED) -> tuple[Counts, Counts, Mask]:
-    """Merge adjacent bins (left to right) until every expected count of the 2 x k table is at
-    least ``min_expected``, so that no cell of the chi-square test rests on a fraction of a
-    value. A short last group joins the one before it.
+    """Merge adjacent bins (left to right) until every group's expected count in the smaller
+    row of the 2 x k table is at least ``min_expected``, so that no cell of the chi-square test
+    rests on a fraction of a value. A short last group joins the one before it.
 
-    Expected counts are those of the test of homogeneity (``scipy.stats.contingency.
-    expected_freq``): a bin's pooled count times a row's share of the table; the smaller row
-    decides. (Expected window counts under the reference proportions alone would give 0 to
-    every bin the reference left empty, and merge them away: a constant reference, or a
-    single category, against a window that moved elsewhere would then have p = 1.)"""
+    The expected counts are those of the table under no drift, taken from the reference: a
+    bin's share of the reference times the smaller row's size. Not from the pooled counts:
+    they hold the window's own, and a reference's quantile bins hold fixed counts, so a bin
+    whose expectation sat just under ``min_expected`` stayed apart exactly when the window had
+    a value in it -- the partition followed the window and the test lost its level (1.26% false
+    alarms in 20-value windows of a normal feature, the chi-square at 12 times its share of
+    alpha). A bin the reference left empty takes the table's expectation, its pooled count
+    times the smaller row's share of the table (``scipy.stats.contingency.expected_freq``):
+    under no drift it is empty, and a window that moved there stays apart (a constant
+    reference, or a single category, against a window that moved elsewhere; expecting 0 there
+    would merge it away and give p = 1).
+
+    At least two groups whenever two bins hold values: where merging would put every value in
+    one group (a category or value too rare for its expected count to reach ``min_expected``,
+    0.5% of a 100-value window: a 0.5% category rising to 50% of the window went unseen, p = 1),
+    the bin holding the most values is set against all the others together; ``chi2_p_value``
+    tests such a two-group table with the skewness of its count allowed for."""
     pooled = np.where(mask, ref + cur, 0.0)
     n_ref = np.where(mask, ref, 0.0).sum(axis=1)
     n_cur = np.where(mask, cur, 0.0).sum(axis=1)
     total = n_ref + n_cur
-    share = np.divide(np.minimum(n_ref, n_cur), total, out=np.zeros_like(total), where=total > 0)
+    smaller = np.minimum(n_ref, n_cur)
+    ref_scale = np.divide(smaller, n_ref, out=np.zeros_like(total), where=n_ref > 0)
+    share = np.divide(smaller, total, out=np.zeros_like(total), where=total > 0)
     rows = ref.shape[0]
     out_ref = np.zeros_like(ref)
     out_cur = np.zeros_like(cur)
     out_mask = np.zeros_like(mask)
     for r in range(rows):
         bins = np.flatnonzero(mask[r])
-        expected = pooled[r, bins] * share[r]
+        r_bins, c_bins = ref[r, bins], cur[r, bins]
+        expected = np.where(r_bins > 0, r_bins * ref_scale[r], pooled[r, bins] * share[r])
         starts = [0]
         acc = 0.0
-        for i, e in enumerate(expected):
+        for i, e in enumerate(expected.tolist()):
             acc += e
             if acc >= min_expected and i + 1 < len(bins):
                 starts.append(i + 1)
                 acc = 0.0
         if len(starts) > 1 and acc < min_expected:
             starts.pop()
+        if len(starts) == 1 and np.count_nonzero(pooled[r, bins]) >= 2:
+            top = int(np.argmax(pooled[r, bins]))
+            out_ref[r, :2] = r_bins[top], r_bins.sum() - r_bins[top]
+            out_cur[r, :2] = c_bins[top], c_bins.sum() - c_bins[top]
+            out_mask[r, :2] = True
+            continue
         idx = np.asarray(starts)
         g = len(idx)
-        out_ref[r, :g] = np.add.reduceat(ref[r, bins], idx)
-        out_cur[r, :g] = np.add.reduceat(cur[r, bins], idx)
+        out_ref[r, :g] = np.add.reduceat(r_bins, idx)
+        out_cur[r, :g] = np.add.reduceat(c_bins, idx)
         out_mask[r, :g] = True
     return out_ref, out_cur, out_mask
