@@ -184,7 +184,7 @@ def linear_rank_p(ref: Counts, cur: Counts, mask: Mask, scores: Counts) -> Vecto
     skewness: ``skewed_two_sided(z, skewness)`` with the statistic's exact third permutation
     moment. Where a few values carry most of the scores' spread (a rare value of a binary or
     zero-inflated feature: its count in the window is the statistic, Poisson-like with a mean
-    of a few) the normal p-value is far too small on the skewed side (2.5% false alarms at
+    of a few) the normal p-value is far too small on the skewed side (2.3% false alarms at
     the location test's 0.74% for a 0.2% indicator in 200-value windows; docs/drift.md)."""
     z, skewness = _linear_rank(ref, cur, mask, scores)
     return skewed_two_sided(z, skewness)
