@@ -320,14 +320,7 @@ def old_merge_sparse_bins(ref: NDArray[np.float64], cur: NDArray[np.float64], ma
         bins = np.flatnonzero(mask[r])
         n_ref, n_cur = ref[r, bins].sum(), cur[r, bins].sum()
         share = min(n_ref, n_cur) / (n_ref + n_cur) if n_ref + n_cur > 0 else 0.0
-        starts, acc = [0], 0.0
-        for i, e in enumerate(((ref[r, bins] + cur[r, bins]) * share).tolist()):
-            acc += e
-            if acc >= OLD_MIN_EXPECTED and i + 1 < len(bins):
-                starts.append(i + 1)
-                acc = 0.0
-        if len(starts) > 1 and acc < OLD_MIN_EXPECTED:
-            starts.pop()
+        starts = stats.group_starts(((ref[r, bins] + cur[r, bins]) * share).tolist(), OLD_MIN_EXPECTED)
         g = len(starts)
         out_ref[r, :g] = np.add.reduceat(ref[r, bins], starts)
         out_cur[r, :g] = np.add.reduceat(cur[r, bins], starts)

@@ -381,6 +381,22 @@ def chi2_p_value(ref: Counts, cur: Counts, mask: Mask) -> Vector:
 MIN_EXPECTED = 1.0
 
 
+def group_starts(expected: list[float], min_expected: float) -> list[int]:
+    """Where each group of adjacent bins starts when bins are merged left to right until a
+    group's ``expected`` count reaches ``min_expected``; a short last group joins the one before
+    it. One group (``[0]``) when no merge gets there."""
+    starts = [0]
+    acc = 0.0
+    for i, e in enumerate(expected):
+        acc += e
+        if acc >= min_expected and i + 1 < len(expected):
+            starts.append(i + 1)
+            acc = 0.0
+    if len(starts) > 1 and acc < min_expected:
+        starts.pop()
+    return starts
+
+
 def merge_sparse_bins(ref: Counts, cur: Counts, mask: Mask,
                       min_expected: float = MIN_EXPECTED) -> tuple[Counts, Counts, Mask]:
     """Merge adjacent bins (left to right) until every group's expected count in the smaller
@@ -419,15 +435,7 @@ def merge_sparse_bins(ref: Counts, cur: Counts, mask: Mask,
         bins = np.flatnonzero(mask[r])
         r_bins, c_bins = ref[r, bins], cur[r, bins]
         expected = np.where(r_bins > 0, r_bins * ref_scale[r], pooled[r, bins] * share[r])
-        starts = [0]
-        acc = 0.0
-        for i, e in enumerate(expected.tolist()):
-            acc += e
-            if acc >= min_expected and i + 1 < len(bins):
-                starts.append(i + 1)
-                acc = 0.0
-        if len(starts) > 1 and acc < min_expected:
-            starts.pop()
+        starts = group_starts(expected.tolist(), min_expected)
         if len(starts) == 1 and np.count_nonzero(pooled[r, bins]) >= 2:
             top = int(np.argmax(pooled[r, bins]))
             out_ref[r, :2] = r_bins[top], r_bins.sum() - r_bins[top]
