@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -337,6 +338,25 @@ def test_queued_batches_bin_exactly_like_batch_by_batch(items: list[Batch]) -> N
     for name in ("x", "score"):  # the numeric features: their finite values' sums
         pos = queued.position[name]
         assert_same_sum(queued.sums.total[pos], one_by_one.sums.total[pos], finite_numbers(items, name))
+
+
+def test_a_sum_that_overflows_is_kept_as_inf_without_a_numpy_warning() -> None:
+    """Two finite values near float64's maximum: their sum is inf (the exposition then leaves the
+    histogram's _sum out), the values are binned, and NumPy prints no stray warning line;
+    NumPy's error state is as it was afterwards, so nothing else in the event loop loses its
+    warnings."""
+    m = ModelDrift("m", make_profile(), DriftSettings(), 100, Clock())
+    before = np.geterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        m.observe(Batch(2, columns={"x": [1.7e308, 1.7e308], "score": [0.5, 0.25]}))
+    assert [str(w.message) for w in caught] == []
+    assert np.geterr() == before
+    pos = m.position["x"]
+    assert m.sums.total[pos] == math.inf
+    assert m.sums.total[m.position["score"]] == 0.75
+    assert m.rows.total[pos] == 2
+    assert quality(m, "x") == {"above_max": 2}
 
 
 def test_rows_are_binned_once_enough_are_queued_or_when_scored() -> None:

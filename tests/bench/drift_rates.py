@@ -65,6 +65,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import msgspec
 import numpy as np
 from modelmon.drift import stats
 from modelmon.drift.columns import Batch, Column
@@ -91,6 +92,7 @@ EXACT_TABLES = 2000  # Monte Carlo tables for the categorical permutation test
 
 Kind = Literal["numeric", "categorical"]
 Sampler = Callable[[np.random.Generator, tuple[int, int]], NDArray[Any]]
+Limit = Callable[[int, int, float], float]  # (window size, reference size, alpha) -> power
 
 CATEGORY_REFERENCE = (0.5, 0.3, 0.2)
 CATEGORY_SHIFTED = (0.4, 0.4, 0.2)  # 10 points moved from the first category to the second
@@ -153,32 +155,32 @@ def _categories(probs: tuple[float, ...]) -> Sampler:
 
 # --- what theory allows ---------------------------------------------------------------------------
 
-def shift_limit(shift: float) -> Callable[[int, float], float]:
-    """Power of the two-sided z-test of a normal mean with known variance, reference of
-    REFERENCE_SIZE and window of n values, at alpha: the most powerful unbiased test of a pure
-    location shift (its power at alpha bounds every test's whose false-alarm rate is alpha)."""
-    def power(n: int, alpha: float) -> float:
-        z = shift / math.sqrt(1.0 / n + 1.0 / REFERENCE_SIZE)
+def shift_limit(shift: float) -> Limit:
+    """Power of the two-sided z-test of a normal mean with known variance, reference of m and
+    window of n values, at alpha: the most powerful unbiased test of a pure location shift (its
+    power at alpha bounds every test's whose false-alarm rate is alpha)."""
+    def power(n: int, m: int, alpha: float) -> float:
+        z = shift / math.sqrt(1.0 / n + 1.0 / m)
         c = float(sps.norm.isf(alpha / 2))
         return float(sps.norm.cdf(z - c) + sps.norm.cdf(-z - c))
     return power
 
 
-def spread_limit(ratio: float) -> Callable[[int, float], float]:
+def spread_limit(ratio: float) -> Limit:
     """Power of the two-sided F-test of equal variances (normal data) at alpha."""
-    def power(n: int, alpha: float) -> float:
-        f = sps.f(n - 1, REFERENCE_SIZE - 1)
+    def power(n: int, m: int, alpha: float) -> float:
+        f = sps.f(n - 1, m - 1)
         lo, hi = f.ppf(alpha / 2), f.isf(alpha / 2)
         return float(f.sf(hi / ratio**2) + f.cdf(lo / ratio**2))
     return power
 
 
-def mix_limit(before: tuple[float, ...], after: tuple[float, ...]) -> Callable[[int, float], float]:
+def mix_limit(before: tuple[float, ...], after: tuple[float, ...]) -> Limit:
     """Power of Pearson's chi-square test of homogeneity at alpha (noncentral chi-square)."""
-    def power(n: int, alpha: float) -> float:
+    def power(n: int, m: int, alpha: float) -> float:
         p, q = np.asarray(before), np.asarray(after)
-        effective = n * REFERENCE_SIZE / (n + REFERENCE_SIZE)
-        pooled = (REFERENCE_SIZE * p + n * q) / (n + REFERENCE_SIZE)
+        effective = n * m / (n + m)
+        pooled = (m * p + n * q) / (n + m)
         lam = effective * float(((q - p) ** 2 / pooled).sum())
         df = len(p) - 1
         return float(sps.ncx2.sf(sps.chi2.isf(alpha, df), df, lam))
@@ -195,11 +197,20 @@ class Scenario:
     current: Sampler
     drifted: bool  # False: every detection is a false alarm
     target: float | None  # default verdict: max false-alarm rate, or min detection rate
-    limit: Callable[[int, float], float] | None = None  # theory: power at (n, alpha)
+    limit: Limit | None = None  # theory: power at (n, reference size, alpha)
+    reference_size: int = REFERENCE_SIZE
+    min_samples: int | None = None  # drift.min_samples, if not the default's
+    max_trials: int | None = None  # at most this many trials (the largest windows)
 
     def draw(self, rng: np.random.Generator, trials: int) -> tuple[NDArray[Any], NDArray[Any]]:
-        """(references, windows): arrays of shape (trials, REFERENCE_SIZE) and (trials, n)."""
-        return self.reference(rng, (trials, REFERENCE_SIZE)), self.current(rng, (trials, self.n))
+        """(references, windows): arrays of shape (trials, reference_size) and (trials, n)."""
+        return self.reference(rng, (trials, self.reference_size)), self.current(rng, (trials, self.n))
+
+    @property
+    def settings(self) -> DriftSettings:
+        if self.min_samples is None:
+            return SETTINGS
+        return msgspec.structs.replace(SETTINGS, min_samples=self.min_samples)
 
     @property
     def alpha(self) -> float:
@@ -208,11 +219,18 @@ class Scenario:
     def theory(self) -> float | None:
         if not self.drifted:
             return self.alpha
-        return None if self.limit is None else self.limit(self.n, self.alpha)
+        return None if self.limit is None else self.limit(self.n, self.reference_size, self.alpha)
 
 
-def _null(key: str, name: str, n: int, sampler: Sampler, kind: Kind = "numeric") -> Scenario:
-    return Scenario(key, f"no drift, {name}, n={n}", kind, n, sampler, sampler, False, 0.01)
+def _null(key: str, name: str, n: int, sampler: Sampler, kind: Kind = "numeric", **edge: Any) -> Scenario:
+    return Scenario(key, f"no drift, {name}, n={n}{_edge_label(**edge)}", kind, n, sampler, sampler,
+                    False, 0.01, **edge)
+
+
+def _edge_label(reference_size: int = REFERENCE_SIZE, min_samples: int | None = None,
+                max_trials: int | None = None) -> str:
+    return ((f", ref {reference_size}" if reference_size != REFERENCE_SIZE else "")
+            + (f", min_samples {min_samples}" if min_samples is not None else ""))
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -258,11 +276,35 @@ SCENARIOS: tuple[Scenario, ...] = (
              _categories(MANY), _categories(MANY_SPARSE), True, None, mix_limit(MANY, MANY_SPARSE)),
     Scenario("many_sparse_1000", "20 categories, a 0.8% one x3, n=1000", "categorical", 1000,
              _categories(MANY), _categories(MANY_SPARSE), True, None, mix_limit(MANY, MANY_SPARSE)),
+    # The edges of the settings: the smallest windows drift.min_samples allows users to score
+    # (20, 50) and the default's (100), windows of 100,000 values, a 500-value reference.
+    _null("none_20", "N(0,1)", 20, _normal(), min_samples=20),
+    _null("lognormal_20", "lognormal", 20, _lognormal, min_samples=20),
+    _null("poisson_20", "Poisson(3)", 20, _poisson, min_samples=20),
+    _null("none_50", "N(0,1)", 50, _normal(), min_samples=20),
+    _null("lognormal_50", "lognormal", 50, _lognormal, min_samples=20),
+    _null("category_none_20", "3 categories", 20, _categories(CATEGORY_REFERENCE), "categorical",
+          min_samples=20),
+    _null("none_100", "N(0,1)", 100, _normal()),
+    _null("lognormal_100", "lognormal", 100, _lognormal),
+    _null("poisson_100", "Poisson(3)", 100, _poisson),
+    _null("none_100000", "N(0,1)", 100_000, _normal(), max_trials=2000),
+    _null("lognormal_100000", "lognormal", 100_000, _lognormal, max_trials=2000),
+    _null("poisson_100000", "Poisson(3)", 100_000, _poisson, max_trials=2000),
+    _null("none_ref500", "N(0,1)", 200, _normal(), reference_size=500),
+    _null("lognormal_ref500", "lognormal", 200, _lognormal, reference_size=500),
+    _null("poisson_ref500", "Poisson(3)", 200, _poisson, reference_size=500),
+    _null("category_none_ref500", "3 categories", 200, _categories(CATEGORY_REFERENCE), "categorical",
+          reference_size=500),
+    Scenario("shift_ref500", "mean +0.25 std, n=200, ref 500", "numeric", 200, _normal(), _normal(0.25),
+             True, None, shift_limit(0.25), reference_size=500),
+    Scenario("shift_100000", "mean +0.05 std, n=100000", "numeric", 100_000, _normal(), _normal(0.05),
+             True, None, shift_limit(0.05), max_trials=2000),
 )
 
 VERDICT_COLUMNS: tuple[tuple[str, str], ...] = (  # (column key, header)
     ("auto", "auto"), ("old", "old"), ("location", "loc"), ("scale", "scale"), ("chi2", "chi2"),
-    ("effect", "effect"),
+    ("effect", "effect"), ("w_lower", "W lo>0"),
 )
 OTHER_COLUMNS: tuple[tuple[str, str], ...] = (
     ("ks", "ks"), ("psi_0.1", "psi>0.1"), ("psi_0.2", "psi>0.2"), ("js_0.1", "js>0.1"),
@@ -295,7 +337,7 @@ def score_trials(kind: Kind, references: NDArray[Any], windows: NDArray[Any],
     as it was before issue 14 (bins merged to expected counts of 5, plain chi-square)."""
     trials = len(references)
     features = [reference_feature(f"t{i}", kind, references[i]) for i in range(trials)]
-    profile = Profile("sim", "1", REFERENCE_SIZE, tuple(features))
+    profile = Profile("sim", "1", references.shape[1], tuple(features))
     md = ModelDrift("sim", profile, settings or SETTINGS, max_features=trials, clock=lambda: 0.0)
     columns: dict[str, Column] = {}
     for i in range(trials):
@@ -347,6 +389,7 @@ def method_flags(results: list[FeatureDrift], kind: Kind, old_chi2: NDArray[np.f
             out[test] = flags(lambda r, t=test: r.p_values[t] < AUTO_WEIGHTS[t] * ALPHA)  # type: ignore[misc]
         out["ks"] = ks < ALPHA
         out["effect"] = flags(lambda r: r.score_bounds["wasserstein"][0] > EFFECT_THRESHOLD)
+        out["w_lower"] = flags(lambda r: r.score_bounds["wasserstein"][0] > 0)
     else:
         out["old"] = old_chi2 < OLD_ALPHA
         out["chi2"] = flags(lambda r: r.p_values["chi2"] < ALPHA_CATEGORICAL)
@@ -447,10 +490,12 @@ def run_scenario(scenario: Scenario, trials: int, seed: int) -> ScenarioRates:
     start = time.perf_counter()
     counts: dict[str, int] = {}
     done = 0
+    # At most ~5 million window values at once (a chunk of 100,000-value windows is 50 trials).
+    per_model = max(1, min(TRIALS_PER_MODEL, 5_000_000 // scenario.n))
     while done < trials:
-        chunk = min(TRIALS_PER_MODEL, trials - done)
+        chunk = min(per_model, trials - done)
         references, windows = scenario.draw(rng, chunk)
-        results, features, old_chi2 = score_trials(scenario.kind, references, windows)
+        results, features, old_chi2 = score_trials(scenario.kind, references, windows, scenario.settings)
         flags = method_flags(results, scenario.kind, old_chi2)
         if scenario.kind == "numeric":
             flags.update(raw_numeric_flags(references, windows, features))
@@ -477,6 +522,38 @@ def format_table(rows: list[ScenarioRates], columns: tuple[tuple[str, str], ...]
             cells.append(f"{'-':>7}" if theory is None else f"{theory:7.2%}")
         lines.append(f"{r.scenario.label:<{label_width}}  {r.trials:>6}  " + "  ".join(cells))
     return "\n".join(lines)
+
+
+def format_markdown(rows: list[ScenarioRates]) -> str:
+    """The tables of docs/drift.md: numeric scenarios, then categorical ones."""
+    def pct(x: float) -> str:
+        return f"{x:.2%}"
+
+    dash, alpha = "\N{EN DASH}", "\N{GREEK SMALL LETTER ALPHA}"  # as docs/drift.md writes them
+
+    def table(kind: Kind, auto: str, columns: tuple[str, ...]) -> list[str]:
+        chosen = [r for r in rows if r.scenario.kind == kind]
+        if not chosen:
+            return []
+        headers = dict(COLUMNS)
+        out = [f"| scenario | windows | **{auto}** (95% CI) | limit | "
+               + " | ".join(headers[c] for c in columns) + " |",
+               "|---" * (4 + len(columns)) + "|"]
+        for r in chosen:
+            lo, hi = wilson(r.counts["auto"], r.trials)
+            theory = r.scenario.theory()
+            limit = (dash if theory is None else pct(theory) if r.scenario.drifted
+                     else f"{alpha} {pct(theory)}")
+            cells = [(dash if (rate := r.rate(c)) is None else pct(rate)) for c in columns]
+            out.append(f"| {r.scenario.label} | {r.trials:,} | **{pct(r.counts['auto'] / r.trials)}** "
+                       f"({lo * 100:.2f}{dash}{hi:.2%}) | {limit} | " + " | ".join(cells) + " |")
+        return out
+
+    numeric = table("numeric", "auto", ("old", "location", "scale", "chi2", "effect", "w_lower", "ks",
+                                         "raw_w", "raw_t", "raw_ks"))
+    categorical = table("categorical", "auto** = **chi2", ("old", "pearson", "g_test", "exact",
+                                                          "psi_0.1", "js_0.1"))
+    return "\n".join(numeric + ([""] if numeric and categorical else []) + categorical)
 
 
 # --- part 2: sequential windows -------------------------------------------------------------------
@@ -598,6 +675,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="values per hour per feature in the sequential part")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--json", metavar="FILE", help="also write the rates as JSON")
+    parser.add_argument("--markdown", metavar="FILE", help="also write docs/drift.md's tables")
     args = parser.parse_args(argv)
     if args.trials < 1 or args.null_trials < 1:
         parser.error("--trials and --null-trials must be positive")
@@ -610,6 +688,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.only and scenario.key not in args.only:
             continue
         trials = args.trials if scenario.drifted else args.null_trials
+        if scenario.max_trials is not None:
+            trials = min(trials, scenario.max_trials)
         rows.append(run_scenario(scenario, trials, args.seed))
         print(f"  {scenario.label}: {rows[-1].seconds:.1f} s", file=sys.stderr, flush=True)
     print()
@@ -643,15 +723,20 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - start
     print(f"\n{misses} target(s) missed; total {elapsed:.1f} s")
 
+    if args.markdown:
+        with open(args.markdown, "w", encoding="utf-8") as fh:
+            fh.write(format_markdown(rows) + "\n")
     if args.json:
         doc: dict[str, Any] = {
             "trials": args.trials, "null_trials": args.null_trials, "seed": args.seed,
-            "reference_size": REFERENCE_SIZE, "alpha": ALPHA, "alpha_categorical": ALPHA_CATEGORICAL,
+            "alpha": ALPHA, "alpha_categorical": ALPHA_CATEGORICAL,
             "weights": AUTO_WEIGHTS, "effect_threshold": SETTINGS.effect_threshold,
             "effect_column_threshold": EFFECT_THRESHOLD, "seconds": elapsed,
             "scenarios": [{
                 "key": r.scenario.key, "label": r.scenario.label, "kind": r.scenario.kind,
-                "n": r.scenario.n, "drifted": r.scenario.drifted, "target": r.scenario.target,
+                "n": r.scenario.n, "reference_size": r.scenario.reference_size,
+                "min_samples": r.scenario.settings.min_samples,
+                "drifted": r.scenario.drifted, "target": r.scenario.target,
                 "trials": r.trials, "theory": r.scenario.theory(),
                 "rates": {m: r.rate(m) for m, _ in COLUMNS if m in r.counts},
                 "wilson": {m: wilson(r.counts[m], r.trials) for m, _ in COLUMNS if m in r.counts},

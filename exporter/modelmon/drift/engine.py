@@ -262,19 +262,25 @@ class ModelDrift:
         sums = np.zeros(len(self.features))
         indices: list[NDArray[np.int64]] = []
         absent = self._absent(batch)
-        for i, (name, values) in enumerate(batch.columns.items()):
-            if i and i % FEATURES_PER_STEP == 0:
+        items = list(batch.columns.items())
+        for start in range(0, len(items), FEATURES_PER_STEP):
+            if start:
                 yield
-            pos = self.position.get(name)
-            if pos is None:
-                continue
-            rows[pos] = len(values) + absent.get(name, 0)
-            try:
-                codes, sums[pos] = self._classify(pos, values, quality[pos])
-            except Exception as exc:
-                codes, sums[pos] = self._classify_each(pos, values, quality[pos], exc)
-            quality[pos, Q["absent"]] = absent.get(name, 0)
-            indices.append(codes + self.offsets[pos])
+            # Huge values' sums overflow to inf, which the exposition handles (no _sum); NumPy's
+            # warning would only print a stray line. Never held across a yield: the state is the
+            # event loop's context.
+            with np.errstate(over="ignore"):
+                for name, values in items[start:start + FEATURES_PER_STEP]:
+                    pos = self.position.get(name)
+                    if pos is None:
+                        continue
+                    rows[pos] = len(values) + absent.get(name, 0)
+                    try:
+                        codes, sums[pos] = self._classify(pos, values, quality[pos])
+                    except Exception as exc:
+                        codes, sums[pos] = self._classify_each(pos, values, quality[pos], exc)
+                    quality[pos, Q["absent"]] = absent.get(name, 0)
+                    indices.append(codes + self.offsets[pos])
         for name, count in absent.items():  # features missing from every row
             pos = self.position.get(name)
             if pos is not None and name not in batch.columns:
