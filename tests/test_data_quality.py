@@ -550,20 +550,19 @@ def chi2_p_value(table: np.ndarray) -> float:
     statistic against a chi-square scaled to the statistic's exact permutation mean and
     variance (``stats.chi2_moments``, itself checked against SciPy's multivariate
     hypergeometric in tests/test_drift_stats.py). With two bins the statistic is one count,
-    the window's in the first bin, and the p-value is that count's with its skewness allowed
-    for: SciPy's hypergeometric moments, the Pearson type III tail on the skewed side (no
-    smaller than the normal one), the normal tail on the other."""
+    the window's in the first bin, hypergeometric given the margins, and the p-value is twice
+    its exact tail on the observed side (``scipy.stats.hypergeom``; Fisher's exact test, one
+    side doubled), no smaller than the normal one."""
     if table.shape[1] < 2:
         return 1.0
     if table.shape[1] == 2:
         total, first, n = int(table.sum()), int(table[:, 0].sum()), int(table[1].sum())
-        mean, var, skewness = (float(v) for v in ss.hypergeom(total, first, n).stats(moments="mvs"))
-        z = (table[1, 0] - mean) / math.sqrt(var)
-        normal = 2 * ss.norm.sf(abs(z))
-        if z * skewness > 0:
-            tail = ss.pearson3(skewness).sf(z) if z > 0 else ss.pearson3(skewness).cdf(z)
-            return float(min(1.0, max(normal, 2 * tail)))
-        return float(min(1.0, normal))
+        count = int(table[1, 0])
+        law = ss.hypergeom(total, first, n)
+        mean, var = (float(v) for v in law.stats(moments="mv"))
+        z = (count - mean) / math.sqrt(var)
+        tail = law.sf(count - 1) if z > 0 else law.cdf(count)
+        return float(min(1.0, max(2 * ss.norm.sf(abs(z)), 2 * tail)))
     statistic = ss.chi2_contingency(table, correction=False).statistic
     mean, var = stats.chi2_moments(table[:1], table[1:], np.ones((1, table.shape[1]), dtype=bool))
     scale, df = var[0] / (2 * mean[0]), 2 * mean[0] ** 2 / var[0]

@@ -401,3 +401,26 @@ def test_integers_beyond_float_range_count_as_infinite_when_the_queue_is_binned(
     m.flush()
     assert quality(m, "x") == {"inf": 2, "wrong_type": 1}
     assert quality(m, "colour") == {"unseen_category": 1, "wrong_type": 2}
+
+
+def test_one_appearance_of_a_very_rare_value_is_not_drift() -> None:
+    """A flag set in 16 of 100,000 reference rows, or a category seen 11 times, appears in a
+    100-value window with probability 1.6% (1.1%) under no drift: one appearance is no evidence
+    at the verdict's alpha (0.8% numeric, 0.5% categorical), yet the skewness-aware tail read it
+    as p = 0.007 (0.0049) and reported drift. Two appearances are (p ~ 1e-4)."""
+    flags = np.zeros(100_000)
+    flags[:16] = 1.0
+    colours = np.array(["red"] * (100_000 - 11) + ["violet"] * 11)
+    profile = Profile("m", "1", 100_000, (numeric_feature("flag", flags),
+                                           categorical_feature("colour", colours.tolist())))
+    for appearances, drift in ((1, False), (2, True)):
+        m = ModelDrift("m", profile, DriftSettings(), 100, Clock())
+        window = np.zeros(100)
+        window[:appearances] = 1.0
+        colour = ["violet"] * appearances + ["red"] * (100 - appearances)
+        m.observe(Batch(100, columns={"flag": window, "colour": colour}))
+        result = {f.name: f for f in m.compute().features}
+        assert result["flag"].detected is drift, result["flag"].p_values
+        assert result["colour"].detected is drift, result["colour"].p_values
+        exact = ss.hypergeom.sf(appearances - 1, 100_100, 16 + appearances, 100)
+        assert result["flag"].p_values["location"] == pytest.approx(2 * exact, rel=1e-6)

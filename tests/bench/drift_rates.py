@@ -246,6 +246,8 @@ SCENARIOS: tuple[Scenario, ...] = (
     _null("student3_1000", "Student t(3)", 1000, _student3),
     _null("indicator_200", "indicator 0.2%", 200, _indicator(0.002)),
     _null("zeros_200", "99.5% zeros", 200, _zero_inflated(0.995)),
+    _null("indicator_100", "indicator 0.02%", 100, _indicator(0.0002)),
+    _null("zeros_100", "99.9% zeros", 100, _zero_inflated(0.999)),
     _null("category_none_200", "3 categories", 200, _categories(CATEGORY_REFERENCE), "categorical"),
     _null("category_none_1000", "3 categories", 1000, _categories(CATEGORY_REFERENCE), "categorical"),
     _null("many_none_200", "20 categories", 200, _categories(MANY), "categorical"),

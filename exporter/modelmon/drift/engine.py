@@ -199,7 +199,7 @@ class ModelDrift:
             e = np.asarray(f.edges)
             lo, hi = min(f.min, e[0]), max(f.max, e[-1])
             bounds = np.concatenate([[lo], e, [hi]])
-            mids = 0.5 * (bounds[:-1] + bounds[1:])
+            mids = 0.5 * bounds[:-1] + 0.5 * bounds[1:]  # no overflow near the float range
             points[r, :len(mids)] = mids
             points[r, len(mids):] = mids[-1]
         return points
@@ -266,10 +266,10 @@ class ModelDrift:
         for start in range(0, len(items), FEATURES_PER_STEP):
             if start:
                 yield
-            # Huge values' sums overflow to inf, which the exposition handles (no _sum); NumPy's
-            # warning would only print a stray line. Never held across a yield: the state is the
-            # event loop's context.
-            with np.errstate(over="ignore"):
+            # Huge values' sums overflow to inf, or NaN (1e308 + 1e308 - 1e308 - 1e308), which the
+            # exposition handles (no _sum); NumPy's warning would only print a stray line. Never
+            # held across a yield: the state is the event loop's context.
+            with np.errstate(over="ignore", invalid="ignore"):
                 for name, values in items[start:start + FEATURES_PER_STEP]:
                     pos = self.position.get(name)
                     if pos is None:
@@ -400,9 +400,12 @@ class ModelDrift:
                     d = stats.ks_statistic(ref, cur, mask)
                     scores["ks"] = d
                     points, scale = self._points[part], self._scale[part]
-                    scores["wasserstein"] = stats.wasserstein(ref, cur, mask, points) / scale
-                    lower, upper = stats.wasserstein_bounds(ref, cur, mask, points, EFFECT_CONFIDENCE)
-                    bounds["wasserstein"] = (lower / scale, upper / scale)
+                    # A reference of magnitude ~1e300 overflows the distance's products: the
+                    # score is then left out (not finite), without NumPy's warning line.
+                    with np.errstate(over="ignore", invalid="ignore"):
+                        scores["wasserstein"] = stats.wasserstein(ref, cur, mask, points) / scale
+                        lower, upper = stats.wasserstein_bounds(ref, cur, mask, points, EFFECT_CONFIDENCE)
+                        bounds["wasserstein"] = (lower / scale, upper / scale)
                     p_values["ks"] = stats.ks_pvalue(d, group.n_ref[part], n_cur)
                     location, spread = stats.normal_scores(ref, cur, mask)
                     p_values["location"] = stats.linear_rank_p(ref, cur, mask, location)
@@ -423,12 +426,12 @@ class ModelDrift:
                     feature_p: dict[str, float] = {}
                     feature_bounds: dict[str, tuple[float, float]] = {}
                     if ready:
-                        # A score that is not defined (Wasserstein of a constant reference) is
-                        # left out, not exported as NaN.
-                        feature_scores = {k: float(v[r]) for k, v in scores.items() if v[r] == v[r]}
+                        # A score that is not defined (Wasserstein of a constant reference, or
+                        # one that overflowed) is left out, not exported as NaN or infinity.
+                        feature_scores = {k: float(v[r]) for k, v in scores.items() if math.isfinite(v[r])}
                         feature_p = {k: float(v[r]) for k, v in p_values.items()}
                         feature_bounds = {k: (float(lo[r]), float(hi[r])) for k, (lo, hi) in bounds.items()
-                                          if lo[r] == lo[r] and hi[r] == hi[r]}
+                                          if math.isfinite(lo[r]) and math.isfinite(hi[r])}
                         if method == "auto":
                             p = auto_p_value(feature_p) if numeric else feature_p["chi2"]
                             # Large and certain: the effect's lower confidence bound above the

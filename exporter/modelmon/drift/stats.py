@@ -187,7 +187,157 @@ def linear_rank_p(ref: Counts, cur: Counts, mask: Mask, scores: Counts) -> Vecto
     of a few) the normal p-value is far too small on the skewed side (2.3% false alarms at
     the location test's 0.74% for a 0.2% indicator in 200-value windows; docs/drift.md)."""
     z, skewness = _linear_rank(ref, cur, mask, scores)
-    return skewed_two_sided(z, skewness)
+    p = skewed_two_sided(z, skewness)
+    scores = np.broadcast_to(scores, ref.shape)
+    # Rows that may have a rare tail on the statistic's side: the extreme bin there is rare, or
+    # only two bins hold values (a cheap test first: scoring runs every few seconds).
+    pooled = np.where(mask, ref + cur, 0.0)
+    occupied = pooled > 0
+    n = np.where(mask, cur, 0.0).sum(axis=1)
+    total = pooled.sum(axis=1)
+    extreme = np.where(z > 0, np.argmax(np.where(occupied, scores, -np.inf), axis=1),
+                       np.argmin(np.where(occupied, scores, np.inf), axis=1))
+    at_extreme = np.take_along_axis(pooled, extreme[:, None], axis=1)[:, 0]
+    candidate = (n * at_extreme <= RARE_EXPECTED * total) | (occupied.sum(axis=1) == 2)
+    for side, rows in ((1.0, (z > 0) & candidate), (-1.0, (z < 0) & candidate)):
+        if rows.any():
+            tail = _rare_tail(ref[rows], cur[rows], mask[rows], side * scores[rows])
+            refined = np.isfinite(tail)
+            at = np.flatnonzero(rows)[refined]
+            p[at] = np.maximum(normal_two_sided(z[at]), np.minimum(2.0 * tail[refined], 1.0))
+    return p
+
+
+# The rank tests count a tail of rare bins exactly (``_rare_tail``): the highest-scoring bins
+# while the window expects at most this many values in them.
+RARE_EXPECTED = 1.0
+RARE_TERMS = 40  # window counts in the rare tail summed one by one; a bound for the rest
+
+
+def _rare_tail(ref: Counts, cur: Counts, mask: Mask, scores: Counts) -> Vector:
+    """P(T >= t) for the window's score sum T = sum_j cur_j s_j, where its upper tail is made
+    by a few values in rare bins; NaN in rows without such a tail.
+
+    A one-sided moment approximation has no room for a count with a mean far below one: a
+    value held by 175 of 10^6 reference rows appears in a 100-value window with probability
+    1.7%, and then the statistic jumps by that value's score; the Pearson III tail put 0.7%
+    there, and one such value was reported as drift (twice the level). So the rare tail R, the
+    highest-scoring bins while the window expects at most ``RARE_EXPECTED`` values in them (the
+    higher of two bins, whatever it expects, where only two hold values), is counted exactly:
+    given the pooled counts the window's count Y in R is hypergeometric, and
+
+        P(T >= t) = sum_y P(Y = y) P(T_R + T_C >= t | Y = y),
+
+    T_R the sum of y draws from R's pooled values and T_C of n - y from the others, each with
+    its exact permutation mean, variance and third moment, the conditional tail by the
+    skewness-aware approximation of ``skewed_two_sided`` (exact where both have no variance,
+    as with two bins: then the sum is Fisher's exact one-sided tail). Terms from the window's
+    own count in R up (two bins) or from 0, ``RARE_TERMS`` of them, then a geometric bound on
+    the rest. Computed in logs with ``scipy.special.betaln``."""
+    rows, k = ref.shape
+    pooled = np.where(mask, ref + cur, 0.0)
+    window = np.where(mask, cur, 0.0)
+    occupied = pooled > 0
+    n = window.sum(axis=1)
+    total = pooled.sum(axis=1)
+    used = occupied.sum(axis=1)
+    order = np.argsort(np.where(occupied, -scores, np.inf), axis=1, kind="stable")
+    c = np.take_along_axis(pooled, order, axis=1)
+    s = np.take_along_axis(np.where(occupied, scores, 0.0), order, axis=1)
+    x = np.take_along_axis(window, order, axis=1)
+    position = np.arange(k)[None, :]
+    two = used == 2
+    rare = (position == 0) & ((n * c[:, 0] <= RARE_EXPECTED * total) | two)[:, None] & (used >= 2)[:, None]
+    in_r = rare.any(axis=1) & (n > 0) & (total > n)
+    tail = np.full(rows, np.nan)
+    if not in_r.any():
+        return tail
+    c, s, x, rare = c[in_r], s[in_r], x[in_r], rare[in_r]
+    n, total, two = n[in_r], total[in_r], two[in_r]
+    common = (~rare) & (c > 0)
+
+    def moments(part: Mask) -> tuple[Vector, Vector, Vector, Vector]:
+        size = np.where(part, c, 0.0).sum(axis=1)
+        mean = np.divide(np.where(part, c * s, 0.0).sum(axis=1), size, out=np.zeros_like(size),
+                         where=size > 0)
+        d = np.where(part, s - mean[:, None], 0.0)
+        return size, mean, (c * d * d).sum(axis=1), (c * d ** 3).sum(axis=1)
+
+    k_r, mean_r, s2_r, s3_r = moments(rare)
+    k_c, mean_c, s2_c, s3_c = moments(common)
+    t = (x * s).sum(axis=1)
+    observed_r = np.where(rare, x, 0.0).sum(axis=1)
+    start = np.where(two, observed_r, 0.0)
+    y = start[:, None] + np.arange(RARE_TERMS)[None, :]
+    m = n[:, None] - y  # draws from the common bins
+
+    def draws(count: Counts, size: Vector, s2: Vector, s3: Vector) -> tuple[Counts, Counts]:
+        """Variance and third central moment of the sum of ``count`` draws without replacement
+        from ``size`` values with these sums of squared and cubed deviations."""
+        size = size[:, None]
+        rest = size - count
+        var = np.divide(count * rest * s2[:, None], size * (size - 1.0), out=np.zeros_like(count),
+                        where=size > 1)
+        third = np.divide(count * rest * (rest - count) * s3[:, None],
+                          size * (size - 1.0) * (size - 2.0), out=np.zeros_like(count), where=size > 2)
+        return var, third
+
+    possible = (y <= np.minimum(k_r, n)[:, None]) & (m <= k_c[:, None]) & (m >= 0)
+    y_ok = np.where(possible, y, 0.0)
+    m_ok = np.where(possible, m, 0.0)
+    var_r, third_r = draws(y_ok, k_r, s2_r, s3_r)
+    var_c, third_c = draws(m_ok, k_c, s2_c, s3_c)
+    var = np.clip(var_r + var_c, 0.0, None)
+    centre = y_ok * mean_r[:, None] + m_ok * mean_c[:, None]
+    scale = np.abs(s).max(axis=1) * n + 1.0
+    gap = t[:, None] - centre - 1e-9 * scale[:, None]  # how far t lies above the mean, less a rounding
+    spread = var > 1e-12 * scale[:, None] ** 2
+    sd = np.sqrt(np.where(spread, var, 1.0))
+    z = np.where(spread, gap / sd, 0.0)
+    skewness = np.where(spread, (third_r + third_c) / (sd ** 3), 0.0)
+    given = np.where(spread, _skewed_sf(z, skewness), (gap <= 0).astype(np.float64))
+    log_pmf = _log_hypergeom_pmf(y_ok, total[:, None], k_r[:, None], n[:, None])
+    pmf = np.where(possible, np.exp(log_pmf), 0.0)
+    last = y[:, -1]
+    ratio = np.divide((k_r - last) * (n - last), (last + 1.0) * (total - k_r - n + last + 1.0),
+                      out=np.zeros_like(last), where=(total - k_r - n + last + 1.0) > 0)
+    ratio = np.clip(ratio, 0.0, None)
+    rest = np.where(ratio < 1.0, pmf[:, -1] * ratio / np.where(ratio < 1.0, 1.0 - ratio, 1.0), 1.0)
+    tail[in_r] = np.minimum((pmf * given).sum(axis=1) + rest, 1.0)
+    return tail
+
+
+def _log_hypergeom_pmf(y: Counts, total: Counts, marked: Counts, n: Counts) -> Counts:
+    """log P(Y = y) for Y the marked values among n drawn without replacement from ``total``
+    values of which ``marked`` are marked: log C(K, y) + log C(M - K, n - y) - log C(M, n),
+    with log C(a, b) = -log(a + 1) - betaln(a - b + 1, b + 1) (``scipy.special.betaln``, accurate
+    for large arguments)."""
+    from scipy import special
+
+    def log_choose(a: Counts, b: Counts) -> Counts:
+        ok = (b >= 0) & (b <= a)
+        a_ok, b_ok = np.where(ok, a, 1.0), np.where(ok, b, 0.0)
+        return np.where(ok, -np.log1p(a_ok) - special.betaln(a_ok - b_ok + 1.0, b_ok + 1.0), -np.inf)
+
+    return log_choose(marked, y) + log_choose(total - marked, n - y) - log_choose(total, n)
+
+
+def _skewed_sf(z: Counts, skewness: Counts) -> Counts:
+    """P(X >= z) for a standardised X with this skewness, one-sided as ``skewed_two_sided`` is
+    two-sided: on X's long side the larger of the normal and Pearson type III tails, on its
+    short side the normal one."""
+    from scipy import special
+
+    g = np.abs(skewness)
+    shape = np.divide(4.0, g * g, out=np.ones_like(g), where=g > 1e-8)
+    with np.errstate(invalid="ignore", over="ignore"):
+        pearson = special.gammaincc(shape, shape + np.abs(z) * np.sqrt(shape))
+    pearson = np.where(np.isfinite(pearson), pearson, 0.0)
+    up_long = (z > 0) & (skewness > 1e-8)
+    down_long = (z < 0) & (skewness < -1e-8)
+    upper = np.where(up_long, np.maximum(special.ndtr(-z), pearson), special.ndtr(-z))
+    below = np.where(down_long, np.maximum(special.ndtr(z), pearson), special.ndtr(z))
+    return np.asarray(np.where(z < 0, 1.0 - below, upper))
 
 
 def _linear_rank(ref: Counts, cur: Counts, mask: Mask, scores: Counts) -> tuple[Vector, Vector]:
