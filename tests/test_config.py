@@ -76,6 +76,7 @@ ERROR_CASES = [
     ("auth: {token_file: /t, protect: [metrics]}", "auth.protect: must include writes"),
     ("auth: {protect: [writes, metrics]}", "auth.protect: protecting writes, metrics needs auth.token_file"),
     ("auth: {protect: writes}", "auth.protect: must be a list"),
+    ("drift: {numeric_method: ks, effect_threshold: 0.25}", "drift.effect_threshold: is a rule of the auto verdict"),
 ]
 
 
@@ -203,6 +204,7 @@ ACROSS_KEYS = {
     "models: [{name: a, trained_at: 'last tuesday'}]", "health: {dependencies: [{name: db}]}",
     "proxy: {routes: [{path: '(', name: x}]}", "limits: {max_models: 1}\nmodels: [{name: a}, {name: b}]",
     "auth: {token_file: /t, protect: [metrics]}", "auth: {protect: [writes, metrics]}",
+    "drift: {numeric_method: ks, effect_threshold: 0.25}",
 }
 SCHEMA_CASES = [
     "server: {traffic_port: 7000}",

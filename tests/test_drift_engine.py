@@ -424,3 +424,27 @@ def test_one_appearance_of_a_very_rare_value_is_not_drift() -> None:
         assert result["colour"].detected is drift, result["colour"].p_values
         exact = ss.hypergeom.sf(appearances - 1, 100_100, 16 + appearances, 100)
         assert result["flag"].p_values["location"] == pytest.approx(2 * exact, rel=1e-6)
+
+
+def test_values_near_the_float_range_are_scored_without_numpy_warnings() -> None:
+    """A reference of magnitude 1e300 overflows the Wasserstein distance's products, and a
+    window of +-1.7e308 sums to NaN (inf - inf): both are scored (p-values in [0, 1]), an
+    undefined distance is left out rather than exported as infinity, and NumPy prints no stray
+    line into the sidecar's log."""
+    rng = np.random.default_rng(3)
+    with np.errstate(over="ignore"):  # the profile's std overflows to inf: no normalised distance
+        huge = numeric_feature("huge", rng.standard_normal(10_000) * 1e300)
+    profile = Profile("m", "1", 10_000, (huge, numeric_feature("x", rng.standard_normal(10_000))))
+    m = ModelDrift("m", profile, DriftSettings(), 100, Clock())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        m.observe(Batch(200, columns={"huge": rng.standard_normal(200) * 1e300,
+                                      "x": np.tile([1.7e308, 1.7e308, -1.7e308, -1.7e308], 50)}))
+        result = {f.name: f for f in m.compute().features}
+    assert [str(w.message) for w in caught] == []
+    for f in result.values():
+        assert f.p_values and all(0.0 <= p <= 1.0 for p in f.p_values.values()), f.p_values
+        assert all(math.isfinite(v) for v in f.scores.values()), f.scores
+        assert all(math.isfinite(lo) and math.isfinite(hi) for lo, hi in f.score_bounds.values())
+    assert result["x"].detected  # every value beyond the reference's range
+    assert not math.isfinite(m.sums.total[m.position["x"]])  # NaN: no histogram _sum

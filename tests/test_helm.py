@@ -643,6 +643,8 @@ def sidecar_args(name: str | None) -> list[str]:
     ({"auth": {"enabled": False}, "config": {"auth": {"token_file": "/t", "protect": ["writes", "metrics"]}}},
      "config.auth.protect: metrics with auth.enabled=false"),
     ({"config": {"server": {"host": "127.0.0.1"}}}, "config.server.host: 127.0.0.1 is the loopback interface"),
+    ({"config": {"drift": {"numeric_method": "ks", "effect_threshold": 0.25}}},
+     "config.drift.effect_threshold: is a rule of the auto verdict"),
     ({"config": {"server": {"host": "::1"}}}, "config.server.host: ::1 is the loopback interface"),
     ({"service": {"port": 9400}}, "service.port and service.adminPort are both 9400"),
     # the rules and dashboards the chart ships select one job

@@ -303,6 +303,9 @@ class DriftConfig(_Section, frozen=True, forbid_unknown_fields=True):
         for kind in ("numeric", "categorical"):
             if getattr(self, f"{kind}_method") in TEST_METHODS and getattr(self, f"{kind}_threshold") >= 1:
                 raise _problem(f"{kind}_threshold", "is a significance level for test methods: must be < 1")
+        if self.effect_threshold is not None and self.numeric_method != "auto":
+            raise _problem("effect_threshold", "is a rule of the auto verdict: set numeric_method: auto, "
+                           "or remove effect_threshold")
 
 
 class LabelsConfig(_Section, frozen=True, forbid_unknown_fields=True):

@@ -497,6 +497,9 @@ schema handles everything per key).
 {{- end -}}
 {{- end -}}
 {{- end -}}
+{{- if and (not (kindIs "invalid" (dig "drift" "effect_threshold" nil $cfg))) (ne (toString (dig "drift" "numeric_method" "auto" $cfg)) "auto") -}}
+{{- fail "config.drift.effect_threshold: is a rule of the auto verdict, and the sidecar refuses to start with another numeric_method; set config.drift.numeric_method: auto, or remove effect_threshold" -}}
+{{- end -}}
 {{- if eq (int $cfg.server.traffic_port) (int $cfg.server.admin_port) -}}
 {{- fail (printf "config.server.traffic_port and config.server.admin_port are both %d: the sidecar refuses to start; give them different ports" (int $cfg.server.admin_port)) -}}
 {{- end -}}
