@@ -185,55 +185,71 @@ def linear_rank_p(ref: Counts, cur: Counts, mask: Mask, scores: Counts) -> Vecto
     moment. Where a few values carry most of the scores' spread (a rare value of a binary or
     zero-inflated feature: its count in the window is the statistic, Poisson-like with a mean
     of a few) the normal p-value is far too small on the skewed side (2.3% false alarms at
-    the location test's 0.74% for a 0.2% indicator in 200-value windows; docs/drift.md)."""
-    z, skewness = _linear_rank(ref, cur, mask, scores)
+    the location test's 0.74% for a 0.2% indicator in 200-value windows; docs/drift.md).
+
+    Where the window expects at most ``RARE_EXPECTED`` values in the highest- or lowest-scoring
+    bins, or only two bins hold values, no moment approximation will do (a count with a mean
+    far below one: one appearance of a value held by 16 in 100,000 was reported as drift at
+    twice the level): those bins' counts are summed over exactly (``_rare_tail``), and the
+    p-value is twice that tail, never below the normal one."""
+    z, skewness, pooled, n, total = _linear_rank_moments(ref, cur, mask, scores)
     p = skewed_two_sided(z, skewness)
     scores = np.broadcast_to(scores, ref.shape)
-    # Rows that may have a rare tail on the statistic's side: the extreme bin there is rare, or
-    # only two bins hold values (a cheap test first: scoring runs every few seconds).
-    pooled = np.where(mask, ref + cur, 0.0)
+    # Rows with a rare bin, or only two (a cheap test first: scoring runs every few seconds).
     occupied = pooled > 0
-    n = np.where(mask, cur, 0.0).sum(axis=1)
-    total = pooled.sum(axis=1)
-    extreme = np.where(z > 0, np.argmax(np.where(occupied, scores, -np.inf), axis=1),
-                       np.argmin(np.where(occupied, scores, np.inf), axis=1))
-    at_extreme = np.take_along_axis(pooled, extreme[:, None], axis=1)[:, 0]
-    candidate = (n * at_extreme <= RARE_EXPECTED * total) | (occupied.sum(axis=1) == 2)
+    rarest = np.where(occupied, pooled, np.inf).min(axis=1)
+    candidate = (n * rarest <= RARE_EXPECTED * total) | (occupied.sum(axis=1) == 2)
     for side, rows in ((1.0, (z > 0) & candidate), (-1.0, (z < 0) & candidate)):
         if rows.any():
             tail = _rare_tail(ref[rows], cur[rows], mask[rows], side * scores[rows])
             refined = np.isfinite(tail)
-            at = np.flatnonzero(rows)[refined]
-            p[at] = np.maximum(normal_two_sided(z[at]), np.minimum(2.0 * tail[refined], 1.0))
+            at_rows = np.flatnonzero(rows)[refined]
+            p[at_rows] = np.maximum(normal_two_sided(z[at_rows]), np.minimum(2.0 * tail[refined], 1.0))
     return p
 
 
-# The rank tests count a tail of rare bins exactly (``_rare_tail``): the highest-scoring bins
-# while the window expects at most this many values in them.
-RARE_EXPECTED = 1.0
-RARE_TERMS = 40  # window counts in the rare tail summed one by one; a bound for the rest
+# The rank tests sum exactly over the window's counts in rare bins (``_rare_tail``): the
+# highest- and the lowest-scoring bin where the window expects at most RARE_EXPECTED values in
+# it, and with the lowest any other bin it expects under RARE_TINY in, up to RARE_BOTTOM in all.
+RARE_EXPECTED = 3.0
+RARE_TINY = 0.5
+RARE_BOTTOM = 6.0
+RARE_TERMS = 24  # counts summed one by one at each end; a bound for the rest
+TWO_BIN_SD = 50.0  # two bins: exact while the count's sd is at most this (beyond, the moments do)
+TWO_BIN_TERMS = 256  # ... summed from the observed count up: over 5 sd, then the bound
 
 
 def _rare_tail(ref: Counts, cur: Counts, mask: Mask, scores: Counts) -> Vector:
-    """P(T >= t) for the window's score sum T = sum_j cur_j s_j, where its upper tail is made
-    by a few values in rare bins; NaN in rows without such a tail.
+    """An upper bound on P(T >= t), T = sum_j cur_j s_j the window's score sum, t its observed
+    value, over the permutation distribution given the pooled counts, where rare bins make the
+    tail; NaN in rows that have none.
 
-    A one-sided moment approximation has no room for a count with a mean far below one: a
-    value held by 175 of 10^6 reference rows appears in a 100-value window with probability
-    1.7%, and then the statistic jumps by that value's score; the Pearson III tail put 0.7%
-    there, and one such value was reported as drift (twice the level). So the rare tail R, the
-    highest-scoring bins while the window expects at most ``RARE_EXPECTED`` values in them (the
-    higher of two bins, whatever it expects, where only two hold values), is counted exactly:
-    given the pooled counts the window's count Y in R is hypergeometric, and
+    A moment approximation has no room for a count whose mean is far below one: a value held by
+    175 of 10^6 reference rows appears in a 100-value window with probability 1.7%, and the
+    statistic then jumps by its score; the Pearson III tail put 0.7% there. So the bins are
+    split into a top set (the highest-scoring bin, where the window expects at most
+    ``RARE_EXPECTED`` values in it), a bottom set (the lowest-scoring bin likewise, and any
+    other it expects under ``RARE_TINY`` values in, lowest-scoring first, while they expect at
+    most ``RARE_BOTTOM`` together: a second rare value, or one between common ones) and the
+    common rest. Given
+    the pooled counts the window's counts (A, B) in the two rare sets are multivariate
+    hypergeometric, and
 
-        P(T >= t) = sum_y P(Y = y) P(T_R + T_C >= t | Y = y),
+        P(T >= t) <= sum_{a, b} P(A = a, B = b) P(T_C >= t - a s_top - b s_bottom | n - a - b),
 
-    T_R the sum of y draws from R's pooled values and T_C of n - y from the others, each with
-    its exact permutation mean, variance and third moment, the conditional tail by the
-    skewness-aware approximation of ``skewed_two_sided`` (exact where both have no variance,
-    as with two bins: then the sum is Fisher's exact one-sided tail). Terms from the window's
-    own count in R up (two bins) or from 0, ``RARE_TERMS`` of them, then a geometric bound on
-    the rest. Computed in logs with ``scipy.special.betaln``."""
+    s_top and s_bottom the highest score in each set (exact for a set of one bin; else an
+    upper bound on each value's score, so a bound on the tail: single bins where the window
+    expects a few values, so that a normal feature's tails are counted exactly, and bounds only
+    over bins it almost never sees), T_C the sum
+    of the n - a - b draws from the common bins by its exact permutation mean, variance and
+    third moment and the skewness-aware tail of ``skewed_two_sided`` (exact where it has no
+    variance). With only two bins the top set is the higher bin and T_C a constant: the sum is
+    the count's exact hypergeometric tail (Fisher's exact test, one side), ``TWO_BIN_TERMS``
+    terms from the observed count up, while the count's sd is at most ``TWO_BIN_SD`` (beyond
+    it the moments are as good). Otherwise ``RARE_TERMS`` terms at each end. Then a geometric
+    bound on the rest (the pmf's ratio decreases past the
+    mode). Log-probabilities from ``scipy.special.betaln``: relative error ~1e-6 at 10^8
+    pooled values, 1e-3 at 10^12."""
     rows, k = ref.shape
     pooled = np.where(mask, ref + cur, 0.0)
     window = np.where(mask, cur, 0.0)
@@ -242,84 +258,102 @@ def _rare_tail(ref: Counts, cur: Counts, mask: Mask, scores: Counts) -> Vector:
     total = pooled.sum(axis=1)
     used = occupied.sum(axis=1)
     order = np.argsort(np.where(occupied, -scores, np.inf), axis=1, kind="stable")
-    c = np.take_along_axis(pooled, order, axis=1)
+    c = np.take_along_axis(pooled, order, axis=1)  # occupied bins first, by falling score
     s = np.take_along_axis(np.where(occupied, scores, 0.0), order, axis=1)
     x = np.take_along_axis(window, order, axis=1)
     position = np.arange(k)[None, :]
+    inside = position < used[:, None]
+    budget = RARE_EXPECTED * total[:, None]
+    top = (position == 0) & (n[:, None] * c <= budget) & (used >= 2)[:, None]
+    # The other rare bins, from the lowest-scoring up (the lowest, and any the window expects
+    # less than RARE_TINY values in: a rare value between two common ones, 1 between 0 and 2),
+    # while the window expects at most RARE_BOTTOM values in them together.
+    lowest = position == (used - 1)[:, None]
+    rare = inside & ~top & (n[:, None] * c <= np.where(lowest, budget, RARE_TINY * total[:, None]))
+    from_bottom = np.cumsum(np.where(rare, c, 0.0)[:, ::-1], axis=1)[:, ::-1]
+    bottom = rare & (n[:, None] * from_bottom <= RARE_BOTTOM * total[:, None])
     two = used == 2
-    rare = (position == 0) & ((n * c[:, 0] <= RARE_EXPECTED * total) | two)[:, None] & (used >= 2)[:, None]
-    in_r = rare.any(axis=1) & (n > 0) & (total > n)
+    count_sd = np.sqrt(np.where(two, n * c[:, 0] / np.maximum(total, 1.0)
+                                * (1.0 - c[:, 0] / np.maximum(total, 1.0)), 0.0))
+    exact_two = two & (count_sd <= TWO_BIN_SD)
+    top = np.where(exact_two[:, None], position == 0, np.where(two[:, None], False, top))
+    bottom = np.where(two[:, None], False, bottom)
     tail = np.full(rows, np.nan)
+    ok = (n > 0) & (total > n)
+    exact_two &= ok
+    if exact_two.any():  # the count in the higher bin, from the observed one up
+        first, size, drawn = c[exact_two, 0], total[exact_two], n[exact_two]
+        observed = x[exact_two, 0]
+        y = observed[:, None] + np.arange(TWO_BIN_TERMS)[None, :]
+        terms = np.exp(_log_choose(first[:, None], y)
+                       + _log_choose((size - first)[:, None], drawn[:, None] - y)
+                       - _log_choose(size, drawn)[:, None])
+        last = observed + TWO_BIN_TERMS - 1.0
+        tail[exact_two] = np.minimum(terms.sum(axis=1) + _hypergeom_beyond(last, size, first, drawn), 1.0)
+    in_r = (top.any(axis=1) | bottom.any(axis=1)) & ok & ~exact_two
     if not in_r.any():
         return tail
-    c, s, x, rare = c[in_r], s[in_r], x[in_r], rare[in_r]
-    n, total, two = n[in_r], total[in_r], two[in_r]
-    common = (~rare) & (c > 0)
-
-    def moments(part: Mask) -> tuple[Vector, Vector, Vector, Vector]:
-        size = np.where(part, c, 0.0).sum(axis=1)
-        mean = np.divide(np.where(part, c * s, 0.0).sum(axis=1), size, out=np.zeros_like(size),
-                         where=size > 0)
-        d = np.where(part, s - mean[:, None], 0.0)
-        return size, mean, (c * d * d).sum(axis=1), (c * d ** 3).sum(axis=1)
-
-    k_r, mean_r, s2_r, s3_r = moments(rare)
-    k_c, mean_c, s2_c, s3_c = moments(common)
+    c, s, x, top, bottom = c[in_r], s[in_r], x[in_r], top[in_r], bottom[in_r]
+    n, total, inside = n[in_r], total[in_r], inside[in_r]
+    common = inside & ~top & ~bottom & (c > 0)
+    k_top = np.where(top, c, 0.0).sum(axis=1)
+    k_bottom = np.where(bottom, c, 0.0).sum(axis=1)
+    s_top = np.where(top.any(axis=1), np.where(top, s, -np.inf).max(axis=1), 0.0)
+    s_bottom = np.where(bottom.any(axis=1), np.where(bottom, s, -np.inf).max(axis=1), 0.0)
+    k_c = np.where(common, c, 0.0).sum(axis=1)
+    mean_c = np.divide(np.where(common, c * s, 0.0).sum(axis=1), k_c, out=np.zeros_like(k_c), where=k_c > 0)
+    d = np.where(common, s - mean_c[:, None], 0.0)
+    s2_c, s3_c = (c * d * d).sum(axis=1), (c * d ** 3).sum(axis=1)
     t = (x * s).sum(axis=1)
-    observed_r = np.where(rare, x, 0.0).sum(axis=1)
-    start = np.where(two, observed_r, 0.0)
-    y = start[:, None] + np.arange(RARE_TERMS)[None, :]
-    m = n[:, None] - y  # draws from the common bins
-
-    def draws(count: Counts, size: Vector, s2: Vector, s3: Vector) -> tuple[Counts, Counts]:
-        """Variance and third central moment of the sum of ``count`` draws without replacement
-        from ``size`` values with these sums of squared and cubed deviations."""
-        size = size[:, None]
-        rest = size - count
-        var = np.divide(count * rest * s2[:, None], size * (size - 1.0), out=np.zeros_like(count),
-                        where=size > 1)
-        third = np.divide(count * rest * (rest - count) * s3[:, None],
-                          size * (size - 1.0) * (size - 2.0), out=np.zeros_like(count), where=size > 2)
-        return var, third
-
-    possible = (y <= np.minimum(k_r, n)[:, None]) & (m <= k_c[:, None]) & (m >= 0)
-    y_ok = np.where(possible, y, 0.0)
-    m_ok = np.where(possible, m, 0.0)
-    var_r, third_r = draws(y_ok, k_r, s2_r, s3_r)
-    var_c, third_c = draws(m_ok, k_c, s2_c, s3_c)
-    var = np.clip(var_r + var_c, 0.0, None)
-    centre = y_ok * mean_r[:, None] + m_ok * mean_c[:, None]
-    scale = np.abs(s).max(axis=1) * n + 1.0
-    gap = t[:, None] - centre - 1e-9 * scale[:, None]  # how far t lies above the mean, less a rounding
-    spread = var > 1e-12 * scale[:, None] ** 2
+    a = np.arange(RARE_TERMS, dtype=np.float64)[None, :, None]
+    b = np.arange(RARE_TERMS, dtype=np.float64)[None, None, :]
+    m = n[:, None, None] - a - b  # draws from the common bins
+    possible = ((a <= np.minimum(k_top, n)[:, None, None]) & (b <= np.minimum(k_bottom, n)[:, None, None])
+                & (m >= 0) & (m <= k_c[:, None, None]))
+    a_ok, b_ok, m_ok = (np.where(possible, v, 0.0) for v in (a, b, m))
+    size = k_c[:, None, None]
+    rest = size - m_ok
+    var = np.divide(m_ok * rest * s2_c[:, None, None], size * (size - 1.0), out=np.zeros_like(m_ok),
+                    where=size > 1)
+    third = np.divide(m_ok * rest * (rest - m_ok) * s3_c[:, None, None], size * (size - 1.0) * (size - 2.0),
+                      out=np.zeros_like(m_ok), where=size > 2)
+    centre = a_ok * s_top[:, None, None] + b_ok * s_bottom[:, None, None] + m_ok * mean_c[:, None, None]
+    scale = (np.abs(s).max(axis=1) * n + 1.0)[:, None, None]
+    gap = t[:, None, None] - centre - 1e-9 * scale  # how far t lies above the mean, less a rounding
+    spread = var > 1e-12 * scale ** 2
     sd = np.sqrt(np.where(spread, var, 1.0))
     z = np.where(spread, gap / sd, 0.0)
-    skewness = np.where(spread, (third_r + third_c) / (sd ** 3), 0.0)
+    skewness = np.where(spread, third / sd ** 3, 0.0)
     given = np.where(spread, _skewed_sf(z, skewness), (gap <= 0).astype(np.float64))
-    log_pmf = _log_hypergeom_pmf(y_ok, total[:, None], k_r[:, None], n[:, None])
+    log_pmf = (_log_choose(k_top[:, None, None], a_ok) + _log_choose(k_bottom[:, None, None], b_ok)
+               + _log_choose(k_c[:, None, None], m_ok) - _log_choose(total, n)[:, None, None])
     pmf = np.where(possible, np.exp(log_pmf), 0.0)
-    last = y[:, -1]
-    ratio = np.divide((k_r - last) * (n - last), (last + 1.0) * (total - k_r - n + last + 1.0),
-                      out=np.zeros_like(last), where=(total - k_r - n + last + 1.0) > 0)
-    ratio = np.clip(ratio, 0.0, None)
-    rest = np.where(ratio < 1.0, pmf[:, -1] * ratio / np.where(ratio < 1.0, 1.0 - ratio, 1.0), 1.0)
-    tail[in_r] = np.minimum((pmf * given).sum(axis=1) + rest, 1.0)
+    last = np.full_like(n, RARE_TERMS - 1.0)
+    beyond = _hypergeom_beyond(last, total, k_top, n) + _hypergeom_beyond(last, total, k_bottom, n)
+    tail[in_r] = np.minimum((pmf * given).sum(axis=(1, 2)) + beyond, 1.0)
     return tail
 
 
-def _log_hypergeom_pmf(y: Counts, total: Counts, marked: Counts, n: Counts) -> Counts:
-    """log P(Y = y) for Y the marked values among n drawn without replacement from ``total``
-    values of which ``marked`` are marked: log C(K, y) + log C(M - K, n - y) - log C(M, n),
-    with log C(a, b) = -log(a + 1) - betaln(a - b + 1, b + 1) (``scipy.special.betaln``, accurate
-    for large arguments)."""
+def _hypergeom_beyond(last: Vector, total: Vector, marked: Vector, n: Vector) -> Vector:
+    """An upper bound on P(Y > last), Y the marked values among n drawn from ``total`` holding
+    ``marked``: pmf(last) r / (1 - r), r = pmf(last + 1) / pmf(last), which only falls as y
+    grows (a geometric series past the mode); 1 where last is not past the mode."""
+    ratio = np.divide((marked - last) * (n - last), (last + 1.0) * (total - marked - n + last + 1.0),
+                      out=np.zeros_like(last), where=(total - marked - n + last + 1.0) > 0)
+    ratio = np.clip(ratio, 0.0, None)
+    pmf = np.exp(_log_choose(marked, last) + _log_choose(total - marked, n - last) - _log_choose(total, n))
+    return np.asarray(np.where(ratio < 1.0, pmf * ratio / np.where(ratio < 1.0, 1.0 - ratio, 1.0), 1.0))
+
+
+def _log_choose(a: Counts, b: Counts) -> Counts:
+    """log C(a, b) = -log(a + 1) - betaln(a - b + 1, b + 1) (``scipy.special.betaln``);
+    -inf outside 0 <= b <= a."""
     from scipy import special
 
-    def log_choose(a: Counts, b: Counts) -> Counts:
-        ok = (b >= 0) & (b <= a)
-        a_ok, b_ok = np.where(ok, a, 1.0), np.where(ok, b, 0.0)
-        return np.where(ok, -np.log1p(a_ok) - special.betaln(a_ok - b_ok + 1.0, b_ok + 1.0), -np.inf)
-
-    return log_choose(marked, y) + log_choose(total - marked, n - y) - log_choose(total, n)
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    ok = (b >= 0) & (b <= a)
+    a_ok, b_ok = np.where(ok, a, 1.0), np.where(ok, b, 0.0)
+    return np.asarray(np.where(ok, -np.log1p(a_ok) - special.betaln(a_ok - b_ok + 1.0, b_ok + 1.0), -np.inf))
 
 
 def _skewed_sf(z: Counts, skewness: Counts) -> Counts:
@@ -341,7 +375,14 @@ def _skewed_sf(z: Counts, skewness: Counts) -> Counts:
 
 
 def _linear_rank(ref: Counts, cur: Counts, mask: Mask, scores: Counts) -> tuple[Vector, Vector]:
-    """(z, skewness) of the linear rank statistic under the permutation distribution. The sum
+    """(z, skewness) of the linear rank statistic (``_linear_rank_moments``)."""
+    return _linear_rank_moments(ref, cur, mask, scores)[:2]
+
+
+def _linear_rank_moments(ref: Counts, cur: Counts, mask: Mask, scores: Counts
+                         ) -> tuple[Vector, Vector, Counts, Vector, Vector]:
+    """(z, skewness) of the linear rank statistic under the permutation distribution, with the
+    pooled counts, the window's size and the pooled total they were computed from. The sum
     of n of the M pooled scores drawn without replacement has variance
     ``n N / (M (M - 1)) * sum (s - s_mean)^2`` and third central moment
     ``n N (N - n) / (M (M - 1) (M - 2)) * sum (s - s_mean)^3`` (N = M - n)."""
@@ -360,7 +401,7 @@ def _linear_rank(ref: Counts, cur: Counts, mask: Mask, scores: Counts) -> tuple[
     tested = var > 1e-12 * np.maximum(spread, 1.0)
     z = np.divide(statistic, np.sqrt(var), out=np.zeros_like(total), where=tested)
     skewness = np.divide(third, var * np.sqrt(np.maximum(var, 0.0)), out=np.zeros_like(total), where=tested)
-    return np.asarray(z), np.asarray(skewness)
+    return np.asarray(z), np.asarray(skewness), pooled, n, total
 
 
 def skewed_two_sided(z: Vector, skewness: Vector) -> Vector:
