@@ -197,7 +197,7 @@ def linear_rank_p(ref: Counts, cur: Counts, mask: Mask, scores: Counts) -> Vecto
     scores = np.broadcast_to(scores, ref.shape)
     # Rows with a rare bin, or only two (a cheap test first: scoring runs every few seconds).
     occupied = pooled > 0
-    rarest = np.where(occupied, pooled, np.inf).min(axis=1)
+    rarest = np.where(occupied, pooled, total[:, None] + 1.0).min(axis=1)  # finite: n may be 0
     candidate = (n * rarest <= RARE_EXPECTED * total) | (occupied.sum(axis=1) == 2)
     for side, rows in ((1.0, (z > 0) & candidate), (-1.0, (z < 0) & candidate)):
         if rows.any():
