@@ -448,3 +448,37 @@ def test_values_near_the_float_range_are_scored_without_numpy_warnings() -> None
         assert all(math.isfinite(lo) and math.isfinite(hi) for lo, hi in f.score_bounds.values())
     assert result["x"].detected  # every value beyond the reference's range
     assert not math.isfinite(m.sums.total[m.position["x"]])  # NaN: no histogram _sum
+
+
+def location_scores(ref: np.ndarray, cur: np.ndarray) -> np.ndarray:
+    """The location test's bin scores for one (reference, window) pair of count rows."""
+    from modelmon.drift import stats
+
+    return stats.normal_scores(ref[None, :], cur, np.ones_like(cur, dtype=bool))[0][0]
+
+
+def test_one_rare_value_at_either_end_is_not_drift() -> None:
+    """A feature that is 0 in 99,988 of 100,000 reference rows, -1 in six and +1 in six: one +1
+    in a 100-value window happens with probability 0.6% under no drift, so it is no drift at
+    the location test's 0.74%; the rare -1 bin had been left to a moment approximation that put
+    its p-value at 0.0066. The p-value is twice the exact tail, over every count of -1s and +1s
+    the pooled sample allows (``scipy.stats.multivariate_hypergeom``). Three +1s are drift."""
+    reference = np.zeros(100_000)
+    reference[:6], reference[6:12] = -1.0, 1.0
+    profile = Profile("m", "1", 100_000, (numeric_feature("flag", reference),))
+    for ones, drift in ((1, False), (3, True)):
+        m = ModelDrift("m", profile, DriftSettings(), 100, Clock())
+        window = np.zeros(100)
+        window[:ones] = 1.0
+        m.observe(Batch(100, columns={"flag": window}))
+        f = m.compute().features[0]
+        assert f.detected is drift, f.p_values
+        # P(the window's score sum >= the observed one), over its (-1, 0, +1) counts
+        pooled = np.array([6.0, 100_000 - 12 + 100 - ones, 6 + ones])
+        cur = np.array([[0.0, 100 - ones, ones]])
+        scores = location_scores(pooled - cur[0], cur)
+        observed = float(cur[0] @ scores)
+        exact = sum(ss.multivariate_hypergeom.pmf([minus, 100 - minus - plus, plus], m=pooled.astype(int), n=100)
+                    for minus in range(7) for plus in range(7 + ones)
+                    if np.array([minus, 100 - minus - plus, plus]) @ scores >= observed - 1e-9)
+        assert f.p_values["location"] == pytest.approx(2 * exact, rel=1e-6)
