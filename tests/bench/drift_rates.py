@@ -291,9 +291,9 @@ SCENARIOS: tuple[Scenario, ...] = (
     _null("none_100", "N(0,1)", 100, _normal()),
     _null("lognormal_100", "lognormal", 100, _lognormal),
     _null("poisson_100", "Poisson(3)", 100, _poisson),
-    _null("none_100000", "N(0,1)", 100_000, _normal(), max_trials=2000),
-    _null("lognormal_100000", "lognormal", 100_000, _lognormal, max_trials=2000),
-    _null("poisson_100000", "Poisson(3)", 100_000, _poisson, max_trials=2000),
+    _null("none_100000", "N(0,1)", 100_000, _normal(), max_trials=10_000),
+    _null("lognormal_100000", "lognormal", 100_000, _lognormal, max_trials=10_000),
+    _null("poisson_100000", "Poisson(3)", 100_000, _poisson, max_trials=10_000),
     _null("none_ref500", "N(0,1)", 200, _normal(), reference_size=500),
     _null("lognormal_ref500", "lognormal", 200, _lognormal, reference_size=500),
     _null("poisson_ref500", "Poisson(3)", 200, _poisson, reference_size=500),
@@ -302,7 +302,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("shift_ref500", "mean +0.25 std, n=200, ref 500", "numeric", 200, _normal(), _normal(0.25),
              True, None, shift_limit(0.25), reference_size=500),
     Scenario("shift_100000", "mean +0.05 std, n=100000", "numeric", 100_000, _normal(), _normal(0.05),
-             True, None, shift_limit(0.05), max_trials=2000),
+             True, None, shift_limit(0.05), max_trials=10_000),
 )
 
 VERDICT_COLUMNS: tuple[tuple[str, str], ...] = (  # (column key, header)
