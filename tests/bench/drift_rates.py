@@ -536,12 +536,12 @@ def format_markdown(rows: list[ScenarioRates]) -> str:
 
     dash, alpha = "\N{EN DASH}", "\N{GREEK SMALL LETTER ALPHA}"  # as docs/drift.md writes them
 
-    def table(kind: Kind, auto: str, columns: tuple[str, ...]) -> list[str]:
+    def table(kind: Kind, auto: str, columns: tuple[str, ...]) -> list[str]:  # auto: its header
         chosen = [r for r in rows if r.scenario.kind == kind]
         if not chosen:
             return []
         headers = dict(COLUMNS)
-        out = [f"| scenario | windows | **{auto}** (95% CI) | limit | "
+        out = [f"| scenario | windows | {auto} (95% CI) | limit | "
                + " | ".join(headers[c] for c in columns) + " |",
                "|---" * (4 + len(columns)) + "|"]
         for r in chosen:
@@ -554,9 +554,9 @@ def format_markdown(rows: list[ScenarioRates]) -> str:
                        f"({lo * 100:.2f}{dash}{hi:.2%}) | {limit} | " + " | ".join(cells) + " |")
         return out
 
-    numeric = table("numeric", "auto", ("old", "location", "scale", "chi2", "effect", "w_lower", "ks",
+    numeric = table("numeric", "**auto**", ("old", "location", "scale", "chi2", "effect", "w_lower", "ks",
                                          "raw_w", "raw_t", "raw_ks"))
-    categorical = table("categorical", "auto** = **chi2", ("old", "pearson", "g_test", "exact",
+    categorical = table("categorical", "**auto** = chi2", ("old", "pearson", "g_test", "exact",
                                                           "psi_0.1", "js_0.1"))
     return "\n".join(numeric + ([""] if numeric and categorical else []) + categorical)
 
