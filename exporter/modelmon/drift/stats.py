@@ -199,12 +199,13 @@ def linear_rank_p(ref: Counts, cur: Counts, mask: Mask, scores: Counts) -> Vecto
     occupied = pooled > 0
     rarest = np.where(occupied, pooled, total[:, None] + 1.0).min(axis=1)  # finite: n may be 0
     candidate = (n * rarest <= RARE_EXPECTED * total) | (occupied.sum(axis=1) == 2)
-    for side, rows in ((1.0, (z > 0) & candidate), (-1.0, (z < 0) & candidate)):
-        if rows.any():
-            tail = _rare_tail(ref[rows], cur[rows], mask[rows], side * scores[rows])
-            refined = np.isfinite(tail)
-            at_rows = np.flatnonzero(rows)[refined]
-            p[at_rows] = np.maximum(normal_two_sided(z[at_rows]), np.minimum(2.0 * tail[refined], 1.0))
+    rows = candidate & (z != 0)
+    if rows.any():  # the tail on the statistic's side: the lower one is the upper of -scores
+        side = np.where(z[rows] > 0, 1.0, -1.0)[:, None]
+        tail = _rare_tail(ref[rows], cur[rows], mask[rows], side * scores[rows])
+        refined = np.isfinite(tail)
+        at_rows = np.flatnonzero(rows)[refined]
+        p[at_rows] = np.maximum(normal_two_sided(z[at_rows]), np.minimum(2.0 * tail[refined], 1.0))
     return p
 
 
@@ -214,7 +215,12 @@ def linear_rank_p(ref: Counts, cur: Counts, mask: Mask, scores: Counts) -> Vecto
 RARE_EXPECTED = 3.0
 RARE_TINY = 0.5
 RARE_BOTTOM = 6.0
-RARE_TERMS = 24  # counts summed one by one at each end; a bound for the rest
+# Counts summed one by one in the top and the bottom set, then a bound for the rest: with the
+# window expecting at most 3 (top) and 6 (bottom) values there, the rest is about 1e-7 and 5e-6
+# of probability (Poisson tails; the scale test's share of alpha is 3.2e-4), and the terms are
+# what scoring costs where windows are small.
+TOP_TERMS = 16
+BOTTOM_TERMS = 20
 TWO_BIN_SD = 50.0  # two bins: exact while the count's sd is at most this (beyond, the moments do)
 TWO_BIN_TERMS = 256  # ... summed from the observed count up: over 5 sd, then the bound
 
@@ -246,9 +252,9 @@ def _rare_tail(ref: Counts, cur: Counts, mask: Mask, scores: Counts) -> Vector:
     variance). With only two bins the top set is the higher bin and T_C a constant: the sum is
     the count's exact hypergeometric tail (Fisher's exact test, one side), ``TWO_BIN_TERMS``
     terms from the observed count up, while the count's sd is at most ``TWO_BIN_SD`` (beyond
-    it the moments are as good). Otherwise ``RARE_TERMS`` terms at each end. Then a geometric
-    bound on the rest (the pmf's ratio decreases past the
-    mode). Log-probabilities from ``scipy.special.betaln``: relative error ~1e-6 at 10^8
+    it the moments are as good). Otherwise ``TOP_TERMS`` and ``BOTTOM_TERMS`` terms. Then a
+    geometric bound on the rest (the pmf's ratio decreases past the mode). Log-probabilities
+    from ``scipy.special.betaln``: relative error ~1e-6 at 10^8
     pooled values, 1e-3 at 10^12."""
     rows, k = ref.shape
     pooled = np.where(mask, ref + cur, 0.0)
@@ -305,31 +311,43 @@ def _rare_tail(ref: Counts, cur: Counts, mask: Mask, scores: Counts) -> Vector:
     d = np.where(common, s - mean_c[:, None], 0.0)
     s2_c, s3_c = (c * d * d).sum(axis=1), (c * d ** 3).sum(axis=1)
     t = (x * s).sum(axis=1)
-    a = np.arange(RARE_TERMS, dtype=np.float64)[None, :, None]
-    b = np.arange(RARE_TERMS, dtype=np.float64)[None, None, :]
+    # counts in the top set (axis 1) and the bottom set (axis 2); one term where no row has one
+    n_a = TOP_TERMS if k_top.any() else 1
+    n_b = BOTTOM_TERMS if k_bottom.any() else 1
+    a1, b1 = np.arange(n_a, dtype=np.float64), np.arange(n_b, dtype=np.float64)
+    a, b = a1[None, :, None], b1[None, None, :]
     m = n[:, None, None] - a - b  # draws from the common bins
     possible = ((a <= np.minimum(k_top, n)[:, None, None]) & (b <= np.minimum(k_bottom, n)[:, None, None])
                 & (m >= 0) & (m <= k_c[:, None, None]))
-    a_ok, b_ok, m_ok = (np.where(possible, v, 0.0) for v in (a, b, m))
-    size = k_c[:, None, None]
-    rest = size - m_ok
-    var = np.divide(m_ok * rest * s2_c[:, None, None], size * (size - 1.0), out=np.zeros_like(m_ok),
-                    where=size > 1)
-    third = np.divide(m_ok * rest * (rest - m_ok) * s3_c[:, None, None], size * (size - 1.0) * (size - 2.0),
-                      out=np.zeros_like(m_ok), where=size > 2)
-    centre = a_ok * s_top[:, None, None] + b_ok * s_bottom[:, None, None] + m_ok * mean_c[:, None, None]
-    scale = (np.abs(s).max(axis=1) * n + 1.0)[:, None, None]
-    gap = t[:, None, None] - centre - 1e-9 * scale  # how far t lies above the mean, less a rounding
+    # log P(A = a, B = b): logC(K_top, a) + logC(K_bottom, b) + logC(K_c, n - a - b) - logC(M, n),
+    # from one row of each term (the last depends on a + b only)
+    drawn = a1[:, None] + b1[None, :]
+    log_c = _log_choose(k_c[:, None], n[:, None] - np.arange(n_a + n_b - 1, dtype=np.float64)[None, :])
+    log_pmf = (_log_choose(k_top[:, None], a1[None, :])[:, :, None]
+               + _log_choose(k_bottom[:, None], b1[None, :])[:, None, :]
+               + log_c[:, drawn.astype(np.intp)] - _log_choose(total, n)[:, None, None])
+    pmf = np.where(possible, np.exp(log_pmf), 0.0)
+    # P(T_C >= t - a s_top - b s_bottom), for the counts the pooled sample allows
+    needed = pmf > 0.0
+    m_ok = np.where(needed, m, 0.0)
+    size = np.broadcast_to(k_c[:, None, None], m.shape)[needed]
+    m_n = m_ok[needed]
+    rest = size - m_n
+    var = np.divide(m_n * rest * np.broadcast_to(s2_c[:, None, None], m.shape)[needed], size * (size - 1.0),
+                    out=np.zeros_like(m_n), where=size > 1)
+    third = np.divide(m_n * rest * (rest - m_n) * np.broadcast_to(s3_c[:, None, None], m.shape)[needed],
+                      size * (size - 1.0) * (size - 2.0), out=np.zeros_like(m_n), where=size > 2)
+    centre = (a * s_top[:, None, None] + b * s_bottom[:, None, None] + m_ok * mean_c[:, None, None])[needed]
+    scale = np.broadcast_to((np.abs(s).max(axis=1) * n + 1.0)[:, None, None], m.shape)[needed]
+    gap = np.broadcast_to(t[:, None, None], m.shape)[needed] - centre - 1e-9 * scale  # less a rounding
     spread = var > 1e-12 * scale ** 2
     sd = np.sqrt(np.where(spread, var, 1.0))
-    z = np.where(spread, gap / sd, 0.0)
-    skewness = np.where(spread, third / sd ** 3, 0.0)
-    given = np.where(spread, _skewed_sf(z, skewness), (gap <= 0).astype(np.float64))
-    log_pmf = (_log_choose(k_top[:, None, None], a_ok) + _log_choose(k_bottom[:, None, None], b_ok)
-               + _log_choose(k_c[:, None, None], m_ok) - _log_choose(total, n)[:, None, None])
-    pmf = np.where(possible, np.exp(log_pmf), 0.0)
-    last = np.full_like(n, RARE_TERMS - 1.0)
-    beyond = _hypergeom_beyond(last, total, k_top, n) + _hypergeom_beyond(last, total, k_bottom, n)
+    given = np.zeros_like(pmf)
+    given[needed] = np.where(spread, _skewed_sf(np.where(spread, gap / sd, 0.0),
+                                                np.where(spread, third / sd ** 3, 0.0)),
+                             (gap <= 0).astype(np.float64))
+    beyond = (_hypergeom_beyond(np.full_like(n, n_a - 1.0), total, k_top, n)
+              + _hypergeom_beyond(np.full_like(n, n_b - 1.0), total, k_bottom, n))
     tail[in_r] = np.minimum((pmf * given).sum(axis=(1, 2)) + beyond, 1.0)
     return tail
 
@@ -362,13 +380,16 @@ def _skewed_sf(z: Counts, skewness: Counts) -> Counts:
     short side the normal one."""
     from scipy import special
 
-    g = np.abs(skewness)
-    shape = np.divide(4.0, g * g, out=np.ones_like(g), where=g > 1e-8)
-    with np.errstate(invalid="ignore", over="ignore"):
-        pearson = special.gammaincc(shape, shape + np.abs(z) * np.sqrt(shape))
-    pearson = np.where(np.isfinite(pearson), pearson, 0.0)
     up_long = (z > 0) & (skewness > 1e-8)
     down_long = (z < 0) & (skewness < -1e-8)
+    pearson = np.zeros_like(z)
+    long_side = up_long | down_long
+    if long_side.any():  # the incomplete gamma only where it is used
+        g = np.abs(skewness[long_side])
+        shape = 4.0 / (g * g)
+        with np.errstate(invalid="ignore", over="ignore"):
+            tail = special.gammaincc(shape, shape + np.abs(z[long_side]) * np.sqrt(shape))
+        pearson[long_side] = np.where(np.isfinite(tail), tail, 0.0)
     upper = np.where(up_long, np.maximum(special.ndtr(-z), pearson), special.ndtr(-z))
     below = np.where(down_long, np.maximum(special.ndtr(z), pearson), special.ndtr(z))
     return np.asarray(np.where(z < 0, 1.0 - below, upper))
