@@ -237,9 +237,8 @@ def _rare_tail(ref: Counts, cur: Counts, mask: Mask, scores: Counts) -> Vector:
     ``RARE_EXPECTED`` values in it), a bottom set (the lowest-scoring bin likewise, and any
     other it expects under ``RARE_TINY`` values in, lowest-scoring first, while they expect at
     most ``RARE_BOTTOM`` together: a second rare value, or one between common ones) and the
-    common rest. Given
-    the pooled counts the window's counts (A, B) in the two rare sets are multivariate
-    hypergeometric, and
+    common rest. Given the pooled counts the window's counts (A, B) in the two rare sets are
+    multivariate hypergeometric, and
 
         P(T >= t) <= sum_{a, b} P(A = a, B = b) P(T_C >= t - a s_top - b s_bottom | n - a - b),
 
@@ -254,8 +253,7 @@ def _rare_tail(ref: Counts, cur: Counts, mask: Mask, scores: Counts) -> Vector:
     terms from the observed count up, while the count's sd is at most ``TWO_BIN_SD`` (beyond
     it the moments are as good). Otherwise ``TOP_TERMS`` and ``BOTTOM_TERMS`` terms. Then a
     geometric bound on the rest (the pmf's ratio decreases past the mode). Log-probabilities
-    from ``scipy.special.betaln``: relative error ~1e-6 at 10^8
-    pooled values, 1e-3 at 10^12."""
+    from ``scipy.special.betaln``: relative error ~1e-6 at 10^8 pooled values, 1e-3 at 10^12."""
     rows, k = ref.shape
     pooled = np.where(mask, ref + cur, 0.0)
     window = np.where(mask, cur, 0.0)
@@ -282,8 +280,8 @@ def _rare_tail(ref: Counts, cur: Counts, mask: Mask, scores: Counts) -> Vector:
     count_sd = np.sqrt(np.where(two, n * c[:, 0] / np.maximum(total, 1.0)
                                 * (1.0 - c[:, 0] / np.maximum(total, 1.0)), 0.0))
     exact_two = two & (count_sd <= TWO_BIN_SD)
-    top = np.where(exact_two[:, None], position == 0, np.where(two[:, None], False, top))
-    bottom = np.where(two[:, None], False, bottom)
+    top &= ~two[:, None]  # two bins: their exact path below, or the moments
+    bottom &= ~two[:, None]
     tail = np.full(rows, np.nan)
     ok = (n > 0) & (total > n)
     exact_two &= ok
@@ -291,9 +289,7 @@ def _rare_tail(ref: Counts, cur: Counts, mask: Mask, scores: Counts) -> Vector:
         first, size, drawn = c[exact_two, 0], total[exact_two], n[exact_two]
         observed = x[exact_two, 0]
         y = observed[:, None] + np.arange(TWO_BIN_TERMS)[None, :]
-        terms = np.exp(_log_choose(first[:, None], y)
-                       + _log_choose((size - first)[:, None], drawn[:, None] - y)
-                       - _log_choose(size, drawn)[:, None])
+        terms = np.exp(_log_hypergeom(y, size[:, None], first[:, None], drawn[:, None]))
         last = observed + TWO_BIN_TERMS - 1.0
         tail[exact_two] = np.minimum(terms.sum(axis=1) + _hypergeom_beyond(last, size, first, drawn), 1.0)
     in_r = (top.any(axis=1) | bottom.any(axis=1)) & ok & ~exact_two
@@ -359,8 +355,14 @@ def _hypergeom_beyond(last: Vector, total: Vector, marked: Vector, n: Vector) ->
     ratio = np.divide((marked - last) * (n - last), (last + 1.0) * (total - marked - n + last + 1.0),
                       out=np.zeros_like(last), where=(total - marked - n + last + 1.0) > 0)
     ratio = np.clip(ratio, 0.0, None)
-    pmf = np.exp(_log_choose(marked, last) + _log_choose(total - marked, n - last) - _log_choose(total, n))
+    pmf = np.exp(_log_hypergeom(last, total, marked, n))
     return np.asarray(np.where(ratio < 1.0, pmf * ratio / np.where(ratio < 1.0, 1.0 - ratio, 1.0), 1.0))
+
+
+def _log_hypergeom(y: Counts, total: Counts, marked: Counts, n: Counts) -> Counts:
+    """log P(Y = y), Y the marked values among n drawn without replacement from ``total`` values
+    of which ``marked`` are marked: log C(K, y) + log C(M - K, n - y) - log C(M, n)."""
+    return _log_choose(marked, y) + _log_choose(total - marked, n - y) - _log_choose(total, n)
 
 
 def _log_choose(a: Counts, b: Counts) -> Counts:
@@ -431,19 +433,13 @@ def skewed_two_sided(z: Vector, skewness: Vector) -> Vector:
     gamma distribution with this mean, variance and skewness: ``scipy.stats.pearson3``), on
     the short side the normal tail. Never smaller than ``normal_two_sided(z)``: the Pearson
     curve only lengthens the tail the skewness says is long (its other tail is bounded, and a
-    bounded tail could call an ordinary value of a mixture impossible)."""
-    from scipy import special
-
+    bounded tail could call an ordinary value of a mixture impossible). Twice ``_skewed_sf``
+    on the statistic's side."""
     z = np.asarray(z, dtype=np.float64)
-    g = np.abs(np.asarray(skewness, dtype=np.float64))
-    normal = normal_two_sided(z)
-    long_side = (z * skewness > 0) & (g > 1e-8) & np.isfinite(g)
-    shape = np.divide(4.0, g * g, out=np.ones_like(g), where=long_side)
-    # P(Z >= |z|) for Z = (Gamma(shape) - shape) / sqrt(shape), the standardised Pearson III
-    with np.errstate(invalid="ignore", over="ignore"):
-        tail = special.gammaincc(shape, shape + np.abs(z) * np.sqrt(shape))
-    pearson = np.where(long_side & np.isfinite(tail), np.minimum(2.0 * tail, 1.0), 0.0)
-    return np.asarray(np.maximum(normal, pearson))
+    skewness = np.asarray(skewness, dtype=np.float64)
+    # the skewness seen from the statistic's side: positive where that side is the long one
+    skewness = np.where(np.isfinite(skewness), np.where(z < 0, -skewness, skewness), 0.0)
+    return np.asarray(np.minimum(2.0 * _skewed_sf(np.abs(z), skewness), 1.0))
 
 
 def normal_two_sided(z: Vector) -> Vector:
