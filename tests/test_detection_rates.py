@@ -37,6 +37,14 @@ def normal(rng: np.random.Generator, n: int) -> np.ndarray:
     return rng.standard_normal(n)
 
 
+def poisson(rng: np.random.Generator, n: int) -> np.ndarray:
+    return rng.poisson(3.0, n).astype(float)
+
+
+def student_t3(rng: np.random.Generator, n: int) -> np.ndarray:
+    return rng.standard_t(3.0, n)
+
+
 def rate(reference: Sampler, window: Sampler, n: int, seed: int, categorical: bool = False,
          windows: int = 1, settings: DriftSettings | None = None, ref: int = REF) -> float:
     """Share of TRIALS x windows windows in which the verdict (default settings unless given)
@@ -79,9 +87,9 @@ def categories(p: list[float]) -> Sampler:
 @pytest.mark.parametrize(("name", "sampler", "categorical"), [
     ("normal", normal, False),
     ("lognormal", lambda rng, n: rng.lognormal(0.0, 1.0, n), False),
-    ("poisson", lambda rng, n: rng.poisson(3.0, n).astype(float), False),
+    ("poisson", poisson, False),
     ("uniform", lambda rng, n: rng.random(n), False),
-    ("student_t3", lambda rng, n: rng.standard_t(3.0, n), False),
+    ("student_t3", student_t3, False),
     ("categorical", categories([0.5, 0.3, 0.2]), True),
 ])
 def test_false_alarms_at_most_one_percent(n: int, name: str, sampler: Sampler, categorical: bool) -> None:
@@ -130,14 +138,6 @@ def test_numeric_drift_is_detected(name: str, window: Sampler, minimum: float) -
 def test_category_mix_change_is_detected() -> None:
     detected = rate(categories([0.5, 0.3, 0.2]), categories([0.4, 0.4, 0.2]), 1000, seed=8, categorical=True)
     assert detected >= 0.99, f"10-point category mix change: detected in {detected:.1%} of windows"
-
-
-def poisson(rng: np.random.Generator, n: int) -> np.ndarray:
-    return rng.poisson(3.0, n).astype(float)
-
-
-def student_t3(rng: np.random.Generator, n: int) -> np.ndarray:
-    return rng.standard_t(3.0, n)
 
 
 @pytest.mark.parametrize("n", [20, 50])

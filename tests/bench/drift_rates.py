@@ -223,15 +223,13 @@ class Scenario:
         return None if self.limit is None else self.limit(self.n, self.reference_size, self.alpha)
 
 
-def _null(key: str, name: str, n: int, sampler: Sampler, kind: Kind = "numeric", **edge: Any) -> Scenario:
-    return Scenario(key, f"no drift, {name}, n={n}{_edge_label(**edge)}", kind, n, sampler, sampler,
-                    False, 0.01, **edge)
-
-
-def _edge_label(reference_size: int = REFERENCE_SIZE, min_samples: int | None = None,
-                max_trials: int | None = None) -> str:
-    return ((f", ref {reference_size}" if reference_size != REFERENCE_SIZE else "")
-            + (f", min_samples {min_samples}" if min_samples is not None else ""))
+def _null(key: str, name: str, n: int, sampler: Sampler, kind: Kind = "numeric", *,
+          reference_size: int = REFERENCE_SIZE, min_samples: int | None = None,
+          max_trials: int | None = None) -> Scenario:
+    label = (f"no drift, {name}, n={n}" + (f", ref {reference_size}" if reference_size != REFERENCE_SIZE else "")
+             + (f", min_samples {min_samples}" if min_samples is not None else ""))
+    return Scenario(key, label, kind, n, sampler, sampler, False, 0.01, reference_size=reference_size,
+                    min_samples=min_samples, max_trials=max_trials)
 
 
 SCENARIOS: tuple[Scenario, ...] = (
